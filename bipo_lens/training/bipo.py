@@ -1,0 +1,256 @@
+"""BiPO (Cao et al. 2024, Algorithm 1) with a fast path and the naive reference path.
+
+Each step draws ``d`` from {-1, +1} and minimises, over a batch of pairs,
+
+    -log sigmoid(d * beta * [log pi(r_T | A_L + d v) / pi(r_T | A_L) - log pi(r_O | A_L + d v) / pi(r_O | A_L)])
+
+where log-probabilities are summed over response tokens and the reference is the same model without
+the vector. The vector is added at every position of ``blocks.{L}.hook_resid_post``.
+
+The naive path (``FastPath.naive()``) is what the paper's implementation computes each step: a full
+hooked forward of the steered model and a full forward of the reference, logits at every position.
+The fast path computes the same numbers with less work; each saving is a switch of :class:`FastPath`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import asdict, dataclass
+
+import einops
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from bipo_lens.errors import BipoLensError
+from bipo_lens.models import check_layer, info, run_from_layer, unembed
+from bipo_lens.pairs import PreferencePair, fingerprint
+from bipo_lens.steering import add_steering, steer_tensors
+from bipo_lens.training.activations import device_of, residuals, response_deltas
+from bipo_lens.training.data import Sequence, TokenBatch, encode_pairs, make_batch
+from bipo_lens.vectors import SteeringVector
+
+LOSSES = ("bipo", "activation_margin")
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """Switches for the savings over the naive loop; all on by default, all off is the naive path."""
+
+    reference_once: bool = True  # reference log-probs never change: compute them once
+    prefix_cache: bool = True  # blocks 0..L do not see the vector: run them once per pair
+    response_logits_only: bool = True  # unembed only where a response token is predicted
+
+    @classmethod
+    def naive(cls) -> "FastPath":
+        return cls(False, False, False)
+
+    @property
+    def split(self) -> bool:
+        """Run blocks after L on their own (needed by the prefix cache and response-only logits)."""
+        return self.prefix_cache or self.response_logits_only
+
+
+@dataclass(frozen=True)
+class BipoConfig:
+    layer: int
+    epochs: int = 10
+    lr: float = 5e-4
+    beta: float = 0.1
+    batch_size: int = 4
+    weight_decay: float = 0.05
+    warmup_steps: int = 100
+    loss: str = "bipo"
+    margin: float = 1.0  # activation_margin only
+    max_response_tokens: int | None = 64
+    seed: int = 0
+
+    @classmethod
+    def for_loss(cls, loss: str, **overrides) -> "BipoConfig":
+        """Defaults of the chosen loss (the activation-margin variant's are wisent-guard's)."""
+        if loss not in LOSSES:
+            raise BipoLensError(f"unknown loss {loss!r}: use {', '.join(LOSSES)}")
+        defaults = {"epochs": 100, "lr": 0.01, "weight_decay": 0.0} if loss == "activation_margin" else {}
+        return cls(**{**defaults, "loss": loss, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
+    """LR factor: linear warm-up, then cosine decay to 0 at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+class _PairScorer:
+    """Summed response log-probs of every sequence of a set of pairs, under ``d * v``."""
+
+    def __init__(self, model, encoded: list[tuple[Sequence, Sequence]], layer: int, fast: FastPath,
+                 cache_budget_bytes: int | None):
+        self.model, self.layer, self.fast = model, layer, fast
+        self.sequences = [seq for pair in encoded for seq in pair]  # 2i: matching, 2i+1: not
+        self.device = device_of(model)
+        self.pad = model.tokenizer.pad_token_id or 0
+        self.cached: list[Tensor] | None = None
+        if fast.prefix_cache and self.cache_bytes() <= (cache_budget_bytes or float("inf")):
+            self.cached = residuals(model, self.sequences, layer)
+        self.reference = self.logps(range(len(encoded)), None, 0.0).detach() if fast.reference_once else None
+
+    def cache_bytes(self) -> int:
+        element = torch.finfo(next(self.model.original_model.parameters()).dtype).bits // 8
+        return sum(len(s.ids) for s in self.sequences) * info(self.model).d_model * element
+
+    def reference_logps(self, pair_indices) -> Float[Tensor, "pairs 2"]:
+        if self.reference is not None:
+            return self.reference[list(pair_indices)]
+        with torch.no_grad():
+            return self.logps(pair_indices, None, 0.0)
+
+    def logps(self, pair_indices, vector: Tensor | None, d: float) -> Float[Tensor, "pairs 2"]:
+        """Per pair: (log p(matching), log p(not_matching)), each summed over response tokens."""
+        indices = list(pair_indices)
+        out = []
+        chunk = 8 if vector is None else len(indices)  # reference passes: bounded memory
+        for start in range(0, len(indices), chunk):
+            part = indices[start : start + chunk]
+            seqs = [self.sequences[2 * i + side] for i in part for side in (0, 1)]
+            batch = make_batch(seqs, self.pad, self.device)
+            if self.fast.split:
+                target_logits = self._split_forward(batch, part, vector, d)
+            else:
+                target_logits = self._hooked_forward(batch, vector, d)
+            logprobs = target_logits.log_softmax(-1).gather(-1, batch.targets[:, None])[:, 0]
+            per_seq = torch.zeros(batch.n_sequences, device=self.device, dtype=logprobs.dtype)
+            per_seq = per_seq.index_add(0, batch.target_rows, logprobs)
+            out.append(einops.rearrange(per_seq, "(pairs side) -> pairs side", side=2))
+        return torch.cat(out)
+
+    def _hooked_forward(self, batch: TokenBatch, vector: Tensor | None, d: float) -> Tensor:
+        """The naive path: full forward through the steering hook, logits at every position."""
+        if vector is None:
+            logits = self.model(batch.tokens, attention_mask=batch.attention_mask)
+        else:
+            with steer_tensors(self.model, [(self.layer, vector, d)]):
+                logits = self.model(batch.tokens, attention_mask=batch.attention_mask)
+        return logits[batch.target_rows, batch.target_positions]
+
+    def _split_forward(self, batch: TokenBatch, part: list[int], vector: Tensor | None, d: float) -> Tensor:
+        """Residual at layer L (cached or recomputed without grad) + d v, then only the later blocks."""
+        if self.cached is not None:
+            resid = torch.zeros(batch.n_sequences, batch.tokens.shape[1], info(self.model).d_model,
+                                device=self.device, dtype=self.cached[0].dtype)
+            for row, seq_index in enumerate(2 * i + side for i in part for side in (0, 1)):
+                cached = self.cached[seq_index]
+                resid[row, : cached.shape[0]] = cached
+        else:
+            with torch.no_grad():
+                _, cache = self.model.run_with_cache(
+                    batch.tokens, attention_mask=batch.attention_mask,
+                    names_filter=f"blocks.{self.layer}.hook_resid_post", stop_at_layer=self.layer + 1)
+            resid = cache[f"blocks.{self.layer}.hook_resid_post"]
+        if vector is not None:
+            resid = add_steering(resid, vector, d)
+        hidden = run_from_layer(self.model, resid, self.layer, batch.attention_mask)
+        if self.fast.response_logits_only:
+            return unembed(self.model, hidden[batch.target_rows, batch.target_positions])
+        return unembed(self.model, hidden)[batch.target_rows, batch.target_positions]
+
+
+def train_bipo(
+    model,
+    pairs: list[PreferencePair],
+    layer: int,
+    config: BipoConfig | None = None,
+    test_pairs: list[PreferencePair] | None = None,
+    fast: FastPath = FastPath(),
+    cache_budget_bytes: int | None = 2 << 30,
+    progress: bool = True,
+    **overrides,
+) -> SteeringVector:
+    """Train a BiPO vector at ``blocks.{layer}.hook_resid_post``.
+
+    ``config`` (or keyword overrides such as ``epochs=5, lr=5e-3``) defaults to the paper's
+    hyper-parameters. The returned vector's ``history`` has one entry per epoch: mean loss, vector
+    norm, and, with ``test_pairs``, held-out preference accuracy (the fraction of test pairs whose
+    implicit reward under ``+v`` favours the matching response).
+    """
+    config = config or BipoConfig.for_loss(overrides.pop("loss", "bipo"), layer=layer, **overrides)
+    check_layer(model, layer)
+    if not pairs:
+        raise BipoLensError("no training pairs")
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    device = device_of(model)
+    encoded = encode_pairs(model, pairs, config.max_response_tokens)
+    vector = torch.nn.Parameter(torch.zeros(info(model).d_model, device=device))
+    optimizer = torch.optim.AdamW([vector], lr=config.lr, weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
+    total = steps_per_epoch * config.epochs
+    warmup = min(config.warmup_steps, max(1, total // 10))  # the paper's 100, clipped to short runs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, total, warmup))
+
+    if config.loss == "bipo":
+        scorer = _PairScorer(model, encoded, layer, fast, cache_budget_bytes)
+        test_scorer = (
+            _PairScorer(model, encode_pairs(model, test_pairs, config.max_response_tokens), layer, fast,
+                        cache_budget_bytes) if test_pairs else None
+        )
+        step_loss = lambda batch: _bipo_loss(scorer, batch, vector, config.beta, rng)  # noqa: E731
+    else:
+        deltas = response_deltas(model, encoded, layer)
+        test_scorer = None
+        step_loss = lambda batch: F.relu(config.margin - deltas[batch] @ vector).mean()  # noqa: E731
+
+    history = []
+    bar = tqdm(total=total, desc=f"{config.loss} layer {layer}", disable=not progress, leave=False)
+    for epoch in range(config.epochs):
+        order = list(range(len(pairs)))
+        rng.shuffle(order)
+        losses = []
+        for start in range(0, len(order), config.batch_size):
+            loss = step_loss(order[start : start + config.batch_size])
+            if not torch.isfinite(loss):
+                raise BipoLensError(f"non-finite loss at epoch {epoch + 1}: try a lower learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", norm=f"{vector.norm().item():.3f}")
+        record = {"epoch": epoch + 1, "loss": sum(losses) / len(losses), "norm": vector.norm().item()}
+        if test_scorer is not None:
+            record["test_accuracy"] = preference_accuracy(test_scorer, vector.detach())
+        history.append(record)
+    bar.close()
+    return SteeringVector(
+        vector=vector.detach().cpu().clone(),
+        layer=layer,
+        model_id=info(model).model_id,
+        method="bipo" if config.loss == "bipo" else "bipo-activation-margin",
+        hyperparameters={**asdict(config), **({"fast_path": asdict(fast)} if config.loss == "bipo" else {})},
+        data_fingerprint=fingerprint(pairs),
+        history=history,
+    )
+
+
+def _bipo_loss(scorer: _PairScorer, batch: list[int], vector: Tensor, beta: float, rng: random.Random) -> Tensor:
+    d = rng.choice((-1.0, 1.0))
+    policy = scorer.logps(batch, vector, d)
+    reference = scorer.reference_logps(batch)
+    log_ratios = policy - reference  # (pairs, side)
+    return -F.logsigmoid(d * beta * (log_ratios[:, 0] - log_ratios[:, 1])).mean()
+
+
+@torch.no_grad()
+def preference_accuracy(scorer: _PairScorer, vector: Tensor, batch_size: int = 8) -> float:
+    indices = range(len(scorer.sequences) // 2)
+    wins = 0
+    for start in range(0, len(indices), batch_size):
+        part = list(indices[start : start + batch_size])
+        ratios = scorer.logps(part, vector, 1.0) - scorer.reference_logps(part)
+        wins += int((ratios[:, 0] > ratios[:, 1]).sum())
+    return wins / len(indices)

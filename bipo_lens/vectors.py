@@ -1,0 +1,209 @@
+"""SteeringVector: a direction in one model's residual stream at one layer, plus its provenance.
+
+Files are ``.safetensors`` with the metadata as JSON strings. The BiPO authors' formats are read
+too: the model-card checkpoint ``{"v": tensor, "config": {"layer_idx": L, ...}}`` and bare tensors
+in a ``.pt``; every ``torch.load`` uses ``weights_only=True``, so a file cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from bipo_lens.errors import BipoLensError
+
+
+@dataclass
+class SteeringVector:
+    vector: Float[torch.Tensor, " d_model"]
+    layer: int
+    model_id: str = "unknown"
+    method: str = "unknown"
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str = ""
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.vector, torch.Tensor) or self.vector.ndim != 1:
+            raise BipoLensError("a steering vector must be a 1-D tensor")
+        if not self.vector.is_floating_point():
+            raise BipoLensError(f"a steering vector must be floating point, got {self.vector.dtype}")
+        if not torch.isfinite(self.vector).all():
+            raise BipoLensError("the steering vector holds NaN or infinite values")
+        if not isinstance(self.layer, int) or self.layer < 0:
+            raise BipoLensError(f"layer must be a non-negative integer, got {self.layer!r}")
+
+    @property
+    def d_model(self) -> int:
+        return self.vector.shape[0]
+
+    @property
+    def hook_name(self) -> str:
+        return f"blocks.{self.layer}.hook_resid_post"
+
+    @property
+    def norm(self) -> float:
+        return float(self.vector.norm())
+
+    def metadata(self) -> dict[str, str]:
+        from bipo_lens import __version__
+
+        return {
+            "model_id": self.model_id,
+            "d_model": str(self.d_model),
+            "layer": str(self.layer),
+            "hook_name": self.hook_name,
+            "method": self.method,
+            "hyperparameters": json.dumps(self.hyperparameters),
+            "data_fingerprint": self.data_fingerprint,
+            "history": json.dumps(self.history),
+            "bipo_lens_version": __version__,
+        }
+
+    def check_compatible(self, model) -> None:
+        """Clear errors for a vector that cannot be applied to ``model``."""
+        from bipo_lens.models import info
+
+        model_info = info(model)
+        if self.d_model != model_info.d_model:
+            raise BipoLensError(
+                f"vector has d_model {self.d_model} (trained on {self.model_id}) but "
+                f"{model_info.model_id} has d_model {model_info.d_model}"
+            )
+        if self.layer >= model_info.n_layers:
+            raise BipoLensError(
+                f"vector is for layer {self.layer} but {model_info.model_id} has layers 0..{model_info.n_layers - 1}"
+            )
+
+    def save(self, path: str | Path, overwrite: bool = False) -> Path:
+        """Write atomically; refuse to replace an existing file unless ``overwrite``."""
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise BipoLensError(f"{path} exists; pass --overwrite (overwrite=True) to replace it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tensor = self.vector.detach().to("cpu", torch.float32).contiguous()
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+        os.close(fd)
+        try:
+            if path.suffix == ".pt":
+                config = {"layer_idx": self.layer, **self.metadata()}
+                torch.save({"v": tensor, "config": config}, tmp)
+            else:
+                save_file({"vector": tensor}, tmp, metadata=self.metadata())
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, layer: int | None = None) -> "SteeringVector":
+        """Read ``.safetensors`` (ours) or ``.pt`` (BiPO checkpoint or bare tensor).
+
+        A bare tensor carries no layer: pass ``layer``.
+        """
+        path = Path(path)
+        if not path.is_file():
+            raise BipoLensError(f"vector file not found: {path}")
+        if path.suffix == ".safetensors":
+            return cls._load_safetensors(path)
+        return cls._load_torch(path, layer)
+
+    @classmethod
+    def _load_safetensors(cls, path: Path) -> "SteeringVector":
+        from safetensors import safe_open
+
+        try:
+            tensors = load_file(path)
+            with safe_open(path, framework="pt") as f:
+                meta = f.metadata() or {}
+        except (SafetensorError, OSError, ValueError) as e:
+            raise BipoLensError(f"{path}: not a readable safetensors file ({e})") from None
+        if set(tensors) != {"vector"}:
+            raise BipoLensError(f"{path}: expected one tensor named 'vector', found {sorted(tensors)}")
+        try:
+            layer = int(meta["layer"])
+            hyperparameters = json.loads(meta.get("hyperparameters", "{}"))
+            history = json.loads(meta.get("history", "[]"))
+        except (KeyError, ValueError) as e:
+            raise BipoLensError(f"{path}: missing or malformed metadata ({e})") from None
+        if not isinstance(hyperparameters, dict) or not isinstance(history, list):
+            raise BipoLensError(f"{path}: malformed metadata (hyperparameters or history)")
+        vector = cls(
+            vector=tensors["vector"].float(),
+            layer=layer,
+            model_id=meta.get("model_id", "unknown"),
+            method=meta.get("method", "unknown"),
+            hyperparameters=hyperparameters,
+            data_fingerprint=meta.get("data_fingerprint", ""),
+            history=history,
+        )
+        if "d_model" in meta and meta["d_model"] != str(vector.d_model):
+            raise BipoLensError(f"{path}: metadata says d_model {meta['d_model']} but the tensor has {vector.d_model}")
+        return vector
+
+    @classmethod
+    def _load_torch(cls, path: Path, layer: int | None) -> "SteeringVector":
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling refused"
+            raise BipoLensError(f"{path}: refused to load: the file holds objects other than tensors ({first})") from None
+        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+            raise BipoLensError(f"{path}: not a readable PyTorch file ({type(e).__name__})") from None
+        if isinstance(obj, torch.Tensor):
+            if layer is None:
+                raise BipoLensError(f"{path} holds a bare tensor with no layer: pass --layer")
+            return cls(vector=obj.float().flatten() if obj.ndim == 2 and obj.shape[0] == 1 else obj.float(), layer=layer, method="bipo")
+        if isinstance(obj, dict) and "v" in obj:
+            config = obj.get("config") or {}
+            if not isinstance(config, dict):
+                raise BipoLensError(f"{path}: 'config' must be a dict")
+            found_layer = config.get("layer_idx", layer)
+            if found_layer is None:
+                raise BipoLensError(f"{path}: no layer_idx in config: pass --layer")
+            try:
+                found_layer = int(found_layer)
+                hyperparameters = json.loads(config.get("hyperparameters", "{}"))
+            except (TypeError, ValueError):
+                raise BipoLensError(f"{path}: malformed config") from None
+            v = obj["v"]
+            if not isinstance(v, torch.Tensor):
+                raise BipoLensError(f"{path}: 'v' is not a tensor")
+            return cls(
+                vector=v.float().flatten() if v.ndim == 2 and v.shape[0] == 1 else v.float(),
+                layer=found_layer,
+                model_id=str(config.get("model_id", config.get("model_name", "unknown"))),
+                method=str(config.get("method", "bipo")),
+                hyperparameters=hyperparameters if isinstance(hyperparameters, dict) else {},
+                data_fingerprint=str(config.get("data_fingerprint", "")),
+            )
+        raise BipoLensError(f"{path}: expected a tensor or a dict with 'v', found {type(obj).__name__}")
+
+    def describe(self) -> str:
+        lines = [
+            f"method:        {self.method}",
+            f"model:         {self.model_id}",
+            f"layer:         {self.layer} ({self.hook_name})",
+            f"d_model:       {self.d_model}",
+            f"norm:          {self.norm:.4f}",
+            f"data:          {self.data_fingerprint or '-'}",
+            f"hyperparams:   {json.dumps(self.hyperparameters)}",
+        ]
+        if self.history:
+            last = self.history[-1]
+            lines.append(f"epochs:        {len(self.history)} (last: {json.dumps(last)})")
+        return "\n".join(lines)
