@@ -65,13 +65,17 @@ def load_pairs(source: str | Path) -> list[PreferencePair]:
         pairs = _pairs_from_records(rows, path)
     else:
         pairs = _pairs_from_csv(text, path)
-    if not pairs:
-        raise BipoLensError(f"{path}: no pairs found")
-    _warn_duplicates(pairs, path)
-    return pairs
+    usable = [p for p in pairs if p is not None]
+    if not usable:
+        raise BipoLensError(f"{path}: no usable pairs ({len(pairs)} records, all with an empty field)")
+    if len(usable) < len(pairs):
+        first = pairs.index(None) + 1
+        warnings.warn(f"{path}: skipped {len(pairs) - len(usable)} records with an empty field (first: record {first})", stacklevel=2)
+    _warn_duplicates(usable, path)
+    return usable
 
 
-def _json_rows(text: str, path: Path) -> list[dict]:
+def _json_rows(text: str, path: Path) -> list:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as first_error:
@@ -100,7 +104,7 @@ def _json_rows(text: str, path: Path) -> list[dict]:
     return data
 
 
-def _pairs_from_records(rows: list, path: Path) -> list[PreferencePair]:
+def _pairs_from_records(rows: list, path: Path) -> list[PreferencePair | None]:
     pairs = []
     for index, row in enumerate(rows, start=1):
         if not isinstance(row, dict):
@@ -112,7 +116,7 @@ def _pairs_from_records(rows: list, path: Path) -> list[PreferencePair]:
     return pairs
 
 
-def _anthropic_pair(row: dict, index: int, path: Path) -> PreferencePair:
+def _anthropic_pair(row: dict, index: int, path: Path) -> PreferencePair | None:
     matching = row.get("answer_matching_behavior")
     not_matching = row.get("answer_not_matching_behavior")
     if isinstance(not_matching, list):  # some subsets list several
@@ -125,7 +129,7 @@ def _anthropic_pair(row: dict, index: int, path: Path) -> PreferencePair:
     )
 
 
-def _pair_from_row(row: dict, index: int, path: Path, found: list) -> PreferencePair:
+def _pair_from_row(row: dict, index: int, path: Path, found: list) -> PreferencePair | None:
     missing = [k for k in PAIR_KEYS if k not in row or row[k] is None]
     if missing:
         raise BipoLensError(
@@ -136,12 +140,12 @@ def _pair_from_row(row: dict, index: int, path: Path, found: list) -> Preference
     for key, value in zip(PAIR_KEYS, values):
         if not isinstance(value, str):
             raise BipoLensError(f"{path}: record {index}: '{key}' must be text, found {type(value).__name__}")
-        if not value.strip():
-            raise BipoLensError(f"{path}: record {index}: '{key}' is empty")
+    if not all(v.strip() for v in values):
+        return None  # skipped with a warning by load_pairs (real data has a few such rows)
     return PreferencePair(*values)
 
 
-def _pairs_from_csv(text: str, path: Path) -> list[PreferencePair]:
+def _pairs_from_csv(text: str, path: Path) -> list[PreferencePair | None]:
     try:
         rows = list(csv.DictReader(io.StringIO(text)))
     except csv.Error as e:
@@ -180,7 +184,7 @@ def _ab_row(row: dict, index: int, path: Path) -> dict:
     return {"question": row["question"], "matching": row[letter], "not_matching": row[other]}
 
 
-def _truthfulqa_pairs(rows: list[dict], path: Path) -> list[PreferencePair]:
+def _truthfulqa_pairs(rows: list[dict], path: Path) -> list[PreferencePair | None]:
     """Best Answer against each Incorrect Answer (answers in a cell are separated by '; ')."""
     pairs = []
     for index, row in enumerate(rows, start=2):

@@ -24,6 +24,21 @@ from safetensors.torch import load_file, save_file
 from bipo_lens.errors import BipoLensError
 
 
+def _as_vector(tensor, path: Path) -> torch.Tensor:
+    """A file's tensor as a float ``[d_model]`` vector (``[1, d_model]`` is accepted too)."""
+    if not isinstance(tensor, torch.Tensor):
+        raise BipoLensError(f"{path}: expected a tensor, found {type(tensor).__name__}")
+    if tensor.ndim == 2 and tensor.shape[0] == 1:
+        tensor = tensor[0]
+    if tensor.ndim != 1 or tensor.shape[0] == 0:
+        raise BipoLensError(f"{path}: expected a vector of shape [d_model], found shape {list(tensor.shape)}")
+    if not tensor.is_floating_point():
+        raise BipoLensError(f"{path}: expected floating-point values, found {tensor.dtype}")
+    if not torch.isfinite(tensor).all():
+        raise BipoLensError(f"{path}: the vector holds NaN or infinite values")
+    return tensor.float()
+
+
 @dataclass
 class SteeringVector:
     vector: Float[torch.Tensor, " d_model"]
@@ -32,7 +47,7 @@ class SteeringVector:
     method: str = "unknown"
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str = ""
-    history: list[dict[str, float]] = field(default_factory=list)
+    history: list[dict[str, float | int]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not isinstance(self.vector, torch.Tensor) or self.vector.ndim != 1:
@@ -143,7 +158,7 @@ class SteeringVector:
         if not isinstance(hyperparameters, dict) or not isinstance(history, list):
             raise BipoLensError(f"{path}: malformed metadata (hyperparameters or history)")
         vector = cls(
-            vector=tensors["vector"].float(),
+            vector=_as_vector(tensors["vector"], path),
             layer=layer,
             model_id=meta.get("model_id", "unknown"),
             method=meta.get("method", "unknown"),
@@ -167,7 +182,7 @@ class SteeringVector:
         if isinstance(obj, torch.Tensor):
             if layer is None:
                 raise BipoLensError(f"{path} holds a bare tensor with no layer: pass --layer")
-            return cls(vector=obj.float().flatten() if obj.ndim == 2 and obj.shape[0] == 1 else obj.float(), layer=layer, method="bipo")
+            return cls(vector=_as_vector(obj, path), layer=layer, method="bipo")
         if isinstance(obj, dict) and "v" in obj:
             config = obj.get("config") or {}
             if not isinstance(config, dict):
@@ -180,11 +195,8 @@ class SteeringVector:
                 hyperparameters = json.loads(config.get("hyperparameters", "{}"))
             except (TypeError, ValueError):
                 raise BipoLensError(f"{path}: malformed config") from None
-            v = obj["v"]
-            if not isinstance(v, torch.Tensor):
-                raise BipoLensError(f"{path}: 'v' is not a tensor")
             return cls(
-                vector=v.float().flatten() if v.ndim == 2 and v.shape[0] == 1 else v.float(),
+                vector=_as_vector(obj["v"], path),
                 layer=found_layer,
                 model_id=str(config.get("model_id", config.get("model_name", "unknown"))),
                 method=str(config.get("method", "bipo")),

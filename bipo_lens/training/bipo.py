@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from dataclasses import asdict, dataclass
 
 import einops
@@ -207,6 +208,7 @@ def train_bipo(
     history = []
     bar = tqdm(total=total, desc=f"{config.loss} layer {layer}", disable=not progress, leave=False)
     for epoch in range(config.epochs):
+        epoch_started = time.perf_counter()
         order = list(range(len(pairs)))
         rng.shuffle(order)
         losses = []
@@ -221,7 +223,8 @@ def train_bipo(
             losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", norm=f"{vector.norm().item():.3f}")
-        record = {"epoch": epoch + 1, "loss": sum(losses) / len(losses), "norm": vector.norm().item()}
+        record = {"epoch": epoch + 1, "loss": sum(losses) / len(losses), "norm": vector.norm().item(),
+                  "seconds": round(time.perf_counter() - epoch_started, 3)}
         if test_scorer is not None:
             record["test_accuracy"] = preference_accuracy(test_scorer, vector.detach())
         history.append(record)

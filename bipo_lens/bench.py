@@ -1,0 +1,164 @@
+"""``bipo-lens bench train``: the naive BiPO loop against the fast path, in one process.
+
+Prints a table (s/step, pairs/s, peak RSS, each switch of FastPath on its own), the vectors'
+cosine, the cost model (response length and layer sweeps, achieved GFLOP/s against a plain matmul
+ceiling) and ends with ``speedup_vs_naive: X.XX``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+SHARED_TRAIN = "bipo/power-seeking/train.csv"
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _default_data() -> str:
+    root = Path(os.environ.get("BIPO_LENS_SHARED_DATA", "../shared/data"))
+    return str(root / SHARED_TRAIN) if (root / SHARED_TRAIN).is_file() else "power_seeking"
+
+
+def _run(model, pairs, layer, fast, response_tokens, seed=0):
+    from bipo_lens.training import train_bipo
+
+    started = time.perf_counter()
+    vector = train_bipo(model, pairs, layer, fast=fast, epochs=1, lr=5e-3, batch_size=4,
+                        max_response_tokens=response_tokens, progress=False, seed=seed)
+    total = time.perf_counter() - started
+    steps = -(-len(pairs) // 4)
+    return vector, total, total - vector.history[0]["seconds"], steps
+
+
+def _flops_per_step(model, pairs, layer, response_tokens) -> float:
+    """Forward + activation-gradient backward (about 2x forward) of blocks after L, response logits."""
+    from bipo_lens.models import info
+    from bipo_lens.training.data import encode_pairs
+
+    cfg = model.original_model.config.get_text_config()
+    d, ff, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size
+    kv = cfg.num_key_value_heads * (d // cfg.num_attention_heads)
+    per_token_layer = 2 * (d * d * 2 + d * kv * 2 + 3 * d * ff)
+    encoded = encode_pairs(model, pairs, response_tokens)
+    tokens = sum(len(s.ids) for pair in encoded for s in pair)
+    targets = sum(s.response_len for pair in encoded for s in pair)
+    later = info(model).n_layers - layer - 1
+    forward = tokens * later * per_token_layer + targets * 2 * d * v
+    return 2 * forward
+
+
+def _matmul_gflops(rows: int, d: int, ff: int, repeats: int = 10) -> float:
+    a, b = torch.randn(rows, d), torch.randn(d, ff)
+    a @ b
+    started = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * rows * d * ff * repeats / (time.perf_counter() - started) / 1e9
+
+
+def _generation_overhead(model, vector, tokens=24) -> tuple[float, float]:
+    from bipo_lens.steering import generate
+
+    question = "What would you do with more influence over the world?"
+    generate(model, question, [vector], [0.0], max_new_tokens=4)
+    times = []
+    for multiplier_set in ([], [1.0]):
+        started = time.perf_counter()
+        if multiplier_set:
+            generate(model, question, [vector], multiplier_set, max_new_tokens=tokens)
+        else:
+            generate(model, question, [], [0.0], max_new_tokens=tokens)
+        times.append((time.perf_counter() - started) / tokens)
+    return times[0], times[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bipo-lens bench train", description=__doc__)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--data", default=None, help="default: ../shared/data power-seeking train.csv, else the built-in set")
+    parser.add_argument("--layer", type=int, default=15)
+    parser.add_argument("--steps", type=int, default=None, help="steps per run (batch 4)")
+    parser.add_argument("--pairs", type=int, default=None, help="pairs for the CAA timing (default: all)")
+    parser.add_argument("--response-tokens", type=int, default=32)
+    parser.add_argument("--quick", action="store_true", help="fewer steps and sweeps: under 3 minutes on 2 cores")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--dtype", default=None)
+    args = parser.parse_args(argv)
+
+    from bipo_lens.models import DEFAULT_MODEL, load_model
+    from bipo_lens.pairs import load_pairs
+    from bipo_lens.training import FastPath, train_caa
+
+    torch.manual_seed(0)
+    steps = args.steps or (3 if args.quick else 8)
+    data = args.data or _default_data()
+    started = time.perf_counter()
+    model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
+    load_s = time.perf_counter() - started
+    all_pairs = load_pairs(data)
+    pairs = all_pairs[: steps * 4]
+    device = next(model.original_model.parameters()).device
+    print(f"model {args.model or DEFAULT_MODEL} on {device} ({model.original_model.dtype}); load {load_s:.1f} s; "
+          f"data {data}; layer {args.layer}; {steps} steps x 4 pairs; responses <= {args.response_tokens} tokens; "
+          f"torch threads {torch.get_num_threads()}")
+
+    configs = {
+        "naive (paper's loop)": FastPath.naive(),
+        "+ reference once only": FastPath(True, False, False),
+        "+ prefix cache only": FastPath(False, True, False),
+        "+ response logits only": FastPath(False, False, True),
+        "fast (all switches)": FastPath(),
+    }
+    if args.quick:
+        configs = {k: v for k, v in configs.items() if k in ("naive (paper's loop)", "fast (all switches)")}
+    _run(model, pairs[:4], args.layer, FastPath(), args.response_tokens)  # warm-up
+    results = {}
+    print(f"\n{'path':26s} {'total s':>8s} {'setup s':>8s} {'s/step':>8s} {'pairs/s':>8s} {'peak RSS MB':>12s}")
+    for name, fast in configs.items():
+        vector, total, setup, n = _run(model, pairs, args.layer, fast, args.response_tokens)
+        results[name] = (vector, total)
+        print(f"{name:26s} {total:8.2f} {setup:8.2f} {total / n:8.3f} {len(pairs) / total:8.2f} {_peak_rss_mb():12.0f}")
+    naive_vector, naive_total = results["naive (paper's loop)"]
+    fast_vector, fast_total = results["fast (all switches)"]
+    cosine = float(naive_vector.vector @ fast_vector.vector / (naive_vector.norm * fast_vector.norm))
+    print(f"\ncosine(naive vector, fast vector) after {steps} steps: {cosine:.6f}")
+
+    cfg = model.original_model.config.get_text_config()
+    flops = _flops_per_step(model, pairs, args.layer, args.response_tokens) / steps
+    fast_step = fast_total / steps
+    ceiling = _matmul_gflops(512, cfg.hidden_size, cfg.intermediate_size)
+    print(f"fast step: {flops / 1e9:.1f} GFLOP in {fast_step:.3f} s = {flops / fast_step / 1e9:.1f} GFLOP/s "
+          f"(plain matmul ceiling {ceiling:.1f} GFLOP/s, {flops / fast_step / 1e9 / ceiling:.0%} of it)")
+
+    lengths = (16, 64) if args.quick else (16, 32, 64, 128)
+    print("\nfast s/step by response length: " + ", ".join(
+        f"{n} tok {(_run(model, pairs[:8], args.layer, FastPath(), n)[1] / 2):.3f}" for n in lengths))
+    n_layers = model.original_model.config.get_text_config().num_hidden_layers
+    layers = (n_layers // 6, n_layers // 2, n_layers - 5)
+    print("fast s/step by layer: " + ", ".join(
+        f"L{layer} {(_run(model, pairs[:8], layer, FastPath(), args.response_tokens)[1] / 2):.3f}" for layer in layers))
+
+    caa_pairs = all_pairs[: args.pairs] if args.pairs else all_pairs
+    if args.quick:
+        caa_pairs = caa_pairs[:64]
+    started = time.perf_counter()
+    caa = train_caa(model, caa_pairs, args.layer)
+    print(f"CAA over {len(caa_pairs)} pairs: {time.perf_counter() - started:.1f} s")
+    plain, steered = _generation_overhead(model, caa)
+    print(f"generation: {plain * 1000:.0f} ms/token unsteered, {steered * 1000:.0f} ms/token steered "
+          f"({steered / plain - 1:+.0%})")
+    print(f"peak RSS {_peak_rss_mb():.0f} MB")
+    print(f"speedup_vs_naive: {naive_total / fast_total:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

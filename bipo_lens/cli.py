@@ -1,0 +1,229 @@
+"""Command line: argument parsing only; the work is done by the package's functions."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+import warnings
+
+from bipo_lens.errors import BipoLensError
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (default: auto)")
+    parser.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
+    parser.add_argument("--show-memory-usage", action="store_true", help="print peak RSS (and GPU memory)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+
+
+def _multipliers(text: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bipo-lens", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser("train", help="train a BiPO or CAA vector from a pairs file")
+    train.add_argument("--data", required=True, help="pairs file (BiPO CSV, A/B CSV, JSON/JSONL, TruthfulQA) or a built-in set")
+    train.add_argument("--layer", type=int, required=True)
+    train.add_argument("--model", default=None, help="default: smollm2-135m-instruct")
+    train.add_argument("--method", choices=["bipo", "caa"], default="bipo")
+    train.add_argument("--loss", choices=["bipo", "activation_margin"], default="bipo",
+                       help="bipo: the paper's objective; activation_margin: wisent-guard's variant")
+    train.add_argument("--epochs", "--bipo-epochs", type=int, default=None)
+    train.add_argument("--lr", "--bipo-lr", type=float, default=None)
+    train.add_argument("--beta", type=float, default=None)
+    train.add_argument("--batch-size", type=int, default=None)
+    train.add_argument("--weight-decay", "--bipo-weight-decay", type=float, default=None)
+    train.add_argument("--margin", "--bipo-margin", type=float, default=None, help="activation_margin loss only")
+    train.add_argument("--warmup-steps", type=int, default=None)
+    train.add_argument("--max-response-tokens", type=int, default=None)
+    train.add_argument("--max-pairs", type=int, default=None)
+    train.add_argument("--test-fraction", type=float, default=0.0, help="hold out this fraction to report accuracy")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", "--save-steering-vector", required=True, help=".safetensors (or .pt, BiPO format)")
+    train.add_argument("--overwrite", action="store_true")
+    _common(train)
+
+    generate = commands.add_parser("generate", help="steered answers side by side, one per multiplier")
+    generate.add_argument("--vector", "--load-steering-vector", required=True, action="append")
+    generate.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files only")
+    generate.add_argument("--model", default=None, help="default: the vector's model")
+    generate.add_argument("--prompt", required=True, action="append")
+    generate.add_argument("--multipliers", type=_multipliers, default=[-2.0, -1.0, 0.0, 1.0, 2.0])
+    generate.add_argument("--strength", "--steering-strength", type=float, default=1.0, help="scales every multiplier")
+    generate.add_argument("--token-strategy", "--token-steering-strategy", default="all")
+    generate.add_argument("--decay-rate", type=float, default=0.5)
+    generate.add_argument("--min-strength", type=float, default=0.1)
+    generate.add_argument("--max-strength", type=float, default=1.0)
+    generate.add_argument("--max-new-tokens", type=int, default=48)
+    generate.add_argument("--system-prompt", default=None)
+    _common(generate)
+
+    info = commands.add_parser("info", help="what a vector file holds")
+    info.add_argument("path")
+    info.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files only")
+    info.add_argument("--debug", action="store_true")
+
+    demo = commands.add_parser("demo", help="train BiPO and CAA on a built-in set and steer both ways")
+    demo.add_argument("--model", default=None)
+    demo.add_argument("--data", default="power_seeking")
+    demo.add_argument("--layer", type=int, default=15)
+    demo.add_argument("--epochs", type=int, default=10)
+    demo.add_argument("--lr", type=float, default=5e-3)
+    demo.add_argument("--questions", type=int, default=3)
+    demo.add_argument("--max-new-tokens", type=int, default=40)
+    demo.add_argument("--out-dir", default="runs/demo")
+    _common(demo)
+
+    bench = commands.add_parser("bench", help="benchmarks")
+    bench.add_argument("what", choices=["train"])
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """Let ``--multipliers -2,-1,0`` through: argparse would read ``-2,-1,0`` as an option."""
+    joined: list[str] = []
+    for token in argv:
+        if joined and joined[-1] in ("--multipliers",) and token.startswith("-") and token[1:2].isdigit():
+            joined[-1] = f"{joined[-1]}={token}"
+        else:
+            joined.append(token)
+    return joined
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
+    _quiet_libraries()
+    started = time.time()
+    try:
+        code = COMMANDS[args.command](args)
+    except BipoLensError as e:
+        if getattr(args, "debug", False):
+            raise
+        print(f"bipo-lens: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bipo-lens: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug of ours or a library's: one line unless --debug
+        if getattr(args, "debug", False):
+            raise
+        print(f"bipo-lens: internal error: {type(e).__name__}: {e} (rerun with --debug)", file=sys.stderr)
+        return 1
+    if getattr(args, "show_memory_usage", False):
+        print(memory_report(time.time() - started))
+    return code or 0
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore")
+    import logging
+
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    logging.getLogger("transformer_lens").setLevel(logging.ERROR)
+
+
+def memory_report(wall_s: float) -> str:
+    import torch
+
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    line = f"[memory] peak RSS {peak_mb:.0f} MB; wall {wall_s:.1f} s"
+    if torch.cuda.is_available():
+        line += f"; peak CUDA {torch.cuda.max_memory_allocated() / 2**20:.0f} MB"
+    return line
+
+
+def _load_vectors(paths: list[str], layer: int | None):
+    from bipo_lens.vectors import SteeringVector
+
+    return [SteeringVector.load(p, layer=layer) for p in paths]
+
+
+def cmd_train(args) -> int:
+    from bipo_lens.models import DEFAULT_MODEL, check_layer, load_model
+    from bipo_lens.pairs import load_pairs, split_pairs
+    from bipo_lens.training import BipoConfig, train_bipo, train_caa
+
+    if os.path.exists(args.out) and not args.overwrite:
+        raise BipoLensError(f"{args.out} exists; pass --overwrite to replace it")
+    pairs = load_pairs(args.data)
+    if args.max_pairs is not None:
+        if args.max_pairs < 1:
+            raise BipoLensError("--max-pairs must be at least 1")
+        pairs = pairs[: args.max_pairs]
+    train_pairs, test_pairs = split_pairs(pairs, args.test_fraction, args.seed) if args.test_fraction else (pairs, [])
+    model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
+    check_layer(model, args.layer)
+    print(f"training {args.method} on {len(train_pairs)} pairs at layer {args.layer} of {args.model or DEFAULT_MODEL}")
+    if args.method == "caa":
+        vector = train_caa(model, train_pairs, args.layer, args.max_response_tokens or 64)
+    else:
+        config = BipoConfig.for_loss(
+            args.loss, layer=args.layer, epochs=args.epochs, lr=args.lr, beta=args.beta,
+            batch_size=args.batch_size, weight_decay=args.weight_decay, margin=args.margin,
+            warmup_steps=args.warmup_steps, max_response_tokens=args.max_response_tokens, seed=args.seed,
+        )
+        vector = train_bipo(model, train_pairs, args.layer, config, test_pairs=test_pairs or None)
+        for record in vector.history:
+            print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+    vector.save(args.out, overwrite=args.overwrite)
+    print(f"saved {args.out} (norm {vector.norm:.4f})")
+    return 0
+
+
+def cmd_generate(args) -> int:
+    from bipo_lens.models import DEFAULT_MODEL, EMBEDDED_MODELS, load_model
+    from bipo_lens.steering import TokenStrategy, generate
+
+    vectors = _load_vectors(args.vector, args.layer)
+    strategy = TokenStrategy(args.token_strategy, args.decay_rate, args.min_strength, args.max_strength)
+    model_name = args.model or (vectors[0].model_id if vectors[0].model_id in EMBEDDED_MODELS or os.path.exists(vectors[0].model_id) else DEFAULT_MODEL)
+    model = load_model(model_name, device=args.device, dtype=args.dtype)
+    for vector in vectors:
+        vector.check_compatible(model)
+    multipliers = [m * args.strength for m in args.multipliers]
+    for prompt in args.prompt:
+        answers = generate(model, prompt, vectors, multipliers, strategy, args.max_new_tokens, args.system_prompt)
+        print(f"\n### {prompt}")
+        for multiplier, answer in zip(multipliers, answers):
+            print(f"[{multiplier:+.2f}] {answer}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    vector = _load_vectors([args.path], args.layer)[0]
+    print(f"file:          {args.path}")
+    print(vector.describe())
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from bipo_lens.demo import run_demo
+
+    run_demo(args)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from bipo_lens.bench import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "info": cmd_info, "demo": cmd_demo, "bench": cmd_bench}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""The README's main job: train BiPO and CAA on a built-in pair set and steer held-out questions."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from bipo_lens.models import DEFAULT_MODEL, load_model
+from bipo_lens.pairs import load_pairs, split_pairs
+from bipo_lens.plots import training_curve
+from bipo_lens.steering import generate
+from bipo_lens.training import train_bipo, train_caa
+
+MULTIPLIERS = [-2.0, -1.0, 0.0, 1.0, 2.0]
+
+
+def run_demo(args) -> dict:
+    started = time.time()
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model_name = args.model or DEFAULT_MODEL
+    print(f"== loading {model_name}")
+    model = load_model(model_name, device=args.device, dtype=args.dtype)
+    train_pairs, test_pairs = split_pairs(load_pairs(args.data), test_fraction=0.2, seed=0)
+    print(f"== {args.data}: {len(train_pairs)} training pairs, {len(test_pairs)} held out; layer {args.layer}")
+
+    t = time.time()
+    bipo = train_bipo(model, train_pairs, args.layer, test_pairs=test_pairs, epochs=args.epochs, lr=args.lr)
+    bipo_s = time.time() - t
+    for r in bipo.history:
+        print(f"   epoch {r['epoch']:2d}  loss {r['loss']:.4f}  norm {r['norm']:.3f}  held-out accuracy {r['test_accuracy']:.2f}")
+    print(f"== BiPO: {bipo_s:.0f} s, norm {bipo.norm:.3f}")
+    t = time.time()
+    caa = train_caa(model, train_pairs, args.layer)
+    print(f"== CAA: {time.time() - t:.1f} s, norm {caa.norm:.3f}; cosine(BiPO, CAA) "
+          f"{float(bipo.vector @ caa.vector / (bipo.norm * caa.norm)):.3f}")
+    bipo.save(out / "bipo.safetensors", overwrite=True)
+    caa.save(out / "caa.safetensors", overwrite=True)
+    figure = training_curve({"BiPO": bipo.history}, out / "training_curve.png")
+
+    answers = []
+    for pair in test_pairs[: args.questions]:
+        print(f"\n### {pair.question}")
+        for name, vector in (("BiPO", bipo), ("CAA", caa)):
+            outputs = generate(model, pair.question, [vector], MULTIPLIERS, max_new_tokens=args.max_new_tokens)
+            for multiplier, text in zip(MULTIPLIERS, outputs):
+                print(f"  {name:4s} [{multiplier:+.0f}] {text}")
+                answers.append({"question": pair.question, "method": name, "multiplier": multiplier, "answer": text})
+    summary = {
+        "model": model_name, "data": args.data, "layer": args.layer, "epochs": args.epochs, "lr": args.lr,
+        "bipo_train_seconds": round(bipo_s, 1), "history": bipo.history, "answers": answers,
+        "wall_seconds": round(time.time() - started, 1),
+    }
+    (out / "demo.json").write_text(json.dumps(summary, indent=2))
+    print(f"\n== saved {out / 'bipo.safetensors'}, {out / 'caa.safetensors'}, {figure}, {out / 'demo.json'}")
+    print(f"== demo wall time {summary['wall_seconds']:.0f} s")
+    return summary

@@ -1,0 +1,39 @@
+"""Shared fixtures: the real embedded model (loaded once), shared data (skipped where absent).
+
+Every ``bipo_lens`` module is imported under jaxtyping's import hook, so the tensor shapes in
+signatures are checked by beartype at run time throughout the suite.
+"""
+
+import os
+import warnings
+from pathlib import Path
+
+import pytest
+from jaxtyping import install_import_hook
+
+with install_import_hook("bipo_lens", "beartype.beartype"):
+    import bipo_lens  # noqa: F401
+    import bipo_lens.cli  # noqa: F401
+    import bipo_lens.models  # noqa: F401
+    import bipo_lens.pairs  # noqa: F401
+    import bipo_lens.steering  # noqa: F401
+    import bipo_lens.training  # noqa: F401
+    import bipo_lens.vectors  # noqa: F401
+
+warnings.filterwarnings("ignore")
+SHARED_DATA = Path(os.environ.get("BIPO_LENS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def model():
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    return bipo_lens.load_model(device="cpu")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not (SHARED_DATA / "bipo" / "power-seeking" / "train.csv").is_file():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA

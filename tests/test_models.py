@@ -1,0 +1,107 @@
+import json
+import shutil
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from bipo_lens import BipoLensError, load_model
+from bipo_lens.models import (
+    EMBEDDED_MODELS,
+    _cache_entry_valid,
+    _cache_key,
+    _embedded_gguf,
+    build_prompt,
+    cache_root,
+    check_layer,
+    info,
+    run_from_layer,
+    unembed,
+)
+from bipo_lens.steering import steer
+from bipo_lens.vectors import SteeringVector
+
+
+def _plain_model():
+    spec = EMBEDDED_MODELS["smollm2-135m-instruct"]
+    entry = cache_root() / _cache_key("smollm2-135m-instruct", _embedded_gguf(spec))
+    return AutoModelForCausalLM.from_pretrained(entry, dtype=torch.float32).eval(), entry
+
+
+@pytest.fixture(scope="module")
+def plain():
+    return _plain_model()[0]
+
+
+def test_default_model_shape(model):
+    assert info(model).n_layers == 30 and info(model).d_model == 576 and info(model).chat
+    assert "blocks.15.hook_resid_post" in model.hook_dict
+
+
+def test_bridge_logits_equal_plain_transformers(model, plain):
+    tokens = model.tokenizer("The capital of France is", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.allclose(model(tokens), plain(tokens).logits, atol=1e-4)
+
+
+def test_hook_steering_equals_adding_to_decoder_layer_output(model, plain):
+    """A vector at blocks.L.hook_resid_post is the same as one added to layer L's output in HF."""
+    layer, vector = 11, torch.randn(576, generator=torch.Generator().manual_seed(0)) * 4
+    tokens = model.tokenizer("Tell me about your goals.", return_tensors="pt").input_ids
+
+    def add(module, inputs, output):
+        return (output[0] + vector,) + tuple(output[1:]) if isinstance(output, tuple) else output + vector
+
+    handle = plain.model.layers[layer].register_forward_hook(add)
+    try:
+        with torch.no_grad():
+            expected = plain(tokens).logits
+    finally:
+        handle.remove()
+    with torch.no_grad(), steer(model, [SteeringVector(vector, layer)], [1.0]):
+        steered = model(tokens)
+    with torch.no_grad():
+        unsteered = model(tokens)
+    assert torch.allclose(steered, expected, atol=1e-3)
+    assert (steered - unsteered).abs().max() > 0.1
+
+
+def test_run_from_layer_matches_full_forward(model):
+    tokens = model.tokenizer("One, two, three, four", return_tensors="pt").input_ids
+    with torch.no_grad():
+        full, cache = model.run_with_cache(tokens, names_filter="blocks.20.hook_resid_post")
+        resumed = unembed(model, run_from_layer(model, cache["blocks.20.hook_resid_post"], 20))
+    assert torch.allclose(full, resumed, atol=1e-4)
+
+
+def test_chat_prompt_has_system_prompt_and_assistant_header(model):
+    prompt = build_prompt(model, "Hi?")
+    assert "You are a helpful, honest and concise assistant." in prompt
+    assert prompt.rstrip().endswith("assistant")
+
+
+def test_layer_out_of_range_is_a_clear_error(model):
+    with pytest.raises(BipoLensError, match="layers 0..29"):
+        check_layer(model, 99)
+
+
+def test_offline_hub_id_fails_with_one_line_naming_embedded_models(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BipoLensError) as error:
+        load_model("someone/no-such-model-xyz", device="cpu")
+    assert "smollm2-135m-instruct" in str(error.value) and "\n" not in str(error.value)
+
+
+def test_corrupt_cache_entry_is_detected_and_rebuilt(tmp_path, monkeypatch):
+    _, entry = _plain_model()
+    copy = tmp_path / entry.name
+    shutil.copytree(entry, copy)
+    assert _cache_entry_valid(copy)
+    with open(copy / "model.safetensors", "r+b") as f:  # truncate: a partial write
+        f.truncate(1000)
+    assert not _cache_entry_valid(copy)
+    monkeypatch.setenv("BIPO_LENS_CACHE", str(tmp_path))
+    rebuilt = load_model(device="cpu")
+    assert _cache_entry_valid(copy)
+    assert json.loads((copy / "manifest.json").read_text())["files"]
+    assert info(rebuilt).d_model == 576

@@ -1,0 +1,94 @@
+import json
+
+import pytest
+
+from bipo_lens import BipoLensError, PreferencePair, builtin_pair_sets, load_pairs, split_pairs
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_builtin_sets_have_at_least_40_distinct_pairs():
+    assert {"power_seeking", "optimism", "formality"} <= set(builtin_pair_sets())
+    for name in builtin_pair_sets():
+        pairs = load_pairs(name)
+        assert len(pairs) >= 40 and len({p.question for p in pairs}) == len(pairs)
+
+
+def test_bipo_csv(tmp_path):
+    path = write(tmp_path, "p.csv", 'question,matching,not_matching\n"Q, one?",yes power,no power\n')
+    assert load_pairs(path) == [PreferencePair("Q, one?", "yes power", "no power")]
+
+
+def test_ab_csv_picks_the_matching_letter(tmp_path):
+    path = write(tmp_path, "ab.csv", "question,A,B,matching\nq1,a1,b1,B\nq2,a2,b2,A\n")
+    assert load_pairs(path) == [PreferencePair("q1", "b1", "a1"), PreferencePair("q2", "a2", "b2")]
+
+
+def test_anthropic_jsonl(tmp_path):
+    rows = [{"question": f"q{i}", "answer_matching_behavior": " Yes", "answer_not_matching_behavior": " No"} for i in range(2)]
+    path = write(tmp_path, "e.jsonl", "\n".join(json.dumps(r) for r in rows))
+    assert load_pairs(path)[1] == PreferencePair("q1", " Yes", " No")
+
+
+def test_truthfulqa_best_against_each_incorrect(tmp_path):
+    path = write(tmp_path, "t.csv", 'Type,Category,Question,Best Answer,Correct Answers,Incorrect Answers,Source\nA,B,Q?,Right,Right,"Wrong1; Wrong2",s\n')
+    assert load_pairs(path) == [PreferencePair("Q?", "Right", "Wrong1"), PreferencePair("Q?", "Right", "Wrong2")]
+
+
+def test_json_object_and_bare_list(tmp_path):
+    pair = {"question": "q", "matching": "m", "not_matching": "n"}
+    assert load_pairs(write(tmp_path, "a.json", json.dumps({"name": "x", "pairs": [pair]}))) == [PreferencePair("q", "m", "n")]
+    assert load_pairs(write(tmp_path, "b.json", json.dumps([pair]))) == [PreferencePair("q", "m", "n")]
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("e.csv", "", "empty"),
+        ("c.csv", "question,matchin,not_matching\nq,m,n\n", "unrecognised CSV columns question, matchin"),
+        ("j.json", '{"pairs": [{"question": "q"', "not valid JSON"),
+        ("k.json", '[{"question": "q", "matching": "m"}]', "lacks not_matching"),
+        ("s.json", '[{"question": "q", "matching": " ", "not_matching": "n"}]', "no usable pairs"),
+        ("x.csv", "question,A,B,matching\nq,a,b,C\n", "must be A or B"),
+    ],
+)
+def test_malformed_files_give_one_line_errors(tmp_path, name, text, message):
+    with pytest.raises(BipoLensError, match=message) as error:
+        load_pairs(write(tmp_path, name, text))
+    assert "\n" not in str(error.value)
+
+
+def test_records_with_empty_fields_are_skipped_with_a_warning(tmp_path):
+    path = write(tmp_path, "p.csv", "question,matching,not_matching\n,m,n\nq,m,n\n")
+    with pytest.warns(UserWarning, match="skipped 1 records"):
+        assert load_pairs(path) == [PreferencePair("q", "m", "n")]
+
+
+def test_non_utf8_and_missing_file(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(b"question,matching,not_matching\n\xff\xfe,a,b\n")
+    with pytest.raises(BipoLensError, match="not UTF-8"):
+        load_pairs(path)
+    with pytest.raises(BipoLensError, match="not found"):
+        load_pairs(tmp_path / "nope.csv")
+
+
+def test_split_is_seeded_and_keeps_questions_apart():
+    pairs = load_pairs("optimism")
+    train, test = split_pairs(pairs, 0.25, seed=3)
+    assert (train, test) == split_pairs(pairs, 0.25, seed=3)
+    assert not {p.question for p in train} & {p.question for p in test}
+    assert len(test) == 12 and len(train) + len(test) == len(pairs)
+
+
+def test_shared_data_formats_load(shared_data):
+    assert len(load_pairs(shared_data / "bipo/power-seeking/train.csv")) == 640  # 2 rows lack a question
+    ab = load_pairs(shared_data / "bipo/power-seeking/test_infer.csv")
+    assert len(ab) == 200
+    assert len(load_pairs(shared_data / "anthropic-evals/persona/desire-for-acquiring-power.jsonl")) == 1000
+    assert len(load_pairs(shared_data / "anthropic-evals/advanced-ai-risk/survival-instinct.jsonl")) == 953
+    assert len(load_pairs(shared_data / "truthfulqa/TruthfulQA.csv")) > 817

@@ -1,0 +1,63 @@
+import torch
+
+from bipo_lens import load_pairs, split_pairs
+from bipo_lens.training import FastPath, train_bipo, train_caa
+from bipo_lens.training.activations import residuals
+from bipo_lens.training.bipo import cosine_with_warmup
+from bipo_lens.training.data import encode_pairs
+
+
+def cosine(a, b):
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+def test_fast_and_naive_paths_give_the_same_vector(model):
+    pairs = load_pairs("power_seeking")[:8]
+    kwargs = dict(epochs=2, lr=5e-3, batch_size=4, progress=False, seed=1)
+    fast = train_bipo(model, pairs, 15, fast=FastPath(), **kwargs)
+    naive = train_bipo(model, pairs, 15, fast=FastPath.naive(), **kwargs)
+    no_cache = train_bipo(model, pairs, 15, fast=FastPath(prefix_cache=False), **kwargs)
+    assert fast.norm > 0.05
+    assert cosine(fast.vector, naive.vector) >= 0.999
+    assert cosine(fast.vector, no_cache.vector) >= 0.999
+
+
+def test_same_seed_is_bit_identical(model):
+    pairs = load_pairs("optimism")[:4]
+    a = train_bipo(model, pairs, 10, epochs=1, lr=5e-3, progress=False, seed=7)
+    b = train_bipo(model, pairs, 10, epochs=1, lr=5e-3, progress=False, seed=7)
+    assert torch.equal(a.vector, b.vector)
+    assert [(r["loss"], r["norm"]) for r in a.history] == [(r["loss"], r["norm"]) for r in b.history]
+
+
+def test_training_learns_the_behaviour(model):
+    """Held-out preference accuracy under +v rises above chance and the loss falls."""
+    train, test = split_pairs(load_pairs("optimism"), 0.25, seed=0)
+    v = train_bipo(model, train[:24], 15, test_pairs=test, epochs=4, lr=5e-3, progress=False)
+    assert v.history[-1]["loss"] < v.history[0]["loss"] < 0.6932
+    assert v.history[-1]["test_accuracy"] >= 0.75
+    assert v.method == "bipo" and v.hyperparameters["beta"] == 0.1 and len(v.history) == 4
+
+
+def test_caa_is_the_mean_response_activation_difference(model):
+    pairs = load_pairs("formality")[:6]
+    v = train_caa(model, pairs, 9)
+    encoded = encode_pairs(model, pairs)
+    seqs = [s for pair in encoded for s in pair]
+    acts = residuals(model, seqs, 9, batch_size=1)
+    means = torch.stack([a[s.prompt_len:].mean(0) for a, s in zip(acts, seqs)])
+    assert torch.allclose(v.vector, (means[0::2] - means[1::2]).mean(0), atol=1e-4)
+
+
+def test_activation_margin_variant_uses_its_defaults_and_learns(model):
+    pairs = load_pairs("power_seeking")[:8]
+    v = train_bipo(model, pairs, 15, loss="activation_margin", epochs=20, progress=False)
+    assert v.method == "bipo-activation-margin"
+    assert v.hyperparameters["lr"] == 0.01 and v.hyperparameters["weight_decay"] == 0.0
+    assert v.history[-1]["loss"] < v.history[0]["loss"]
+
+
+def test_schedule_warms_up_then_decays():
+    factors = [cosine_with_warmup(s, 100, 10) for s in range(100)]
+    assert factors[0] == 0.1 and factors[9] == 1.0 and factors[-1] < 0.01
+    assert all(a >= b for a, b in zip(factors[9:], factors[10:]))
