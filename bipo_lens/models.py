@@ -113,13 +113,39 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
     hf_model = hf_model.to(device=torch_device, dtype=torch_dtype).eval()
     for parameter in hf_model.parameters():
         parameter.requires_grad_(False)
+    raw = _raw_twin(hf_model)
     bridge = TransformerBridge.boot_transformers(_bridge_name(name), hf_model=hf_model, tokenizer=tokenizer)
+    object.__setattr__(bridge, "lens_raw", raw)  # not a registered submodule: no double parameters
     bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
     config = hf_model.config.get_text_config()
     bridge.lens_info = ModelInfo(
         model_id=name, chat=chat, n_layers=config.num_hidden_layers, d_model=config.hidden_size
     )
     return bridge
+
+
+def _raw_twin(hf_model):
+    """The plain transformers model over the same weight tensors (no copies), for the fast trainer.
+
+    The bridge wraps every submodule with hook points; the blocks after the steering layer do not
+    need them, and skipping them makes a training step markedly cheaper.
+    """
+    import copy
+
+    with torch.device("meta"):
+        twin = type(hf_model)(copy.deepcopy(hf_model.config))
+    twin.load_state_dict(hf_model.state_dict(), assign=True, strict=False)
+    for name, buffer in hf_model.named_buffers():
+        module_name, _, attribute = name.rpartition(".")
+        twin.get_submodule(module_name).register_buffer(attribute, buffer, persistent=False)
+    if getattr(hf_model.config.get_text_config(), "tie_word_embeddings", False):
+        twin.lm_head.weight = twin.get_input_embeddings().weight
+    for parameter in twin.parameters():
+        parameter.requires_grad_(False)
+    leftover = [n for n, t in [*twin.named_parameters(), *twin.named_buffers()] if t.is_meta]
+    if leftover:
+        raise BipoLensError(f"could not mirror the model's weights: {leftover[:3]}")
+    return twin.eval()
 
 
 def _bridge_name(name: str) -> str:
@@ -290,30 +316,57 @@ def tokenize_response(model, response: str) -> list[int]:
     return model.tokenizer(response_text(model, response), add_special_tokens=False)["input_ids"]
 
 
+def packing_allowed(model, max_row_tokens: int) -> bool:
+    """Packed rows need a custom attention mask, which replaces sliding-window masks: only where a
+    whole row fits in the window."""
+    window = getattr(model.lens_raw.config.get_text_config(), "sliding_window", None)
+    return window is None or max_row_tokens <= window
+
+
 def check_layer(model, layer: int) -> None:
     n_layers = info(model).n_layers
     if not 0 <= layer < n_layers:
         raise BipoLensError(f"layer {layer} is out of range: {info(model).model_id} has layers 0..{n_layers - 1}")
 
 
-def run_from_layer(model, resid, layer: int, attention_mask=None):
+def run_to_layer(model, tokens, layer: int, attention_mask=None, position_ids=None):
+    """The residual stream after block ``layer`` (``blocks.{layer}.hook_resid_post``), running only
+    blocks ``0..layer`` of the raw model: the activations the fast trainer and CAA cache."""
+    inner = model.lens_raw.model
+    layers = inner.layers
+    captured = []
+    handle = layers[layer].register_forward_hook(
+        lambda module, inputs, output: captured.append(output[0] if isinstance(output, tuple) else output)
+    )
+    inner.layers = torch.nn.ModuleList(list(layers)[: layer + 1])
+    try:
+        inner(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    finally:
+        inner.layers = layers
+        handle.remove()
+    return captured[0]
+
+
+def run_from_layer(model, resid, layer: int, attention_mask=None, position_ids=None):
     """Final-normed hidden states from the residual stream after block ``layer``.
 
-    Runs only blocks ``layer+1..`` of the underlying model: TransformerBridge's ``start_at_layer``
-    still executes the earlier blocks, which is what the fast trainer must avoid.
+    Runs only blocks ``layer+1..`` of the raw model: TransformerBridge's ``start_at_layer`` still
+    executes the earlier blocks, which is what the fast trainer must avoid.
     """
-    inner = model.original_model.model
+    inner = model.lens_raw.model
     layers = inner.layers
     inner.layers = torch.nn.ModuleList(list(layers)[layer + 1 :])
     try:
-        return inner(inputs_embeds=resid, attention_mask=attention_mask, use_cache=False).last_hidden_state
+        return inner(
+            inputs_embeds=resid, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
     finally:
         inner.layers = layers
 
 
 def unembed(model, hidden):
     """Logits from final-normed hidden states (with Gemma-style soft-capping where configured)."""
-    hf = model.original_model
+    hf = model.lens_raw
     logits = hf.lm_head(hidden)
     cap = getattr(hf.config.get_text_config(), "final_logit_softcapping", None)
     if cap:

@@ -16,6 +16,7 @@ from bipo_lens.models import (
     check_layer,
     info,
     run_from_layer,
+    run_to_layer,
     unembed,
 )
 from bipo_lens.steering import steer
@@ -66,11 +67,14 @@ def test_hook_steering_equals_adding_to_decoder_layer_output(model, plain):
     assert (steered - unsteered).abs().max() > 0.1
 
 
-def test_run_from_layer_matches_full_forward(model):
+def test_split_forward_matches_the_bridge(model):
+    """The fast trainer's two halves (raw model, no hook points) equal the bridge's forward."""
     tokens = model.tokenizer("One, two, three, four", return_tensors="pt").input_ids
     with torch.no_grad():
         full, cache = model.run_with_cache(tokens, names_filter="blocks.20.hook_resid_post")
-        resumed = unembed(model, run_from_layer(model, cache["blocks.20.hook_resid_post"], 20))
+        resid = run_to_layer(model, tokens, 20)
+        resumed = unembed(model, run_from_layer(model, resid, 20))
+    assert torch.allclose(resid, cache["blocks.20.hook_resid_post"], atol=1e-4)
     assert torch.allclose(full, resumed, atol=1e-4)
 
 

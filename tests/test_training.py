@@ -2,7 +2,6 @@ import torch
 
 from bipo_lens import load_pairs, split_pairs
 from bipo_lens.training import FastPath, train_bipo, train_caa
-from bipo_lens.training.activations import residuals
 from bipo_lens.training.bipo import cosine_with_warmup
 from bipo_lens.training.data import encode_pairs
 
@@ -40,12 +39,16 @@ def test_training_learns_the_behaviour(model):
 
 
 def test_caa_is_the_mean_response_activation_difference(model):
+    """Checked against the bridge's own hook, one unpadded sequence at a time."""
     pairs = load_pairs("formality")[:6]
     v = train_caa(model, pairs, 9)
-    encoded = encode_pairs(model, pairs)
-    seqs = [s for pair in encoded for s in pair]
-    acts = residuals(model, seqs, 9, batch_size=1)
-    means = torch.stack([a[s.prompt_len:].mean(0) for a, s in zip(acts, seqs)])
+    seqs = [s for pair in encode_pairs(model, pairs) for s in pair]
+    means = []
+    with torch.no_grad():
+        for s in seqs:
+            _, cache = model.run_with_cache(torch.tensor([s.ids]), names_filter="blocks.9.hook_resid_post")
+            means.append(cache["blocks.9.hook_resid_post"][0, s.prompt_len:].mean(0))
+    means = torch.stack(means)
     assert torch.allclose(v.vector, (means[0::2] - means[1::2]).mean(0), atol=1e-4)
 
 

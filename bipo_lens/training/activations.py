@@ -6,7 +6,10 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from bipo_lens.training.data import Sequence, make_batch
+from bipo_lens.models import packing_allowed, run_to_layer
+from bipo_lens.training.data import Sequence, make_batch, make_packed_batch
+
+MAX_ROW_TOKENS = 1024
 
 
 def device_of(model) -> torch.device:
@@ -14,27 +17,36 @@ def device_of(model) -> torch.device:
 
 
 @torch.no_grad()
-def residuals(
-    model, sequences: list[Sequence], layer: int, batch_size: int = 16
+def pair_residuals(
+    model, pairs: list[tuple[Sequence, Sequence]], layer: int, pairs_per_pass: int = 32
 ) -> list[Float[Tensor, "pos d_model"]]:
-    """``blocks.{layer}.hook_resid_post`` for each sequence, unpadded, without running later blocks."""
-    hook_name = f"blocks.{layer}.hook_resid_post"
-    order = sorted(range(len(sequences)), key=lambda i: len(sequences[i].ids))  # batch by length
-    found: dict[int, Tensor] = {}
+    """``blocks.{layer}.hook_resid_post`` of every sequence (``2i``: matching, ``2i+1``: not), unpadded.
+
+    Runs only blocks ``0..layer``, with each pair's prompt computed once (packed rows, see
+    :func:`make_packed_batch`) where the model allows it.
+    """
     pad = model.tokenizer.pad_token_id or 0
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = make_batch([sequences[i] for i in chunk], pad, device_of(model))
-        _, cache = model.run_with_cache(
-            batch.tokens,
-            attention_mask=batch.attention_mask,
-            names_filter=hook_name,
-            stop_at_layer=layer + 1,
-        )
-        resid = cache[hook_name]
-        for row, index in enumerate(chunk):
-            found[index] = resid[row, : len(sequences[index].ids)].clone()
-    return [found[i] for i in range(len(sequences))]
+    found: list[Tensor] = []
+    packed = packing_allowed(model, MAX_ROW_TOKENS)
+    for start in range(0, len(pairs), pairs_per_pass):
+        chunk = pairs[start : start + pairs_per_pass]
+        if not packed:
+            sequences = [seq for pair in chunk for seq in pair]
+            batch = make_batch(sequences, pad, device_of(model))
+            resid = run_to_layer(model, batch.tokens, layer, batch.attention_mask)
+            found += [resid[row, : len(seq.ids)].clone() for row, seq in enumerate(sequences)]
+            continue
+        batch = make_packed_batch(chunk, pad, device_of(model), MAX_ROW_TOKENS)
+        resid = run_to_layer(model, batch.tokens, layer, batch.attention_mask, batch.position_ids)
+        for row, members in enumerate(batch.packing):
+            offset = 0
+            for index in members:
+                matching, not_matching = chunk[index]
+                p, end = matching.prompt_len, offset + len(matching.ids) + not_matching.response_len
+                found.append(resid[row, offset : offset + len(matching.ids)].clone())
+                found.append(torch.cat([resid[row, offset : offset + p], resid[row, offset + len(matching.ids) : end]]))
+                offset = end
+    return found
 
 
 def mean_response_activation(
@@ -47,6 +59,6 @@ def mean_response_activation(
 def response_deltas(model, encoded: list[tuple[Sequence, Sequence]], layer: int) -> Float[Tensor, "pairs d_model"]:
     """Mean response activation of the matching minus the not-matching sequence, per pair."""
     sequences = [seq for pair in encoded for seq in pair]
-    means = [mean_response_activation(r, s) for r, s in zip(residuals(model, sequences, layer), sequences)]
+    means = [mean_response_activation(r, s) for r, s in zip(pair_residuals(model, encoded, layer), sequences)]
     acts = torch.stack(means)
     return acts[0::2] - acts[1::2]

@@ -27,11 +27,11 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from bipo_lens.errors import BipoLensError
-from bipo_lens.models import check_layer, info, run_from_layer, unembed
+from bipo_lens.models import check_layer, info, packing_allowed, run_from_layer, unembed
 from bipo_lens.pairs import PreferencePair, fingerprint
 from bipo_lens.steering import add_steering, steer_tensors
-from bipo_lens.training.activations import device_of, residuals, response_deltas
-from bipo_lens.training.data import Sequence, TokenBatch, encode_pairs, make_batch
+from bipo_lens.training.activations import MAX_ROW_TOKENS, device_of, pair_residuals, response_deltas
+from bipo_lens.training.data import Sequence, TokenBatch, encode_pairs, make_batch, make_packed_batch
 from bipo_lens.vectors import SteeringVector
 
 LOSSES = ("bipo", "activation_margin")
@@ -44,15 +44,16 @@ class FastPath:
     reference_once: bool = True  # reference log-probs never change: compute them once
     prefix_cache: bool = True  # blocks 0..L do not see the vector: run them once per pair
     response_logits_only: bool = True  # unembed only where a response token is predicted
+    share_prompt: bool = True  # one row per pair: the prompt once, both responses after it
 
     @classmethod
     def naive(cls) -> "FastPath":
-        return cls(False, False, False)
+        return cls(False, False, False, False)
 
     @property
     def split(self) -> bool:
-        """Run blocks after L on their own (needed by the prefix cache and response-only logits)."""
-        return self.prefix_cache or self.response_logits_only
+        """Run blocks after L on their own (every saving but ``reference_once`` needs this)."""
+        return self.prefix_cache or self.response_logits_only or self.share_prompt
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,13 @@ class _PairScorer:
     def __init__(self, model, encoded: list[tuple[Sequence, Sequence]], layer: int, fast: FastPath,
                  cache_budget_bytes: int | None):
         self.model, self.layer, self.fast = model, layer, fast
+        self.encoded = encoded
         self.sequences = [seq for pair in encoded for seq in pair]  # 2i: matching, 2i+1: not
         self.device = device_of(model)
         self.pad = model.tokenizer.pad_token_id or 0
         self.cached: list[Tensor] | None = None
         if fast.prefix_cache and self.cache_bytes() <= (cache_budget_bytes or float("inf")):
-            self.cached = residuals(model, self.sequences, layer)
+            self.cached = pair_residuals(model, encoded, layer)
         self.reference = self.logps(range(len(encoded)), None, 0.0).detach() if fast.reference_once else None
 
     def cache_bytes(self) -> int:
@@ -117,47 +119,54 @@ class _PairScorer:
         chunk = 8 if vector is None else len(indices)  # reference passes: bounded memory
         for start in range(0, len(indices), chunk):
             part = indices[start : start + chunk]
-            seqs = [self.sequences[2 * i + side] for i in part for side in (0, 1)]
-            batch = make_batch(seqs, self.pad, self.device)
-            if self.fast.split:
-                target_logits = self._split_forward(batch, part, vector, d)
-            else:
-                target_logits = self._hooked_forward(batch, vector, d)
-            logprobs = target_logits.log_softmax(-1).gather(-1, batch.targets[:, None])[:, 0]
-            per_seq = torch.zeros(batch.n_sequences, device=self.device, dtype=logprobs.dtype)
-            per_seq = per_seq.index_add(0, batch.target_rows, logprobs)
-            out.append(einops.rearrange(per_seq, "(pairs side) -> pairs side", side=2))
+            forward = self._split_forward if self.fast.split else self._hooked_forward
+            batch, logprobs = forward(part, vector, d)
+            per_slot = torch.zeros(batch.n_slots, device=self.device, dtype=logprobs.dtype)
+            per_slot = per_slot.index_add(0, batch.target_slots, logprobs)
+            out.append(einops.rearrange(per_slot, "(pairs side) -> pairs side", side=2))
         return torch.cat(out)
 
-    def _hooked_forward(self, batch: TokenBatch, vector: Tensor | None, d: float) -> Tensor:
-        """The naive path: full forward through the steering hook, logits at every position."""
+    def _hooked_forward(self, part: list[int], vector: Tensor | None, d: float) -> tuple[TokenBatch, Tensor]:
+        """The naive path, as the paper's trl-based code computes it: a full forward through the
+        steering hook, log-softmax at every position, then the response tokens' log-probs."""
+        batch = make_batch([self.sequences[j] for j in _sides(part)], self.pad, self.device)
         if vector is None:
             logits = self.model(batch.tokens, attention_mask=batch.attention_mask)
         else:
             with steer_tensors(self.model, [(self.layer, vector, d)]):
                 logits = self.model(batch.tokens, attention_mask=batch.attention_mask)
-        return logits[batch.target_rows, batch.target_positions]
+        logprobs = logits.log_softmax(-1)[batch.target_rows, batch.target_positions]
+        return batch, logprobs.gather(-1, batch.targets[:, None])[:, 0]
 
-    def _split_forward(self, batch: TokenBatch, part: list[int], vector: Tensor | None, d: float) -> Tensor:
-        """Residual at layer L (cached or recomputed without grad) + d v, then only the later blocks."""
+    def _split_forward(self, part: list[int], vector: Tensor | None, d: float) -> tuple[TokenBatch, Tensor]:
+        """Residual at layer L (cached, or recomputed without grad) + d v, then only the later blocks."""
+        sequences = [self.sequences[j] for j in _sides(part)]
+        pairs = [self.encoded[i] for i in part]
         if self.cached is not None:
-            resid = torch.zeros(batch.n_sequences, batch.tokens.shape[1], info(self.model).d_model,
-                                device=self.device, dtype=self.cached[0].dtype)
-            for row, seq_index in enumerate(2 * i + side for i in part for side in (0, 1)):
-                cached = self.cached[seq_index]
-                resid[row, : cached.shape[0]] = cached
+            resids = [self.cached[j] for j in _sides(part)]
         else:
-            with torch.no_grad():
-                _, cache = self.model.run_with_cache(
-                    batch.tokens, attention_mask=batch.attention_mask,
-                    names_filter=f"blocks.{self.layer}.hook_resid_post", stop_at_layer=self.layer + 1)
-            resid = cache[f"blocks.{self.layer}.hook_resid_post"]
+            resids = pair_residuals(self.model, pairs, self.layer)
+        if self.fast.share_prompt and packing_allowed(self.model, MAX_ROW_TOKENS):
+            batch = make_packed_batch(pairs, self.pad, self.device, MAX_ROW_TOKENS)
+            segments = [torch.cat([rm[: len(m.ids)], rn[m.prompt_len :]])
+                        for (m, _), rm, rn in zip(pairs, resids[0::2], resids[1::2])]
+            rows = [torch.cat([segments[i] for i in members]) for members in batch.packing]
+        else:
+            batch, rows = make_batch(sequences, self.pad, self.device), resids
+        resid = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
         if vector is not None:
             resid = add_steering(resid, vector, d)
-        hidden = run_from_layer(self.model, resid, self.layer, batch.attention_mask)
+        hidden = run_from_layer(self.model, resid, self.layer, batch.attention_mask, batch.position_ids)
         if self.fast.response_logits_only:
-            return unembed(self.model, hidden[batch.target_rows, batch.target_positions])
-        return unembed(self.model, hidden)[batch.target_rows, batch.target_positions]
+            logits = unembed(self.model, hidden[batch.target_rows, batch.target_positions])
+        else:
+            logits = unembed(self.model, hidden)[batch.target_rows, batch.target_positions]
+        return batch, logits.log_softmax(-1).gather(-1, batch.targets[:, None])[:, 0]
+
+
+def _sides(pair_indices: list[int]) -> list[int]:
+    """Sequence indices of the pairs, matching then not-matching: 2i, 2i+1."""
+    return [2 * i + side for i in pair_indices for side in (0, 1)]
 
 
 def train_bipo(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Bool, Int
 from torch import Tensor
 
 from bipo_lens.errors import BipoLensError
@@ -54,20 +54,22 @@ def encode_pairs(
 
 @dataclass
 class TokenBatch:
-    """Right-padded sequences and, flattened, every response token with the position predicting it."""
+    """Right-padded rows and, flattened, every response token: the row and position whose logits
+    predict it, and the slot (``2 * pair + side``) whose log-probability it adds to."""
 
-    tokens: Int[Tensor, "seq pos"]
-    attention_mask: Int[Tensor, "seq pos"]
+    tokens: Int[Tensor, "row pos"]
+    attention_mask: Int[Tensor, "row pos"] | Bool[Tensor, "row 1 pos pos"]
+    position_ids: Int[Tensor, "row pos"] | None
     target_rows: Int[Tensor, " n_targets"]
-    target_positions: Int[Tensor, " n_targets"]  # position whose logits predict the target
+    target_positions: Int[Tensor, " n_targets"]
     targets: Int[Tensor, " n_targets"]
-
-    @property
-    def n_sequences(self) -> int:
-        return self.tokens.shape[0]
+    target_slots: Int[Tensor, " n_targets"]
+    n_slots: int
+    packing: list[list[int]] | None = None  # pair indices of each row, when pairs are packed
 
 
 def make_batch(sequences: list[Sequence], pad_id: int, device: torch.device) -> TokenBatch:
+    """One row per sequence (pairs' sides interleaved, so a row's slot is its index)."""
     length = max(len(s.ids) for s in sequences)
     tokens = torch.full((len(sequences), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), length), dtype=torch.long)
@@ -80,4 +82,52 @@ def make_batch(sequences: list[Sequence], pad_id: int, device: torch.device) -> 
             positions.append(position - 1)
             targets.append(seq.ids[position])
     as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
-    return TokenBatch(tokens.to(device), mask.to(device), as_tensor(rows), as_tensor(positions), as_tensor(targets))
+    return TokenBatch(tokens.to(device), mask.to(device), None, as_tensor(rows), as_tensor(positions),
+                      as_tensor(targets), as_tensor(rows), len(sequences))
+
+
+def make_packed_batch(
+    pairs: list[tuple[Sequence, Sequence]], pad_id: int, device: torch.device, max_row_tokens: int = 1024
+) -> TokenBatch:
+    """Pairs packed into as few rows as fit ``max_row_tokens``, each pair as
+    ``prompt + matching + not_matching``: the prompt is computed once, and no padding is paid for
+    inside a row.
+
+    Position ids restart at each pair, and the not-matching tokens take the positions they would
+    have right after the prompt; attention stays within a pair and skips the matching tokens from
+    the not-matching ones. So every log-probability equals the one from the pair's two separate
+    sequences.
+    """
+    segments: list[list[int]] = [[]]  # pair indices per row
+    used = 0
+    for index, (matching, not_matching) in enumerate(pairs):
+        size = len(matching.ids) + not_matching.response_len
+        if segments[-1] and used + size > max_row_tokens:
+            segments.append([])
+            used = 0
+        segments[-1].append(index)
+        used += size
+    length = max(sum(len(pairs[i][0].ids) + pairs[i][1].response_len for i in row) for row in segments)
+    tokens = torch.full((len(segments), length), pad_id, dtype=torch.long)
+    position_ids = torch.zeros((len(segments), length), dtype=torch.long)
+    allowed = torch.eye(length, dtype=torch.bool).repeat(len(segments), 1, 1, 1)  # pads see themselves
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    rows, positions, targets, slots = [], [], [], []
+    for row, members in enumerate(segments):
+        start = 0
+        for index in members:
+            matching, not_matching = pairs[index]
+            p, t, o = matching.prompt_len, matching.response_len, not_matching.response_len
+            end = start + p + t + o
+            tokens[row, start:end] = torch.tensor(matching.ids + not_matching.ids[p:])
+            position_ids[row, start:end] = torch.cat([torch.arange(p + t), torch.arange(p, p + o)])
+            allowed[row, 0, start:end, start:end] = causal[: end - start, : end - start]
+            allowed[row, 0, start + p + t : end, start + p : start + p + t] = False
+            rows += [row] * (t + o)
+            positions += [start + k for k in (*range(p - 1, p + t - 1), p - 1, *range(p + t, p + t + o - 1))]
+            targets += list(matching.ids[p:]) + list(not_matching.ids[p:])
+            slots += [2 * index] * t + [2 * index + 1] * o
+            start = end
+    as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
+    return TokenBatch(tokens.to(device), allowed.to(device), position_ids.to(device), as_tensor(rows),
+                      as_tensor(positions), as_tensor(targets), as_tensor(slots), 2 * len(pairs), segments)
