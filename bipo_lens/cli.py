@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import signal
 import sys
 import time
 import warnings
@@ -50,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", "--save-steering-vector", required=True, help=".safetensors (or .pt, BiPO format)")
     train.add_argument("--overwrite", action="store_true")
+    train.add_argument("--checkpoint-dir", default=None, help="write a checkpoint every epoch (and on Ctrl-C)")
+    train.add_argument("--resume", action="store_true", help="continue from --checkpoint-dir")
     _common(train)
 
     generate = commands.add_parser("generate", help="steered answers side by side, one per multiplier")
@@ -103,6 +106,7 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
     _quiet_libraries()
+    signal.signal(signal.SIGTERM, _interrupt)  # a polite kill saves a checkpoint like Ctrl-C
     started = time.time()
     try:
         code = COMMANDS[args.command](args)
@@ -112,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bipo-lens: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("bipo-lens: interrupted", file=sys.stderr)
+        where = getattr(args, "checkpoint_dir", None)
+        print("bipo-lens: interrupted" + (f"; checkpoint saved in {where} (continue with --resume)" if where else ""),
+              file=sys.stderr)
         return 130
     except Exception as e:  # a bug of ours or a library's: one line unless --debug
         if getattr(args, "debug", False):
@@ -122,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "show_memory_usage", False):
         print(memory_report(time.time() - started))
     return code or 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _quiet_libraries() -> None:
@@ -176,7 +186,10 @@ def cmd_train(args) -> int:
             batch_size=args.batch_size, weight_decay=args.weight_decay, margin=args.margin,
             warmup_steps=args.warmup_steps, max_response_tokens=args.max_response_tokens, seed=args.seed,
         )
-        vector = train_bipo(model, train_pairs, args.layer, config, test_pairs=test_pairs or None)
+        if args.resume and not args.checkpoint_dir:
+            raise BipoLensError("--resume needs --checkpoint-dir")
+        vector = train_bipo(model, train_pairs, args.layer, config, test_pairs=test_pairs or None,
+                            checkpoint_dir=args.checkpoint_dir, resume=args.resume)
         for record in vector.history:
             print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
     vector.save(args.out, overwrite=args.overwrite)

@@ -8,9 +8,7 @@ in a ``.pt``; every ``torch.load`` uses ``weights_only=True``, so a file cannot 
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from jaxtyping import Float
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from bipo_lens.atomic import atomic_write
 from bipo_lens.errors import BipoLensError
 
 
@@ -106,22 +105,12 @@ class SteeringVector:
         path = Path(path)
         if path.exists() and not overwrite:
             raise BipoLensError(f"{path} exists; pass --overwrite (overwrite=True) to replace it")
-        path.parent.mkdir(parents=True, exist_ok=True)
         tensor = self.vector.detach().to("cpu", torch.float32).contiguous()
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-        os.close(fd)
-        try:
-            if path.suffix == ".pt":
-                config = {"layer_idx": self.layer, **self.metadata()}
-                torch.save({"v": tensor, "config": config}, tmp)
-            else:
-                save_file({"vector": tensor}, tmp, metadata=self.metadata())
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        if path.suffix == ".pt":
+            payload = {"v": tensor, "config": {"layer_idx": self.layer, **self.metadata()}}
+            atomic_write(path, lambda tmp: torch.save(payload, tmp))
+        else:
+            atomic_write(path, lambda tmp: save_file({"vector": tensor}, tmp, metadata=self.metadata()))
         return path
 
     @classmethod

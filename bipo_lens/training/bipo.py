@@ -18,6 +18,7 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import einops
 import torch
@@ -31,6 +32,7 @@ from bipo_lens.models import check_layer, info, packing_allowed, run_from_layer,
 from bipo_lens.pairs import PreferencePair, fingerprint
 from bipo_lens.steering import add_steering, steer_tensors
 from bipo_lens.training.activations import MAX_ROW_TOKENS, device_of, pair_residuals, response_deltas
+from bipo_lens.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from bipo_lens.training.data import Sequence, TokenBatch, encode_pairs, make_batch, make_packed_batch
 from bipo_lens.vectors import SteeringVector
 
@@ -69,6 +71,19 @@ class BipoConfig:
     margin: float = 1.0  # activation_margin only
     max_response_tokens: int | None = 64
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": 0 < self.lr < math.inf,
+            "beta": 0 < self.beta < math.inf, "weight_decay": 0 <= self.weight_decay < math.inf,
+            "warmup_steps": self.warmup_steps >= 0, "margin": math.isfinite(self.margin),
+            "max_response_tokens": self.max_response_tokens is None or self.max_response_tokens >= 1,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise BipoLensError(", ".join(f"invalid {name}: {getattr(self, name)!r}" for name in bad))
+        if self.loss not in LOSSES:
+            raise BipoLensError(f"unknown loss {self.loss!r}: use {', '.join(LOSSES)}")
 
     @classmethod
     def for_loss(cls, loss: str, **overrides) -> "BipoConfig":
@@ -178,14 +193,21 @@ def train_bipo(
     fast: FastPath = FastPath(),
     cache_budget_bytes: int | None = 2 << 30,
     progress: bool = True,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
     **overrides,
 ) -> SteeringVector:
     """Train a BiPO vector at ``blocks.{layer}.hook_resid_post``.
 
     ``config`` (or keyword overrides such as ``epochs=5, lr=5e-3``) defaults to the paper's
     hyper-parameters. The returned vector's ``history`` has one entry per epoch: mean loss, vector
-    norm, and, with ``test_pairs``, held-out preference accuracy (the fraction of test pairs whose
-    implicit reward under ``+v`` favours the matching response).
+    norm, seconds, and, with ``test_pairs``, held-out preference accuracy (the fraction of test pairs
+    whose implicit reward under ``+v`` favours the matching response).
+
+    With ``checkpoint_dir`` a checkpoint is written after every epoch and on Ctrl-C; ``resume``
+    continues from it and ends with the vector an uninterrupted run would have given. A non-finite
+    loss stops training with an error and leaves the last good checkpoint in place. Activations
+    larger than ``cache_budget_bytes`` are recomputed each step instead of cached.
     """
     config = config or BipoConfig.for_loss(overrides.pop("loss", "bipo"), layer=layer, **overrides)
     check_layer(model, layer)
@@ -214,21 +236,58 @@ def train_bipo(
         test_scorer = None
         step_loss = lambda batch: F.relu(config.margin - deltas[batch] @ vector).mean()  # noqa: E731
 
-    history = []
-    bar = tqdm(total=total, desc=f"{config.loss} layer {layer}", disable=not progress, leave=False)
-    for epoch in range(config.epochs):
+    identity = {**asdict(config), "data": fingerprint(pairs), "test_data": fingerprint(test_pairs or [])}
+    state = None
+    if checkpoint_dir is not None:
+        state = load_checkpoint(checkpoint_dir, identity)
+        if state is not None and not resume:
+            raise BipoLensError(f"{checkpoint_dir} holds a checkpoint of this run: pass --resume to continue it, "
+                                "or use another --checkpoint-dir")
+    history, first_epoch = [], 0
+    if state is not None:
+        vector.data.copy_(state.vector.to(device))
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        rng.setstate(state.random_state)
+        history, first_epoch = list(state.history), state.epoch
+
+    def snapshot(epoch: int, step: int, order: list[int], losses: list[float], random_state) -> TrainingState:
+        return TrainingState(vector.detach().cpu().clone(), optimizer.state_dict(), scheduler.state_dict(),
+                             random_state, epoch, step, list(order), list(losses), list(history), identity)
+
+    bar = tqdm(total=total, initial=first_epoch * steps_per_epoch + (state.step_in_epoch if state else 0),
+               desc=f"{config.loss} layer {layer}", disable=not progress, leave=False)
+    for epoch in range(first_epoch, config.epochs):
         epoch_started = time.perf_counter()
-        order = list(range(len(pairs)))
-        rng.shuffle(order)
-        losses = []
-        for start in range(0, len(order), config.batch_size):
-            loss = step_loss(order[start : start + config.batch_size])
-            if not torch.isfinite(loss):
-                raise BipoLensError(f"non-finite loss at epoch {epoch + 1}: try a lower learning rate")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
+        if state is not None and state.epoch == epoch and state.order:
+            order, losses, first_step = list(state.order), list(state.losses), state.step_in_epoch
+        else:
+            order = list(range(len(pairs)))
+            rng.shuffle(order)
+            losses, first_step = [], 0
+        for step in range(first_step, steps_per_epoch):
+            random_state = rng.getstate()
+            try:
+                batch = order[step * config.batch_size : (step + 1) * config.batch_size]
+                loss = step_loss(batch)
+                if not torch.isfinite(loss):
+                    raise BipoLensError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: try a lower "
+                                        "learning rate" + (" (the last good checkpoint is kept)" if checkpoint_dir else ""))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                try:
+                    optimizer.step()
+                except RuntimeError as e:  # e.g. an update too large for float32
+                    raise BipoLensError(f"optimiser step failed at epoch {epoch + 1}, step {step + 1} ({e}): "
+                                        "try a lower learning rate") from None
+                scheduler.step()
+                if not torch.isfinite(vector).all():
+                    raise BipoLensError(f"the vector became non-finite at epoch {epoch + 1}, step {step + 1}: try a "
+                                        "lower learning rate" + (" (the last good checkpoint is kept)" if checkpoint_dir else ""))
+            except KeyboardInterrupt:
+                if checkpoint_dir is not None:
+                    save_checkpoint(checkpoint_dir, snapshot(epoch, step, order, losses, random_state))
+                raise
             losses.append(loss.item())
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", norm=f"{vector.norm().item():.3f}")
@@ -237,6 +296,8 @@ def train_bipo(
         if test_scorer is not None:
             record["test_accuracy"] = preference_accuracy(test_scorer, vector.detach())
         history.append(record)
+        if checkpoint_dir is not None:
+            save_checkpoint(checkpoint_dir, snapshot(epoch + 1, 0, [], [], rng.getstate()))
     bar.close()
     return SteeringVector(
         vector=vector.detach().cpu().clone(),

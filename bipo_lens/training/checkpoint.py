@@ -26,7 +26,6 @@ class TrainingState:
     optimizer: dict
     scheduler: dict
     random_state: tuple
-    torch_random_state: torch.Tensor
     epoch: int  # the epoch in progress (0-based)
     step_in_epoch: int  # steps of that epoch already taken
     order: list[int]  # that epoch's pair order
