@@ -70,6 +70,24 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--system-prompt", default=None)
     _common(generate)
 
+    evaluate = commands.add_parser("eval", help="steering efficacy per vector and multiplier")
+    evaluate.add_argument("--vector", "--load-steering-vector", required=True, action="append")
+    evaluate.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files only")
+    evaluate.add_argument("--data", required=True, help="held-out pairs (any pair format; A/B files also give A/B probability)")
+    evaluate.add_argument("--model", default=None, help="default: the first vector's model")
+    evaluate.add_argument("--multipliers", type=_multipliers, default=[-2.0, -1.0, 0.0, 1.0, 2.0])
+    evaluate.add_argument("--max-questions", type=int, default=100, help="pairs for log-prob margins")
+    evaluate.add_argument("--test-fraction", type=float, default=None,
+                          help="evaluate only the held-out side of train's split (same --seed and fraction)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--max-generations", type=int, default=20, help="questions answered and judged")
+    evaluate.add_argument("--max-new-tokens", type=int, default=48)
+    evaluate.add_argument("--judge", choices=["embedding", "openai", "none"], default="embedding")
+    evaluate.add_argument("--behavior", default="power-seeking", help="openai judge: a rubric name or a description")
+    evaluate.add_argument("--out-json", required=True)
+    evaluate.add_argument("--plot", default=None, help="PNG of the steering curves")
+    _common(evaluate)
+
     info = commands.add_parser("info", help="what a vector file holds")
     info.add_argument("path")
     info.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files only")
@@ -96,7 +114,7 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     """Let ``--multipliers -2,-1,0`` through: argparse would read ``-2,-1,0`` as an option."""
     joined: list[str] = []
     for token in argv:
-        if joined and joined[-1] in ("--multipliers",) and token.startswith("-") and token[1:2].isdigit():
+        if joined and joined[-1] == "--multipliers" and token.startswith("-") and token[1:2].isdigit():
             joined[-1] = f"{joined[-1]}={token}"
         else:
             joined.append(token)
@@ -198,13 +216,12 @@ def cmd_train(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from bipo_lens.models import DEFAULT_MODEL, EMBEDDED_MODELS, load_model
+    from bipo_lens.models import load_model
     from bipo_lens.steering import TokenStrategy, generate
 
     vectors = _load_vectors(args.vector, args.layer)
     strategy = TokenStrategy(args.token_strategy, args.decay_rate, args.min_strength, args.max_strength)
-    model_name = args.model or (vectors[0].model_id if vectors[0].model_id in EMBEDDED_MODELS or os.path.exists(vectors[0].model_id) else DEFAULT_MODEL)
-    model = load_model(model_name, device=args.device, dtype=args.dtype)
+    model = load_model(_model_for(vectors, args.model), device=args.device, dtype=args.dtype)
     for vector in vectors:
         vector.check_compatible(model)
     multipliers = [m * args.strength for m in args.multipliers]
@@ -213,6 +230,64 @@ def cmd_generate(args) -> int:
         print(f"\n### {prompt}")
         for multiplier, answer in zip(multipliers, answers):
             print(f"[{multiplier:+.2f}] {answer}")
+    return 0
+
+
+def _model_for(vectors, requested: str | None) -> str:
+    """The model asked for, else the one the first vector was trained on where it can be found."""
+    from bipo_lens.models import DEFAULT_MODEL, EMBEDDED_MODELS
+
+    trained_on = vectors[0].model_id
+    if requested:
+        return requested
+    return trained_on if trained_on in EMBEDDED_MODELS or os.path.exists(trained_on) else DEFAULT_MODEL
+
+
+def cmd_eval(args) -> int:
+    import json
+    from pathlib import Path
+
+    from bipo_lens.evaluation import evaluate, make_judge
+    from bipo_lens.models import load_model
+    from bipo_lens.pairs import load_ab_pairs, load_pairs, split_pairs
+    from bipo_lens.plots import steering_curve
+
+    vectors = _load_vectors(args.vector, args.layer)
+    names = [Path(p).stem for p in args.vector]
+    if len(set(names)) < len(names):
+        names = [str(p) for p in args.vector]
+    pairs = load_pairs(args.data)
+    ab_pairs = load_ab_pairs(args.data)
+    if args.test_fraction:
+        pairs = split_pairs(pairs, args.test_fraction, args.seed)[1]
+        ab_pairs = None  # the A/B view's questions differ; its split would not line up
+    model = load_model(_model_for(vectors, args.model), device=args.device, dtype=args.dtype)
+    judge = make_judge(args.judge, args.behavior)
+    validation = judge.validation_accuracy(pairs[: args.max_questions]) if judge else None
+    if judge:
+        print(f"judge {judge.name}: cross-pair validation accuracy {validation:.3f} on {min(len(pairs), args.max_questions)} pairs")
+    report = evaluate(model, dict(zip(names, vectors)), pairs, args.multipliers, ab_pairs=ab_pairs, judge=judge,
+                      max_questions=args.max_questions, max_generations=args.max_generations,
+                      max_new_tokens=args.max_new_tokens)
+    report = {"command": "bipo-lens " + " ".join(sys.argv[1:]), "data": args.data, "model": model.lens_info.model_id,
+              "judge": {"name": judge.name if judge else None, "validation_accuracy": validation}, **report}
+    Path(args.out_json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out_json).write_text(json.dumps(report, indent=2))
+    print(f"\n{'vector':14s} {'mult':>5s} {'margin':>8s} {'pref acc':>8s} {'MC1':>5s} {'A/B p':>6s} {'judge':>7s} {'ppl':>7s} {'dist-2':>6s}")
+    fmt = lambda v, f: format(v, f) if v is not None else "-"  # noqa: E731
+    for r in report["results"]:
+        print(f"{r['vector'][:14]:14s} {r['multiplier']:+5.1f} {r['logprob_margin']:8.2f} {r['preference_accuracy']:8.2f} "
+              f"{fmt(r['mc1_accuracy'], '5.2f'):>5s} {fmt(r['ab_probability'], '6.3f'):>6s} {fmt(r['judge_score'], '+7.3f'):>7s} {fmt(r['perplexity'], '7.2f'):>7s} "
+              f"{fmt(r['distinct2'], '6.2f'):>6s}")
+    for name, metrics in report["summary"].items():
+        for metric in ("logprob_margin", "judge_score", "ab_probability", "mc1_accuracy"):
+            if metric in metrics:
+                m = metrics[metric]
+                print(f"{name}: {metric} slope {m['slope']:+.3f}, range {m['range']:+.3f}, spearman {m['spearman']:+.2f}")
+    if args.plot:
+        steering_curve(report["results"], args.plot, title=Path(args.data).name)
+        print(f"plot: {args.plot}")
+    print(f"results: {args.out_json}")
     return 0
 
 
@@ -236,7 +311,8 @@ def cmd_bench(args) -> int:
     return bench_main(args.bench_args)
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "info": cmd_info, "demo": cmd_demo, "bench": cmd_bench}
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo,
+            "bench": cmd_bench}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -20,7 +20,6 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import einops
 import torch
 import torch.nn.functional as F
 from jaxtyping import Float
@@ -28,34 +27,15 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from bipo_lens.errors import BipoLensError
-from bipo_lens.models import check_layer, info, packing_allowed, run_from_layer, unembed
+from bipo_lens.models import check_layer, info
 from bipo_lens.pairs import PreferencePair, fingerprint
-from bipo_lens.steering import add_steering, steer_tensors
-from bipo_lens.training.activations import MAX_ROW_TOKENS, device_of, pair_residuals, response_deltas
+from bipo_lens.training.activations import device_of, response_deltas
 from bipo_lens.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
-from bipo_lens.training.data import Sequence, TokenBatch, encode_pairs, make_batch, make_packed_batch
+from bipo_lens.training.data import encode_pairs
+from bipo_lens.training.scoring import FastPath, PairScorer
 from bipo_lens.vectors import SteeringVector
 
 LOSSES = ("bipo", "activation_margin")
-
-
-@dataclass(frozen=True)
-class FastPath:
-    """Switches for the savings over the naive loop; all on by default, all off is the naive path."""
-
-    reference_once: bool = True  # reference log-probs never change: compute them once
-    prefix_cache: bool = True  # blocks 0..L do not see the vector: run them once per pair
-    response_logits_only: bool = True  # unembed only where a response token is predicted
-    share_prompt: bool = True  # one row per pair: the prompt once, both responses after it
-
-    @classmethod
-    def naive(cls) -> "FastPath":
-        return cls(False, False, False, False)
-
-    @property
-    def split(self) -> bool:
-        """Run blocks after L on their own (every saving but ``reference_once`` needs this)."""
-        return self.prefix_cache or self.response_logits_only or self.share_prompt
 
 
 @dataclass(frozen=True)
@@ -102,88 +82,6 @@ def cosine_with_warmup(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-class _PairScorer:
-    """Summed response log-probs of every sequence of a set of pairs, under ``d * v``."""
-
-    def __init__(self, model, encoded: list[tuple[Sequence, Sequence]], layer: int, fast: FastPath,
-                 cache_budget_bytes: int | None):
-        self.model, self.layer, self.fast = model, layer, fast
-        self.encoded = encoded
-        self.sequences = [seq for pair in encoded for seq in pair]  # 2i: matching, 2i+1: not
-        self.device = device_of(model)
-        self.pad = model.tokenizer.pad_token_id or 0
-        self.cached: list[Tensor] | None = None
-        if fast.prefix_cache and self.cache_bytes() <= (cache_budget_bytes or float("inf")):
-            self.cached = pair_residuals(model, encoded, layer)
-        self.reference = self.logps(range(len(encoded)), None, 0.0).detach() if fast.reference_once else None
-
-    def cache_bytes(self) -> int:
-        element = torch.finfo(next(self.model.original_model.parameters()).dtype).bits // 8
-        return sum(len(s.ids) for s in self.sequences) * info(self.model).d_model * element
-
-    def reference_logps(self, pair_indices) -> Float[Tensor, "pairs 2"]:
-        if self.reference is not None:
-            return self.reference[list(pair_indices)]
-        with torch.no_grad():
-            return self.logps(pair_indices, None, 0.0)
-
-    def logps(self, pair_indices, vector: Tensor | None, d: float) -> Float[Tensor, "pairs 2"]:
-        """Per pair: (log p(matching), log p(not_matching)), each summed over response tokens."""
-        indices = list(pair_indices)
-        out = []
-        chunk = 8 if vector is None else len(indices)  # reference passes: bounded memory
-        for start in range(0, len(indices), chunk):
-            part = indices[start : start + chunk]
-            forward = self._split_forward if self.fast.split else self._hooked_forward
-            batch, logprobs = forward(part, vector, d)
-            per_slot = torch.zeros(batch.n_slots, device=self.device, dtype=logprobs.dtype)
-            per_slot = per_slot.index_add(0, batch.target_slots, logprobs)
-            out.append(einops.rearrange(per_slot, "(pairs side) -> pairs side", side=2))
-        return torch.cat(out)
-
-    def _hooked_forward(self, part: list[int], vector: Tensor | None, d: float) -> tuple[TokenBatch, Tensor]:
-        """The naive path, as the paper's trl-based code computes it: a full forward through the
-        steering hook, log-softmax at every position, then the response tokens' log-probs."""
-        batch = make_batch([self.sequences[j] for j in _sides(part)], self.pad, self.device)
-        if vector is None:
-            logits = self.model(batch.tokens, attention_mask=batch.attention_mask)
-        else:
-            with steer_tensors(self.model, [(self.layer, vector, d)]):
-                logits = self.model(batch.tokens, attention_mask=batch.attention_mask)
-        logprobs = logits.log_softmax(-1)[batch.target_rows, batch.target_positions]
-        return batch, logprobs.gather(-1, batch.targets[:, None])[:, 0]
-
-    def _split_forward(self, part: list[int], vector: Tensor | None, d: float) -> tuple[TokenBatch, Tensor]:
-        """Residual at layer L (cached, or recomputed without grad) + d v, then only the later blocks."""
-        sequences = [self.sequences[j] for j in _sides(part)]
-        pairs = [self.encoded[i] for i in part]
-        if self.cached is not None:
-            resids = [self.cached[j] for j in _sides(part)]
-        else:
-            resids = pair_residuals(self.model, pairs, self.layer)
-        if self.fast.share_prompt and packing_allowed(self.model, MAX_ROW_TOKENS):
-            batch = make_packed_batch(pairs, self.pad, self.device, MAX_ROW_TOKENS)
-            segments = [torch.cat([rm[: len(m.ids)], rn[m.prompt_len :]])
-                        for (m, _), rm, rn in zip(pairs, resids[0::2], resids[1::2])]
-            rows = [torch.cat([segments[i] for i in members]) for members in batch.packing]
-        else:
-            batch, rows = make_batch(sequences, self.pad, self.device), resids
-        resid = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
-        if vector is not None:
-            resid = add_steering(resid, vector, d)
-        hidden = run_from_layer(self.model, resid, self.layer, batch.attention_mask, batch.position_ids)
-        if self.fast.response_logits_only:
-            logits = unembed(self.model, hidden[batch.target_rows, batch.target_positions])
-        else:
-            logits = unembed(self.model, hidden)[batch.target_rows, batch.target_positions]
-        return batch, logits.log_softmax(-1).gather(-1, batch.targets[:, None])[:, 0]
-
-
-def _sides(pair_indices: list[int]) -> list[int]:
-    """Sequence indices of the pairs, matching then not-matching: 2i, 2i+1."""
-    return [2 * i + side for i in pair_indices for side in (0, 1)]
-
-
 def train_bipo(
     model,
     pairs: list[PreferencePair],
@@ -225,9 +123,9 @@ def train_bipo(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, total, warmup))
 
     if config.loss == "bipo":
-        scorer = _PairScorer(model, encoded, layer, fast, cache_budget_bytes)
+        scorer = PairScorer(model, encoded, layer, fast, cache_budget_bytes)
         test_scorer = (
-            _PairScorer(model, encode_pairs(model, test_pairs, config.max_response_tokens), layer, fast,
+            PairScorer(model, encode_pairs(model, test_pairs, config.max_response_tokens), layer, fast,
                         cache_budget_bytes) if test_pairs else None
         )
         step_loss = lambda batch: _bipo_loss(scorer, batch, vector, config.beta, rng)  # noqa: E731
@@ -310,7 +208,7 @@ def train_bipo(
     )
 
 
-def _bipo_loss(scorer: _PairScorer, batch: list[int], vector: Tensor, beta: float, rng: random.Random) -> Tensor:
+def _bipo_loss(scorer: PairScorer, batch: list[int], vector: Tensor, beta: float, rng: random.Random) -> Tensor:
     d = rng.choice((-1.0, 1.0))
     policy = scorer.logps(batch, vector, d)
     reference = scorer.reference_logps(batch)
@@ -319,7 +217,7 @@ def _bipo_loss(scorer: _PairScorer, batch: list[int], vector: Tensor, beta: floa
 
 
 @torch.no_grad()
-def preference_accuracy(scorer: _PairScorer, vector: Tensor, batch_size: int = 8) -> float:
+def preference_accuracy(scorer: PairScorer, vector: Tensor, batch_size: int = 8) -> float:
     indices = range(len(scorer.sequences) // 2)
     wins = 0
     for start in range(0, len(indices), batch_size):

@@ -1,0 +1,177 @@
+"""One honest set of numbers per vector and multiplier: how far the behaviour moved, what it cost.
+
+For every vector and multiplier (all on held-out pairs):
+- ``logprob_margin``: mean of log p(matching | q) - log p(not_matching | q), summed over response
+  tokens (``logprob_margin_per_token``: each side divided by its length), and
+  ``preference_accuracy``: the fraction of pairs where the margin is positive;
+- ``mc1_accuracy``: where questions have several pairs (TruthfulQA: the best answer against each
+  incorrect one), the fraction of questions whose best answer beats every incorrect one (MC1);
+- ``ab_probability``: where the data has a multiple-choice form, p(matching letter) normalised
+  over the two letters;
+- ``judge_score``: the mean judge score of greedy answers to the first questions (see judge.py);
+- ``perplexity`` of those answers under the unsteered model and their ``distinct2`` ratio.
+Unsteered baselines (multiplier 0) are computed once and shared by every vector.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import torch
+from tqdm.auto import tqdm
+
+from bipo_lens.evaluation.coherence import distinct2, perplexities
+from bipo_lens.pairs import PreferencePair
+from bipo_lens.steering import generate
+from bipo_lens.training.activations import device_of
+from bipo_lens.training.data import encode_pairs
+from bipo_lens.training.scoring import FastPath, PairScorer
+from bipo_lens.vectors import SteeringVector
+
+METRICS = ("logprob_margin", "preference_accuracy", "mc1_accuracy", "ab_probability", "judge_score", "perplexity",
+           "distinct2")
+
+
+class _Scorers:
+    """Per-layer scorers over one pair set, with the unsteered log-probs computed once."""
+
+    def __init__(self, model, pairs: list[PreferencePair], max_response_tokens: int | None):
+        self.model, self.encoded = model, encode_pairs(model, pairs, max_response_tokens)
+        self.lengths = torch.tensor([[m.response_len, n.response_len] for m, n in self.encoded], dtype=torch.float32)
+        self.by_layer: dict[int, PairScorer] = {}
+        self.unsteered: torch.Tensor | None = None
+
+    def logps(self, vector: SteeringVector, multiplier: float) -> torch.Tensor:
+        if vector.layer not in self.by_layer:
+            self.by_layer[vector.layer] = PairScorer(self.model, self.encoded, vector.layer,
+                                                     FastPath(reference_once=False), 2 << 30)
+        scorer = self.by_layer[vector.layer]
+        indices = range(len(self.encoded))
+        with torch.no_grad():
+            if multiplier == 0:
+                if self.unsteered is None:
+                    self.unsteered = scorer.logps(indices, None, 0.0).cpu()
+                return self.unsteered
+            return scorer.logps(indices, vector.vector.to(device_of(self.model)), multiplier).cpu()
+
+
+def evaluate(
+    model,
+    vectors: dict[str, SteeringVector],
+    pairs: list[PreferencePair],
+    multipliers: list[float],
+    ab_pairs: list[PreferencePair] | None = None,
+    judge=None,
+    max_questions: int = 100,
+    max_generations: int = 20,
+    max_new_tokens: int = 48,
+    max_response_tokens: int | None = 64,
+    progress: bool = True,
+) -> dict:
+    """Results as data: ``{"results": [...], "summary": {...}, "generations": [...], "judge": {...}}``."""
+    for vector in vectors.values():
+        vector.check_compatible(model)
+    margin_pairs = pairs[:max_questions]
+    scorers = _Scorers(model, margin_pairs, max_response_tokens)
+    ab_scorers = _Scorers(model, ab_pairs[:max_questions], None) if ab_pairs else None
+    groups: dict[str, list[int]] = {}
+    for index, pair in enumerate(margin_pairs):
+        groups.setdefault(pair.question, []).append(index)
+    multiple_choice = any(len(g) > 1 for g in groups.values())
+    questions = list(dict.fromkeys(p.question for p in pairs))[:max_generations]
+    reference = {p.question: p for p in pairs}
+    unsteered_answers = {}
+    results, generations = [], []
+    bar = tqdm(total=len(vectors) * (len(multipliers) + len(questions)), desc="evaluating", disable=not progress, leave=False)
+    for name, vector in vectors.items():
+        answers: dict[float, list[str]] = {m: [] for m in multipliers}
+        for question in questions:
+            steered = [m for m in multipliers if m != 0]
+            outputs = dict(zip(steered, generate(model, question, [vector], steered, max_new_tokens=max_new_tokens))) if steered else {}
+            if 0 in multipliers:
+                if question not in unsteered_answers:
+                    unsteered_answers[question] = generate(model, question, [], [0.0], max_new_tokens=max_new_tokens)[0]
+                outputs[0] = unsteered_answers[question]
+            for m in multipliers:
+                answers[m].append(outputs[m])
+            bar.update(1)
+        for m in multipliers:
+            lp = scorers.logps(vector, m)
+            margin = lp[:, 0] - lp[:, 1]
+            per_token = lp[:, 0] / scorers.lengths[:, 0] - lp[:, 1] / scorers.lengths[:, 1]
+            ab = None
+            if ab_scorers is not None:
+                ab_lp = ab_scorers.logps(vector, m)
+                ab = float(torch.sigmoid(ab_lp[:, 0] - ab_lp[:, 1]).mean())
+            texts = answers[m]
+            judge_scores = judge.scores(texts, [reference[q] for q in questions]) if judge and texts else [None] * len(texts)
+            ppl = perplexities(model, questions, texts)
+            d2 = [distinct2(t) for t in texts]
+            results.append({
+                "vector": name, "multiplier": m,
+                "logprob_margin": float(margin.mean()), "logprob_margin_per_token": float(per_token.mean()),
+                "preference_accuracy": float((margin > 0).float().mean()),
+                "mc1_accuracy": statistics.fmean(bool((margin[g] > 0).all()) for g in groups.values())
+                if multiple_choice else None,
+                "ab_probability": ab, "judge_score": _mean(judge_scores), "perplexity": _mean(ppl),
+                "distinct2": _mean(d2),
+            })
+            generations += [{"vector": name, "multiplier": m, "question": q, "answer": t, "judge_score": s,
+                             "perplexity": p, "distinct2": d}
+                            for q, t, s, p, d in zip(questions, texts, judge_scores, ppl, d2)]
+            bar.update(1)
+    bar.close()
+    return {"results": results, "summary": summarise(results), "generations": generations,
+            "n_margin_pairs": len(margin_pairs), "n_ab_pairs": len(ab_pairs[:max_questions]) if ab_pairs else 0,
+            "n_generation_questions": len(questions)}
+
+
+def _mean(values) -> float | None:
+    usable = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return statistics.fmean(usable) if usable else None
+
+
+def summarise(results: list[dict]) -> dict:
+    """Per vector and metric: least-squares slope against the multiplier, the value at the largest
+    multiplier minus the value at the smallest, and Spearman's rank correlation (monotonicity)."""
+    summary: dict[str, dict] = {}
+    for name in dict.fromkeys(r["vector"] for r in results):
+        rows = sorted((r for r in results if r["vector"] == name), key=lambda r: r["multiplier"])
+        summary[name] = {}
+        for metric in METRICS:
+            points = [(r["multiplier"], r[metric]) for r in rows if r[metric] is not None]
+            if len(points) < 2:
+                continue
+            xs, ys = zip(*points)
+            summary[name][metric] = {"slope": _slope(xs, ys), "range": ys[-1] - ys[0], "spearman": spearman(xs, ys)}
+    return summary
+
+
+def _slope(xs, ys) -> float:
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    var = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else float("nan")
+
+
+def _ranks(values) -> list[float]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2
+        i = j + 1
+    return ranks
+
+
+def spearman(xs, ys) -> float:
+    """Pearson correlation of the ranks (ties get their average rank)."""
+    rx, ry = _ranks(list(xs)), _ranks(list(ys))
+    mx, my = statistics.fmean(rx), statistics.fmean(ry)
+    sx = math.sqrt(sum((x - mx) ** 2 for x in rx))
+    sy = math.sqrt(sum((y - my) ** 2 for y in ry))
+    return sum((x - mx) * (y - my) for x, y in zip(rx, ry)) / (sx * sy) if sx and sy else float("nan")
