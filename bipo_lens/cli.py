@@ -27,6 +27,14 @@ def _multipliers(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _vector_arguments(parser: argparse.ArgumentParser) -> None:
+    """Vectors to apply, the model to apply them to, and the multipliers."""
+    parser.add_argument("--vector", "--load-steering-vector", required=True, action="append", help="repeatable")
+    parser.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files only")
+    parser.add_argument("--model", default=None, help="default: the (first) vector's model")
+    parser.add_argument("--multipliers", type=_multipliers, default=[-2.0, -1.0, 0.0, 1.0, 2.0])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bipo-lens", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -56,11 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(train)
 
     generate = commands.add_parser("generate", help="steered answers side by side, one per multiplier")
-    generate.add_argument("--vector", "--load-steering-vector", required=True, action="append")
-    generate.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files only")
-    generate.add_argument("--model", default=None, help="default: the vector's model")
+    _vector_arguments(generate)
     generate.add_argument("--prompt", required=True, action="append")
-    generate.add_argument("--multipliers", type=_multipliers, default=[-2.0, -1.0, 0.0, 1.0, 2.0])
     generate.add_argument("--strength", "--steering-strength", type=float, default=1.0, help="scales every multiplier")
     generate.add_argument("--token-strategy", "--token-steering-strategy", default="all")
     generate.add_argument("--decay-rate", type=float, default=0.5)
@@ -71,11 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(generate)
 
     evaluate = commands.add_parser("eval", help="steering efficacy per vector and multiplier")
-    evaluate.add_argument("--vector", "--load-steering-vector", required=True, action="append")
-    evaluate.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files only")
+    _vector_arguments(evaluate)
     evaluate.add_argument("--data", required=True, help="held-out pairs (any pair format; A/B files also give A/B probability)")
-    evaluate.add_argument("--model", default=None, help="default: the first vector's model")
-    evaluate.add_argument("--multipliers", type=_multipliers, default=[-2.0, -1.0, 0.0, 1.0, 2.0])
     evaluate.add_argument("--max-questions", type=int, default=100, help="pairs for log-prob margins")
     evaluate.add_argument("--test-fraction", type=float, default=None,
                           help="evaluate only the held-out side of train's split (same --seed and fraction)")
@@ -265,7 +267,7 @@ def cmd_eval(args) -> int:
     judge = make_judge(args.judge, args.behavior)
     validation = judge.validation_accuracy(pairs[: args.max_questions]) if judge else None
     if judge:
-        print(f"judge {judge.name}: cross-pair validation accuracy {validation:.3f} on {min(len(pairs), args.max_questions)} pairs")
+        print(f"judge {judge.name}: leave-one-out validation accuracy {validation:.3f} on {min(len(pairs), args.max_questions)} reference pairs")
     report = evaluate(model, dict(zip(names, vectors)), pairs, args.multipliers, ab_pairs=ab_pairs, judge=judge,
                       max_questions=args.max_questions, max_generations=args.max_generations,
                       max_new_tokens=args.max_new_tokens)

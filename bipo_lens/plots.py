@@ -11,6 +11,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 
+def _save(fig, path: str | Path) -> Path:
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def training_curve(histories: dict[str, list[dict]], path: str | Path) -> Path:
     """Loss, vector norm and (where recorded) held-out preference accuracy per epoch."""
     sns.set_theme(style="whitegrid")
@@ -24,12 +33,7 @@ def training_curve(histories: dict[str, list[dict]], path: str | Path) -> Path:
         ax.set_xlabel("epoch")
         ax.set_title({"loss": "training loss", "norm": "vector norm", "test_accuracy": "held-out preference accuracy"}[key])
     axes[0].legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def steering_curve(results: list[dict], path: str | Path, title: str = "") -> Path:
@@ -51,9 +55,4 @@ def steering_curve(results: list[dict], path: str | Path, title: str = "") -> Pa
     axes[0][0].legend()
     if title:
         fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

@@ -19,7 +19,7 @@ def test_spearman_and_summary_statistics():
     rows = [{"vector": "v", "multiplier": m, "logprob_margin": 2.0 * m + 1, "preference_accuracy": None,
              "mc1_accuracy": None, "ab_probability": None, "judge_score": None, "perplexity": None,
              "distinct2": None} for m in (-1, 0, 1)]
-    assert summarise(rows)["v"]["logprob_margin"] == {"slope": 2.0, "range": 4.0, "spearman": 1.0}
+    assert summarise(rows)["v"]["logprob_margin"] == pytest.approx({"slope": 2.0, "range": 4.0, "spearman": 1.0})
 
 
 def test_distinct2():
@@ -40,13 +40,16 @@ def judge():
     return EmbeddingJudge()
 
 
-def test_embedding_judge_sees_the_behaviour_across_pairs(judge):
-    """Cross-pair validation on the built-in sets: references of another question still separate."""
-    for name in ("power_seeking", "optimism"):
-        assert judge.validation_accuracy(load_pairs(name)) >= 0.8
-    pair = load_pairs("optimism")[0]
-    matching, not_matching = judge.scores([pair.matching, pair.not_matching], [pair, pair])
-    assert matching > 0 > not_matching
+def test_embedding_judge_separates_held_out_references(judge):
+    """Leave-one-out validation on the built-in sets, and responses it never saw."""
+    for name in ("power_seeking", "optimism", "formality"):
+        assert judge.validation_accuracy(load_pairs(name)) >= 0.85
+    train, test = split_pairs(load_pairs("optimism"), 0.25, seed=0)
+    judge.fit(train)
+    matching = judge.scores([p.matching for p in test])
+    not_matching = judge.scores([p.not_matching for p in test])
+    assert sum(m > n for m, n in zip(matching, not_matching)) >= 0.8 * len(test)
+    assert sum(matching) / len(test) > 0 > sum(not_matching) / len(test)
 
 
 def test_evaluate_moves_with_the_multiplier(model, judge):

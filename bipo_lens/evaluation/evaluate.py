@@ -73,6 +73,8 @@ def evaluate(
     for vector in vectors.values():
         vector.check_compatible(model)
     margin_pairs = pairs[:max_questions]
+    if judge is not None:
+        judge.fit(margin_pairs)
     scorers = _Scorers(model, margin_pairs, max_response_tokens)
     ab_scorers = _Scorers(model, ab_pairs[:max_questions], None) if ab_pairs else None
     groups: dict[str, list[int]] = {}

@@ -1,15 +1,15 @@
 """Judges of open-ended answers: an offline embedding judge (default) and an optional LLM judge.
 
-Embedding judge score of an answer ``a`` to a question with reference responses ``r_T`` (matching)
-and ``r_O`` (not matching), with all-MiniLM-L6-v2 sentence embeddings ``e`` (mean-pooled,
-L2-normalised, as sentence-transformers computes them):
+The embedding judge uses all-MiniLM-L6-v2 sentence embeddings ``e`` (mean-pooled, L2-normalised,
+as sentence-transformers computes them). Fitted on reference pairs, it keeps two centroids: ``c_T``,
+the normalised mean embedding of the matching responses, and ``c_O``, of the not-matching ones:
 
-    score(a) = cos(e_a, e_{r_T}) - cos(e_a, e_{r_O})        in [-2, 2]; > 0 leans to the behaviour.
+    score(a) = cos(e_a, c_T) - cos(e_a, c_O)        in [-2, 2]; > 0 leans towards the behaviour.
 
-Validation (cross-pair): each reference response of pair i is scored against the references of
-another pair j (same behaviour, another question). The fraction of pairs where the matching
-response outscores the not-matching one says whether the judge sees the behaviour rather than
-word overlap with one question's references.
+Validation (leave-one-out): for each pair, the centroids are rebuilt without it, and its two
+reference responses are scored; the accuracy is the fraction of pairs whose matching response
+scores above its not-matching one. Scoring against one question's own references would separate
+them trivially; the centroids judge the behaviour, not word overlap with one answer.
 """
 
 from __future__ import annotations
@@ -55,21 +55,32 @@ class EmbeddingJudge:
                 self._cache[text] = vector.cpu()
         return torch.stack([self._cache[t] for t in texts])
 
-    def scores(self, answers: list[str], pairs: list[PreferencePair]) -> list[float]:
-        """One score per (answer, its question's pair)."""
+    def fit(self, pairs: list[PreferencePair]) -> "EmbeddingJudge":
+        """Centroids of the reference responses (the behaviour and its opposite)."""
+        if not pairs:
+            raise BipoLensError("the embedding judge needs reference pairs")
+        self.matching = self.embed([p.matching for p in pairs])
+        self.not_matching = self.embed([p.not_matching for p in pairs])
+        return self
+
+    def scores(self, answers: list[str], pairs: list[PreferencePair] | None = None) -> list[float]:
+        """One score per answer (``pairs`` is unused: the centroids carry the behaviour)."""
+        c_t = torch.nn.functional.normalize(self.matching.mean(0), dim=0)
+        c_o = torch.nn.functional.normalize(self.not_matching.mean(0), dim=0)
         a = self.embed(answers)
-        t = self.embed([p.matching for p in pairs])
-        o = self.embed([p.not_matching for p in pairs])
-        return ((a * t).sum(-1) - (a * o).sum(-1)).tolist()
+        return (a @ c_t - a @ c_o).tolist()
 
     def validation_accuracy(self, pairs: list[PreferencePair]) -> float:
-        """Cross-pair validation (see the module docstring); pair i is judged by pair i+1's references."""
+        """Leave-one-out accuracy on the reference pairs (see the module docstring)."""
         if len(pairs) < 2:
             return float("nan")
-        others = pairs[1:] + pairs[:1]
-        matching = self.scores([p.matching for p in pairs], others)
-        not_matching = self.scores([p.not_matching for p in pairs], others)
-        return sum(m > n for m, n in zip(matching, not_matching)) / len(pairs)
+        t, o = self.embed([p.matching for p in pairs]), self.embed([p.not_matching for p in pairs])
+        n, wins = len(pairs), 0
+        for i in range(n):
+            c_t = torch.nn.functional.normalize(t.sum(0) - t[i], dim=0)
+            c_o = torch.nn.functional.normalize(o.sum(0) - o[i], dim=0)
+            wins += int(t[i] @ c_t - t[i] @ c_o > o[i] @ c_t - o[i] @ c_o)
+        return wins / n
 
 
 RUBRICS = {
@@ -109,6 +120,9 @@ class OpenAIJudge:
             raise BipoLensError(f"judge endpoint {self.url} failed: {e}") from None
         found = re.search(r"[1-4]", text)
         return (int(found.group()) - 2.5) / 1.5 if found else float("nan")
+
+    def fit(self, pairs: list[PreferencePair]) -> "OpenAIJudge":
+        return self  # the rubric carries the behaviour
 
     def scores(self, answers: list[str], pairs: list[PreferencePair]) -> list[float]:
         return [self._rate(p.question, a) for a, p in zip(answers, pairs)]

@@ -68,8 +68,6 @@ class BipoConfig:
     @classmethod
     def for_loss(cls, loss: str, **overrides) -> "BipoConfig":
         """Defaults of the chosen loss (the activation-margin variant's are wisent-guard's)."""
-        if loss not in LOSSES:
-            raise BipoLensError(f"unknown loss {loss!r}: use {', '.join(LOSSES)}")
         defaults = {"epochs": 100, "lr": 0.01, "weight_decay": 0.0} if loss == "activation_margin" else {}
         return cls(**{**defaults, "loss": loss, **{k: v for k, v in overrides.items() if v is not None}})
 
@@ -108,6 +106,8 @@ def train_bipo(
     larger than ``cache_budget_bytes`` are recomputed each step instead of cached.
     """
     config = config or BipoConfig.for_loss(overrides.pop("loss", "bipo"), layer=layer, **overrides)
+    if config.layer != layer:
+        raise BipoLensError(f"layer {layer} given, but the config says layer {config.layer}")
     check_layer(model, layer)
     if not pairs:
         raise BipoLensError("no training pairs")
