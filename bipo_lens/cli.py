@@ -190,11 +190,12 @@ def cmd_train(args) -> int:
     if os.path.exists(args.out) and not args.overwrite:
         raise BipoLensError(f"{args.out} exists; pass --overwrite to replace it")
     pairs = load_pairs(args.data)
+    # Split first, then cap: `eval --test-fraction F --seed S` then sees none of the training questions.
+    train_pairs, test_pairs = split_pairs(pairs, args.test_fraction, args.seed) if args.test_fraction else (pairs, [])
     if args.max_pairs is not None:
         if args.max_pairs < 1:
             raise BipoLensError("--max-pairs must be at least 1")
-        pairs = pairs[: args.max_pairs]
-    train_pairs, test_pairs = split_pairs(pairs, args.test_fraction, args.seed) if args.test_fraction else (pairs, [])
+        train_pairs, test_pairs = train_pairs[: args.max_pairs], test_pairs[: args.max_pairs]
     model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
     check_layer(model, args.layer)
     print(f"training {args.method} on {len(train_pairs)} pairs at layer {args.layer} of {args.model or DEFAULT_MODEL}")
