@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,7 +134,9 @@ class SteeringVector:
             with safe_open(path, framework="pt") as f:
                 meta = f.metadata() or {}
         except (SafetensorError, OSError, ValueError) as e:
-            raise BipoLensError(f"{path}: not a readable safetensors file ({e})") from None
+            raise BipoLensError(f"{path}: not a readable safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        except Exception as e:  # any other failure to parse a hostile file
+            raise BipoLensError(f"{path}: not a readable safetensors file ({type(e).__name__})") from None
         if set(tensors) != {"vector"}:
             raise BipoLensError(f"{path}: expected one tensor named 'vector', found {sorted(tensors)}")
         try:
@@ -166,7 +167,7 @@ class SteeringVector:
         except pickle.UnpicklingError as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else "unpickling refused"
             raise BipoLensError(f"{path}: refused to load: the file holds objects other than tensors ({first})") from None
-        except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as e:
+        except Exception as e:  # torch's unpickler fails on junk with many types (IndexError, KeyError, ...)
             raise BipoLensError(f"{path}: not a readable PyTorch file ({type(e).__name__})") from None
         if isinstance(obj, torch.Tensor):
             if layer is None:

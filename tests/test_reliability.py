@@ -144,7 +144,7 @@ def test_pair_loaders_raise_only_their_own_error_on_junk(tmp_path_factory, name,
         assert pairs and all(p.question.strip() and p.matching.strip() and p.not_matching.strip() for p in pairs)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_vector_loaders_raise_only_their_own_error_on_junk(tmp_path_factory, data):
     directory = tmp_path_factory.mktemp("vfuzz")
@@ -166,3 +166,22 @@ def test_vector_loaders_raise_only_their_own_error_on_junk(tmp_path_factory, dat
         assert "\n" not in str(e)
     else:
         assert torch.isfinite(loaded.vector).all() and loaded.vector.ndim == 1
+
+
+@pytest.mark.parametrize("suffix", [".pt", ".safetensors"])
+def test_vector_loaders_survive_every_truncation_and_byte_flip(tmp_path, suffix):
+    """Exhaustive over cut points, and every byte flipped (0xFF xor): only our one-line error escapes."""
+    original_path = tmp_path / f"v{suffix}"
+    SteeringVector(torch.ones(8), 2, "m").save(original_path)
+    original = original_path.read_bytes()
+    junk = tmp_path / f"junk{suffix}"
+    variants = [original[:cut] for cut in range(len(original))]
+    variants += [original[:i] + bytes([original[i] ^ 0xFF]) + original[i + 1 :] for i in range(len(original))]
+    for content in variants:
+        junk.write_bytes(content)
+        try:
+            loaded = SteeringVector.load(junk, layer=1)
+        except BipoLensError as e:
+            assert "\n" not in str(e)
+        else:
+            assert torch.isfinite(loaded.vector).all()
