@@ -202,6 +202,9 @@ def cmd_train(args) -> int:
     if args.method == "caa":
         vector = train_caa(model, train_pairs, args.layer, args.max_response_tokens or 64)
     else:
+        if args.margin is not None and args.loss == "bipo":
+            print("note: --margin only affects --loss activation_margin (wisent-guard's variant); "
+                  "the paper's objective has none", file=sys.stderr)
         config = BipoConfig.for_loss(
             args.loss, layer=args.layer, epochs=args.epochs, lr=args.lr, beta=args.beta,
             batch_size=args.batch_size, weight_decay=args.weight_decay, margin=args.margin,

@@ -109,3 +109,12 @@ def test_corrupt_cache_entry_is_detected_and_rebuilt(tmp_path, monkeypatch):
     assert _cache_entry_valid(copy)
     assert json.loads((copy / "manifest.json").read_text())["files"]
     assert info(rebuilt).d_model == 576
+
+
+def test_local_hugging_face_directory_loads(model):
+    _, entry = _plain_model()
+    local = load_model(str(entry), device="cpu")
+    tokens = model.tokenizer("Local directories load too", return_tensors="pt").input_ids
+    with torch.no_grad():
+        assert torch.allclose(local(tokens), model(tokens), atol=1e-5)
+    assert info(local).chat and info(local).model_id == str(entry)
