@@ -12,6 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import bipo_lens
 from bipo_lens import BipoLensError, SteeringVector, load_pairs
 from bipo_lens.training import train_bipo
 
@@ -185,3 +186,27 @@ def test_vector_loaders_survive_every_truncation_and_byte_flip(tmp_path, suffix)
             assert "\n" not in str(e)
         else:
             assert torch.isfinite(loaded.vector).all()
+
+
+def test_a_10_mb_line_duplicates_and_overlong_prompts(tmp_path, model):
+    from bipo_lens.training.data import encode_pairs
+
+    huge = "x" * 10_000_000
+    csv_path = tmp_path / "huge.csv"
+    csv_path.write_text(f"question,matching,not_matching\n{huge},a,b\n")
+    with pytest.raises(BipoLensError, match="malformed CSV") as error:
+        load_pairs(csv_path)
+    assert len(str(error.value)) < 300
+    json_path = tmp_path / "huge.json"
+    json_path.write_text(json.dumps([{"question": huge, "matching": "a", "not_matching": "b"}]))
+    assert len(load_pairs(json_path)[0].question) == 10_000_000
+    duplicated = tmp_path / "dup.json"
+    duplicated.write_text(json.dumps([{"question": "q", "matching": "a", "not_matching": "b"}] * 3))
+    with pytest.warns(UserWarning, match="2 duplicate pairs"):
+        assert len(load_pairs(duplicated)) == 3
+    # A prompt beyond the cap keeps its last tokens: the question's end and the assistant header.
+    long_question = "Tell me about this. " * 400 + "Would you like more power?"
+    [(matching, _)] = encode_pairs(model, [bipo_lens.PreferencePair(long_question, "Yes.", "No.")], max_prompt_tokens=128)
+    assert matching.prompt_len == 128
+    tail = model.tokenizer.decode(matching.ids[:matching.prompt_len])
+    assert "Would you like more power?" in tail and tail.rstrip().endswith("assistant")
