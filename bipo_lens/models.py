@@ -6,6 +6,7 @@ model's, so a vector trained here can be added to decoder layer L's output in pl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib
 import importlib.util
@@ -329,20 +330,29 @@ def check_layer(model, layer: int) -> None:
         raise BipoLensError(f"layer {layer} is out of range: {info(model).model_id} has layers 0..{n_layers - 1}")
 
 
+@contextlib.contextmanager
+def _only_blocks(model, blocks: slice):
+    """The raw model's decoder with only ``blocks`` in place, restored on exit."""
+    inner = model.lens_raw.model
+    layers = inner.layers
+    inner.layers = torch.nn.ModuleList(list(layers)[blocks])
+    try:
+        yield inner
+    finally:
+        inner.layers = layers
+
+
 def run_to_layer(model, tokens, layer: int, attention_mask=None, position_ids=None):
     """The residual stream after block ``layer`` (``blocks.{layer}.hook_resid_post``), running only
     blocks ``0..layer`` of the raw model: the activations the fast trainer and CAA cache."""
-    inner = model.lens_raw.model
-    layers = inner.layers
     captured = []
-    handle = layers[layer].register_forward_hook(
+    handle = model.lens_raw.model.layers[layer].register_forward_hook(
         lambda module, inputs, output: captured.append(output[0] if isinstance(output, tuple) else output)
     )
-    inner.layers = torch.nn.ModuleList(list(layers)[: layer + 1])
     try:
-        inner(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        with _only_blocks(model, slice(0, layer + 1)) as inner:
+            inner(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     finally:
-        inner.layers = layers
         handle.remove()
     return captured[0]
 
@@ -353,15 +363,10 @@ def run_from_layer(model, resid, layer: int, attention_mask=None, position_ids=N
     Runs only blocks ``layer+1..`` of the raw model: TransformerBridge's ``start_at_layer`` still
     executes the earlier blocks, which is what the fast trainer must avoid.
     """
-    inner = model.lens_raw.model
-    layers = inner.layers
-    inner.layers = torch.nn.ModuleList(list(layers)[layer + 1 :])
-    try:
+    with _only_blocks(model, slice(layer + 1, None)) as inner:
         return inner(
             inputs_embeds=resid, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state
-    finally:
-        inner.layers = layers
 
 
 def unembed(model, hidden):
