@@ -263,7 +263,7 @@ def cmd_eval(args) -> int:
     if len(set(names)) < len(names):
         names = [str(p) for p in args.vector]
     pairs = load_pairs(args.data)
-    ab_pairs = load_ab_pairs(args.data)
+    ab_pairs = load_ab_pairs(args.data, pairs)
     if args.test_fraction:
         pairs = split_pairs(pairs, args.test_fraction, args.seed)[1]
         ab_pairs = None  # the A/B view's questions differ; its split would not line up

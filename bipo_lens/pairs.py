@@ -201,28 +201,28 @@ def _truthfulqa_pairs(rows: list[dict], path: Path) -> list[PreferencePair | Non
 AB_ANSWER = re.compile(r"^\s*\(?([A-H])\)?\s*$")
 
 
-def load_ab_pairs(source: str | Path) -> list[PreferencePair] | None:
+def load_ab_pairs(source: str | Path, pairs: list[PreferencePair] | None = None) -> list[PreferencePair] | None:
     """The multiple-choice view of a file, or None where it has none.
 
     An A/B CSV (question, A, B, matching) becomes pairs whose question lists the choices,
     ``"{question}\n\nChoices:\n(A) {A}\n(B) {B}"``, and whose responses are ``"(A)"`` and ``"(B)"``.
     Pairs whose responses already are letters (Anthropic's advanced-ai-risk files) are returned as
-    they are.
+    they are; pass ``pairs`` when the file is already loaded, so it is not read again.
     """
     path = Path(source)
     if path.suffix.lower() == ".csv" and path.is_file():
         text = path.read_bytes().decode("utf-8-sig", errors="replace")
         rows = list(csv.DictReader(io.StringIO(text)))
         if rows and {"question", "A", "B", "matching"} <= set(rows[0]):
-            pairs = []
-            for index, row in enumerate(rows, start=2):
+            ab = []
+            for row in rows:
                 letter = (row.get("matching") or "").strip()
                 if letter not in ("A", "B") or not (row.get("question") or "").strip():
                     continue
                 question = f"{row['question']}\n\nChoices:\n(A) {row['A']}\n(B) {row['B']}"
-                pairs.append(PreferencePair(question, f"({letter})", f"({'B' if letter == 'A' else 'A'})"))
-            return pairs or None
-    pairs = load_pairs(source)
+                ab.append(PreferencePair(question, f"({letter})", f"({'B' if letter == 'A' else 'A'})"))
+            return ab or None
+    pairs = load_pairs(source) if pairs is None else pairs
     if all(AB_ANSWER.match(p.matching) and AB_ANSWER.match(p.not_matching) for p in pairs):
         return pairs
     return None
