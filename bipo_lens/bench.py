@@ -8,10 +8,8 @@ ceiling) and ends with ``speedup_vs_naive: X.XX``.
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import time
-from pathlib import Path
 
 import torch
 
@@ -23,7 +21,9 @@ def _peak_rss_mb() -> float:
 
 
 def _default_data() -> str:
-    root = Path(os.environ.get("BIPO_LENS_SHARED_DATA", "../shared/data"))
+    from bipo_lens.pairs import shared_data_dir
+
+    root = shared_data_dir()
     return str(root / SHARED_TRAIN) if (root / SHARED_TRAIN).is_file() else "power_seeking"
 
 
@@ -56,13 +56,29 @@ def _flops_per_step(model, pairs, layer, response_tokens) -> float:
     return 2 * forward
 
 
-def _matmul_gflops(rows: int, d: int, ff: int, repeats: int = 10) -> float:
-    a, b = torch.randn(rows, d), torch.randn(d, ff)
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _matmul_gflops(rows: int, d: int, ff: int, device: torch.device, dtype: torch.dtype, repeats: int = 10) -> float:
+    """A plain ``rows x d @ d x ff`` product on the model's device and dtype (synchronised on CUDA)."""
+    a = torch.randn(rows, d, device=device, dtype=dtype)
+    b = torch.randn(d, ff, device=device, dtype=dtype)
+    repeats = repeats * 10 if device.type == "cuda" else repeats
     a @ b
+    _sync(device)
     started = time.perf_counter()
     for _ in range(repeats):
         a @ b
+    _sync(device)
     return 2 * rows * d * ff * repeats / (time.perf_counter() - started) / 1e9
+
+
+def _peak_cuda(device: torch.device) -> str:
+    if device.type != "cuda":
+        return ""
+    return f"; peak CUDA memory {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB allocated"
 
 
 def _generation_overhead(model, vector, tokens=24) -> tuple[float, float]:
@@ -146,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cfg = model.original_model.config.get_text_config()
     flops = _flops_per_step(model, pairs, args.layer, args.response_tokens) * 4 / len(pairs)
-    ceiling = _matmul_gflops(512, cfg.hidden_size, cfg.intermediate_size)
+    ceiling = _matmul_gflops(512, cfg.hidden_size, cfg.intermediate_size, device, model.original_model.dtype)
     print(f"fast step: {flops / 1e9:.1f} GFLOP (forward + input-gradient backward of the blocks after L on the packed "
           f"tokens, response logits) in {fast_step:.3f} s = {flops / fast_step / 1e9:.1f} GFLOP/s; plain matmul "
           f"ceiling {ceiling:.1f} GFLOP/s ({flops / fast_step / 1e9 / ceiling:.0%} of it)")
@@ -172,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         train_bipo(model, run_pairs, args.layer, epochs=20, lr=5e-3, max_response_tokens=args.response_tokens,
                    progress=False)
         print(f"full run, 64 pairs x 20 epochs (fast): {(time.perf_counter() - started) / 60:.1f} min")
-    print(f"peak RSS {_peak_rss_mb():.0f} MB")
+    print(f"peak RSS {_peak_rss_mb():.0f} MB{_peak_cuda(device)}")
     print(f"speedup_vs_naive: {naive_step / fast_step:.2f}")
     return 0
 

@@ -89,7 +89,8 @@ class PairScorer:
         else:
             with steer_tensors(self.model, [(self.layer, vector, d)]):
                 logits = self.model(batch.tokens, attention_mask=batch.attention_mask)
-        logprobs = logits.log_softmax(-1)[batch.target_rows, batch.target_positions]
+        # float32 from the logits on: bf16/fp16 sums of ~30 log-probs near -100 round to 0.5 steps
+        logprobs = logits.float().log_softmax(-1)[batch.target_rows, batch.target_positions]
         return batch, logprobs.gather(-1, batch.targets[:, None])[:, 0]
 
     def _split_forward(self, part: list[int], vector: Tensor | None, d: float) -> tuple[TokenBatch, Tensor]:
@@ -115,7 +116,7 @@ class PairScorer:
             logits = unembed(self.model, hidden[batch.target_rows, batch.target_positions])
         else:
             logits = unembed(self.model, hidden)[batch.target_rows, batch.target_positions]
-        return batch, logits.log_softmax(-1).gather(-1, batch.targets[:, None])[:, 0]
+        return batch, logits.float().log_softmax(-1).gather(-1, batch.targets[:, None])[:, 0]
 
 
 def _sides(pair_indices: list[int]) -> list[int]:
