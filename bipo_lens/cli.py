@@ -106,17 +106,88 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out-dir", default="runs/demo")
     _common(demo)
 
+    sweep = commands.add_parser("sweep", help="train BiPO and CAA at each layer and compare their efficacy")
+    sweep.add_argument("--data", required=True, help="pairs file or built-in set")
+    sweep.add_argument("--test-data", default=None, help="held-out pairs (default: a split of --data)")
+    sweep.add_argument("--test-fraction", type=float, default=0.25)
+    sweep.add_argument("--layers", type=_layers, default=None, help="e.g. 0-29:3 or 5,10,15 (default: every 3rd)")
+    sweep.add_argument("--model", default=None)
+    sweep.add_argument("--epochs", type=int, default=4)
+    sweep.add_argument("--lr", type=float, default=5e-3)
+    sweep.add_argument("--max-train-pairs", type=int, default=32)
+    sweep.add_argument("--max-test-pairs", type=int, default=32)
+    sweep.add_argument("--multiplier", type=float, default=1.0, help="efficacy: margin at +m minus at -m")
+    sweep.add_argument("--generations", type=int, default=0, help="questions answered and judged per layer")
+    sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument("--out-dir", required=True, help="one result per layer; finished layers are skipped")
+    sweep.add_argument("--plot", default=None)
+    _common(sweep)
+
+    similarity = commands.add_parser("similarity", help="cosines, norms and logit lens of vectors")
+    similarity.add_argument("--vector", action="append", default=[], help="repeatable")
+    similarity.add_argument("--sweep-dir", action="append", default=[], help="a sweep's --out-dir (repeatable)")
+    similarity.add_argument("--model", default=None, help="for the logit lens (default: the first vector's model)")
+    similarity.add_argument("--top-k", type=int, default=10, help="tokens shown by the logit lens (0: none)")
+    similarity.add_argument("--plot", default=None, help="heatmap of cosine(BiPO, CAA) over the sweeps")
+    _common(similarity)
+
+    transfer = commands.add_parser("transfer", help="apply a vector to another model (mapped if widths differ)")
+    transfer.add_argument("--vector", required=True)
+    transfer.add_argument("--target-model", required=True, help="e.g. gemma-3-270m or smollm2-135m-instruct@int4")
+    transfer.add_argument("--target-layer", type=int, default=None, help="default: the same relative depth")
+    transfer.add_argument("--map", choices=["lstsq", "procrustes"], default="lstsq")
+    transfer.add_argument("--fit-data", action="append", default=None,
+                          help="pair files whose texts fit the map (default: the built-in sets)")
+    transfer.add_argument("--native", default=None, help="a vector trained on the target: report retained efficacy")
+    transfer.add_argument("--test-data", default=None, help="held-out pairs for retained efficacy")
+    transfer.add_argument("--max-test-pairs", type=int, default=48)
+    transfer.add_argument("--multiplier", type=float, default=1.0)
+    transfer.add_argument("--out", required=True, help="the transferred vector (.safetensors)")
+    transfer.add_argument("--overwrite", action="store_true")
+    _common(transfer)
+
+    compose = commands.add_parser("compose", help="several vectors at once: each behaviour under the sum")
+    compose.add_argument("--vector", required=True, action="append", help="repeatable, one per behaviour")
+    compose.add_argument("--data", required=True, action="append", help="held-out pairs, one per --vector, same order")
+    compose.add_argument("--weights", type=_multipliers, default=[-2.0, -1.0, 0.0, 1.0, 2.0])
+    compose.add_argument("--multiplier", type=float, default=1.0)
+    compose.add_argument("--max-test-pairs", type=int, default=32)
+    compose.add_argument("--model", default=None)
+    compose.add_argument("--out-json", default=None)
+    compose.add_argument("--plot", default=None)
+    _common(compose)
+
+    figures = commands.add_parser("figures", help="regenerate every figure in figures/ and its README")
+    figures.add_argument("--quick", action="store_true", help="a small budget (minutes): tests and notebooks")
+    figures.add_argument("--out-dir", default="figures")
+    figures.add_argument("--data-dir", default=None, help="default: $BIPO_LENS_SHARED_DATA or ../shared/data")
+    figures.add_argument("--work-dir", default="runs/figures", help="vectors and per-layer results")
+    figures.add_argument("--resume", action="store_true", help="keep --work-dir: finished sweep layers are reused")
+    _common(figures)
+
     bench = commands.add_parser("bench", help="benchmarks")
     bench.add_argument("what", choices=["train"])
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
 
 
+def _layers(text: str) -> list[int]:
+    """``5,10,15`` or ``0-29`` or ``0-29:3`` (every third)."""
+    try:
+        if "-" in text:
+            span, _, step = text.partition(":")
+            first, last = (int(x) for x in span.split("-"))
+            return list(range(first, last + 1, int(step or 1)))
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected layers like 0-29:3 or 5,10,15, got {text!r}") from None
+
+
 def _join_negative_values(argv: list[str]) -> list[str]:
     """Let ``--multipliers -2,-1,0`` through: argparse would read ``-2,-1,0`` as an option."""
     joined: list[str] = []
     for token in argv:
-        if joined and joined[-1] == "--multipliers" and token.startswith("-") and token[1:2].isdigit():
+        if joined and joined[-1] in ("--multipliers", "--weights") and token.startswith("-") and token[1:2].isdigit():
             joined[-1] = f"{joined[-1]}={token}"
         else:
             joined.append(token)
@@ -246,7 +317,8 @@ def _model_for(vectors, requested: str | None) -> str:
     trained_on = vectors[0].model_id
     if requested:
         return requested
-    return trained_on if trained_on in EMBEDDED_MODELS or os.path.exists(trained_on) else DEFAULT_MODEL
+    base = trained_on.rpartition("@")[0] or trained_on  # NAME@int4: a quantised embedded model
+    return trained_on if base in EMBEDDED_MODELS or os.path.exists(base) else DEFAULT_MODEL
 
 
 def cmd_eval(args) -> int:
@@ -311,6 +383,163 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def _held_out(data: str, test_data: str | None, fraction: float, seed: int):
+    from bipo_lens.pairs import load_pairs, split_pairs
+
+    pairs = load_pairs(data)
+    return (pairs, load_pairs(test_data)) if test_data else split_pairs(pairs, fraction, seed)
+
+
+def cmd_sweep(args) -> int:
+    from bipo_lens.analysis import SweepConfig, recommend_layer, sweep_layers
+    from bipo_lens.evaluation import EmbeddingJudge
+    from bipo_lens.models import DEFAULT_MODEL, load_model
+    from bipo_lens.plots import layer_sweep
+
+    train, test = _held_out(args.data, args.test_data, args.test_fraction, args.seed)
+    model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
+    layers = args.layers or list(range(0, model.lens_info.n_layers, 3))
+    config = SweepConfig(epochs=args.epochs, lr=args.lr, max_train_pairs=args.max_train_pairs,
+                         max_test_pairs=args.max_test_pairs, multiplier=args.multiplier,
+                         generations=args.generations, seed=args.seed)
+    judge = EmbeddingJudge() if args.generations else None
+    results = sweep_layers(model, train, test, layers, args.out_dir, config, judge=judge)
+    print(f"{'layer':>5s} {'BiPO range':>11s} {'CAA range':>10s} {'BiPO/norm':>10s} {'CAA/norm':>9s} {'cosine':>7s}")
+    for r in results:
+        print(f"{r['layer']:5d} {r['bipo']['margin_range']:+11.3f} {r['caa']['margin_range']:+10.3f} "
+              f"{r['bipo']['range_per_norm']:+10.4f} {r['caa']['range_per_norm']:+9.4f} {r['cosine']:+7.3f}")
+    print(f"recommended layer: BiPO {recommend_layer(results, 'bipo')}, CAA {recommend_layer(results, 'caa')} "
+          f"(largest held-out margin range at +/-{args.multiplier:g})")
+    if args.plot:
+        print(f"plot: {layer_sweep(results, args.plot, title=os.path.basename(args.data))}")
+    print(f"results: {args.out_dir}")
+    return 0
+
+
+def cmd_similarity(args) -> int:
+    from pathlib import Path
+
+    from bipo_lens.analysis import cosine, logit_lens, similarity_rows
+    from bipo_lens.analysis.layers import load_sweep_vectors
+    from bipo_lens.models import load_model
+    from bipo_lens.plots import similarity_heatmap
+
+    if not args.vector and not args.sweep_dir:
+        raise BipoLensError("give --vector files and/or --sweep-dir directories")
+    vectors = _load_vectors(args.vector, None)
+    names = [Path(p).stem for p in args.vector]
+    for name, vector in zip(names, vectors):
+        print(f"{name}: {vector.method}, layer {vector.layer}, norm {vector.norm:.3f}")
+    if len(vectors) > 1:
+        print("\ncosine similarity")
+        print(" " * 16 + "".join(f"{n[:10]:>11s}" for n in names))
+        for a, va in zip(names, vectors):
+            print(f"{a[:16]:16s}" + "".join(f"{cosine(va, vb):+11.3f}" for vb in vectors))
+    if vectors and args.top_k:
+        model = load_model(_model_for(vectors, args.model), device=args.device, dtype=args.dtype)
+        for name, vector in zip(names, vectors):
+            lens = logit_lens(model, vector, args.top_k)
+            print(f"\n{name} promotes:   " + " ".join(repr(t) for t, _ in lens["promoted"]))
+            print(f"{name} suppresses: " + " ".join(repr(t) for t, _ in lens["suppressed"]))
+    if args.sweep_dir:
+        by_behaviour = {}
+        for directory in args.sweep_dir:
+            layers = sorted(int(p.stem.split("_")[-1]) for p in Path(directory).glob("bipo_layer_*.safetensors"))
+            if not layers:
+                raise BipoLensError(f"{directory} holds no sweep vectors (bipo_layer_NN.safetensors)")
+            by_behaviour[Path(directory).name] = load_sweep_vectors(directory, layers)
+        rows = similarity_rows(by_behaviour)
+        print(f"\n{'sweep':24s} {'layer':>5s} {'cosine':>7s} {'BiPO norm':>10s} {'CAA norm':>9s}")
+        for r in rows:
+            print(f"{r['behaviour'][:24]:24s} {r['layer']:5d} {r['cosine']:+7.3f} {r['bipo_norm']:10.3f} {r['caa_norm']:9.3f}")
+        if args.plot:
+            print(f"plot: {similarity_heatmap(rows, args.plot)}")
+    return 0
+
+
+def cmd_transfer(args) -> int:
+    from bipo_lens.analysis import corresponding_layer, fit_linear_map, paired_activations, retained_efficacy, transfer_vector
+    from bipo_lens.analysis.transfer import pair_texts
+    from bipo_lens.models import load_model
+    from bipo_lens.pairs import builtin_pair_sets, load_pairs
+
+    if os.path.exists(args.out) and not args.overwrite:
+        raise BipoLensError(f"{args.out} exists; pass --overwrite to replace it")
+    vector = _load_vectors([args.vector], None)[0]
+    native = _load_vectors([args.native], None)[0] if args.native else None
+    if native and not args.test_data:
+        raise BipoLensError("--native needs --test-data to measure retained efficacy on")
+    target = load_model(args.target_model, device=args.device, dtype=args.dtype)
+    layer = args.target_layer
+    if layer is None:
+        layer = vector.layer if vector.d_model == target.lens_info.d_model else None
+    linear_map = None
+    if vector.d_model != target.lens_info.d_model:
+        source = load_model(_model_for([vector], None), device=args.device, dtype=args.dtype)
+        vector.check_compatible(source)
+        if layer is None:
+            layer = corresponding_layer(vector.layer, source.lens_info.n_layers, target.lens_info.n_layers)
+        fit_files = args.fit_data or builtin_pair_sets()
+        texts = pair_texts([p for f in fit_files for p in load_pairs(f)])
+        print(f"fitting a {args.map} map: {source.lens_info.model_id} layer {vector.layer} -> "
+              f"{target.lens_info.model_id} layer {layer} on {len(texts)} texts")
+        linear_map = fit_linear_map(paired_activations(source, texts, vector.layer),
+                                    paired_activations(target, texts, layer), args.map)
+        print(f"map R^2: {linear_map.r2_train:.3f} on its texts, {linear_map.r2_test:.3f} on held-out texts")
+        del source
+    moved = transfer_vector(vector, target, layer, linear_map)
+    moved.save(args.out, overwrite=args.overwrite)
+    print(f"saved {args.out}: layer {moved.layer} of {moved.model_id}, norm {moved.norm:.3f}")
+    if native:
+        test = load_pairs(args.test_data)[: args.max_test_pairs]
+        found = retained_efficacy(target, moved, native, test, args.multiplier)
+        print(f"margin range at +/-{args.multiplier:g} on {len(test)} held-out pairs: transferred "
+              f"{found['transferred_range']:+.3f}, native {found['native_range']:+.3f}; retained efficacy "
+              f"{found['retained']:.3f}; cosine to native {found['cosine_to_native']:+.3f}")
+    return 0
+
+
+def cmd_compose(args) -> int:
+    import json
+    from pathlib import Path
+
+    from bipo_lens.analysis import compose
+    from bipo_lens.models import load_model
+    from bipo_lens.pairs import load_pairs
+    from bipo_lens.plots import composition_grid
+
+    if len(args.vector) != len(args.data):
+        raise BipoLensError(f"{len(args.vector)} --vector but {len(args.data)} --data: give one held-out set per vector")
+    vectors = _load_vectors(args.vector, None)
+    names = [Path(p).stem for p in args.vector]
+    if len(set(names)) < len(names):
+        names = [f"{i}:{n}" for i, n in enumerate(names)]
+    model = load_model(_model_for(vectors, args.model), device=args.device, dtype=args.dtype)
+    tests = {n: load_pairs(d)[: args.max_test_pairs] for n, d in zip(names, args.data)}
+    result = compose(model, dict(zip(names, vectors)), tests, args.weights, args.multiplier)
+    for pair, value in result["cosines"].items():
+        print(f"cosine {pair}: {value:+.3f}")
+    print(f"{'behaviour':20s} {'range alone':>12s} {'with others':>12s} {'retained':>9s} {'crosstalk':>10s}")
+    for name, m in result["behaviours"].items():
+        print(f"{name[:20]:20s} {m['range_alone']:+12.3f} {m['range_with_others']:+12.3f} {m['retained']:9.3f} "
+              f"{m['crosstalk']:+10.3f}")
+    if args.out_json:
+        Path(args.out_json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out_json).write_text(json.dumps(result, indent=2))
+        print(f"results: {args.out_json}")
+    if args.plot:
+        print(f"plot: {composition_grid(result, args.plot)}")
+    return 0
+
+
+def cmd_figures(args) -> int:
+    from bipo_lens.figures import make_figures
+
+    make_figures(args.out_dir, quick=args.quick, data_dir=args.data_dir, work_dir=args.work_dir,
+                 device=args.device, resume=args.resume, command="bipo-lens " + " ".join(sys.argv[1:]))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from bipo_lens.bench import main as bench_main
 
@@ -318,7 +547,8 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo,
-            "bench": cmd_bench}
+            "sweep": cmd_sweep, "similarity": cmd_similarity, "transfer": cmd_transfer, "compose": cmd_compose,
+            "figures": cmd_figures, "bench": cmd_bench}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -106,18 +106,27 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
     """A ``TransformerBridge`` in compatibility mode (legacy hook names), raw weights.
 
     ``name``: an embedded model (``smollm2-135m-instruct``, ``gemma-3-270m``), a ``.gguf`` file,
-    a local Hugging Face directory, or a hub id.
+    a local Hugging Face directory, or a hub id; ``NAME@int4`` (2..8 bits) is that model with its
+    linear weights rounded as a deployment would (see :func:`quantise_weights`).
     """
     from transformer_lens.model_bridge import TransformerBridge
 
+    base, bits = _split_quantisation(name)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype)
-    hf_model, tokenizer, chat = _load_hf(name)
+    if torch_device.type == "cuda":
+        # PyTorch's cuDNN attention (picked for bf16/fp16) builds a plan per new sequence length;
+        # packed rows change length every step, so on an H100 it doubled bf16 step and generation
+        # times. The flash / memory-efficient kernels have no such cost. (Process-wide setting.)
+        torch.backends.cuda.enable_cudnn_sdp(False)
+    hf_model, tokenizer, chat = _load_hf(base)
+    if bits:
+        quantise_weights(hf_model, bits)
     hf_model = hf_model.to(device=torch_device, dtype=torch_dtype).eval()
     for parameter in hf_model.parameters():
         parameter.requires_grad_(False)
     raw = _raw_twin(hf_model)
-    bridge = TransformerBridge.boot_transformers(_bridge_name(name), hf_model=hf_model, tokenizer=tokenizer)
+    bridge = TransformerBridge.boot_transformers(_bridge_name(base), hf_model=hf_model, tokenizer=tokenizer)
     object.__setattr__(bridge, "lens_raw", raw)  # not a registered submodule: no double parameters
     bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
     config = hf_model.config.get_text_config()
@@ -125,6 +134,29 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
         model_id=name, chat=chat, n_layers=config.num_hidden_layers, d_model=config.hidden_size
     )
     return bridge
+
+
+def _split_quantisation(name: str) -> tuple[str, int | None]:
+    base, at, suffix = name.rpartition("@")
+    if not at:
+        return name, None
+    if not (suffix.startswith("int") and suffix[3:].isdigit() and 2 <= int(suffix[3:]) <= 8):
+        raise BipoLensError(f"unknown model suffix @{suffix}: use @int2 .. @int8")
+    return base, int(suffix[3:])
+
+
+@torch.no_grad()
+def quantise_weights(hf_model, bits: int) -> None:
+    """Round every linear weight but the unembedding to ``bits`` bits, symmetric, one scale per
+    output row (coarser than a GGUF's 32-weight groups): a deployment-style sibling of the model,
+    with the same residual stream width, for transfer studies. Embeddings and norms stay."""
+    levels = 2 ** (bits - 1) - 1
+    head = hf_model.get_output_embeddings()
+    for module in hf_model.modules():
+        if isinstance(module, torch.nn.Linear) and module is not head:
+            w = module.weight
+            scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / levels
+            w.copy_((w / scale).round().clamp(-levels, levels) * scale)
 
 
 def _raw_twin(hf_model):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import os
 import json
 import random
 import re
@@ -35,6 +36,12 @@ class PreferencePair:
     question: str
     matching: str
     not_matching: str
+
+
+def shared_data_dir() -> Path:
+    """Where the shared evaluation data is read in place: ``$BIPO_LENS_SHARED_DATA``, else
+    ``../shared/data`` (it may not exist: callers fall back to the built-in sets)."""
+    return Path(os.environ.get("BIPO_LENS_SHARED_DATA", "../shared/data"))
 
 
 def builtin_pair_sets() -> list[str]:

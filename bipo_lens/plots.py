@@ -56,3 +56,86 @@ def steering_curve(results: list[dict], path: str | Path, title: str = "") -> Pa
     if title:
         fig.suptitle(title, fontsize=11)
     return _save(fig, path)
+
+
+def layer_sweep(results: list[dict], path: str | Path, title: str = "") -> Path:
+    """Efficacy against layer for BiPO and CAA: the margin range at the vectors' own scale, the
+    same per unit of vector norm (direction quality), and the judge range where measured."""
+    sns.set_theme(style="whitegrid")
+    panels = [("margin_range", "margin range (+m vs -m), nats"), ("range_per_norm", "margin range per unit norm")]
+    if any(r[m].get("judge_range") is not None for r in results for m in ("bipo", "caa")):
+        panels.append(("judge_range", "judge score range (+m vs -m)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6), squeeze=False)
+    for ax, (key, label) in zip(axes[0], panels):
+        for method, colour in (("bipo", "C0"), ("caa", "C1")):
+            points = sorted((r["layer"], r[method][key]) for r in results if r[method].get(key) is not None)
+            if points:
+                ax.plot(*zip(*points), marker="o", color=colour, label=method.upper())
+                best = max(points, key=lambda p: p[1])
+                ax.scatter([best[0]], [best[1]], s=160, facecolors="none", edgecolors=colour, linewidths=2)
+        ax.set_xlabel("layer")
+        ax.set_title(label, fontsize=10)
+    axes[0][0].legend()
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, path)
+
+
+def similarity_heatmap(rows: list[dict], path: str | Path) -> Path:
+    """Cosine(BiPO, CAA) per behaviour and layer, and both methods' norms by layer."""
+    import pandas as pd
+
+    sns.set_theme(style="white")
+    frame = pd.DataFrame(rows)
+    table = frame.pivot(index="behaviour", columns="layer", values="cosine")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.6 * len(table) + 2.6),
+                                      gridspec_kw={"width_ratios": [1.6, 1]})
+    sns.heatmap(table, annot=True, fmt=".2f", cmap="vlag", vmin=-1, vmax=1, ax=left, cbar_kws={"label": "cosine"})
+    left.set_title("cosine(BiPO, CAA)", fontsize=10)
+    for index, (behaviour, part) in enumerate(frame.groupby("behaviour", sort=False)):
+        part = part.sort_values("layer")
+        right.plot(part["layer"], part["bipo_norm"], marker="o", color=f"C{index}", label=f"{behaviour} BiPO")
+        right.plot(part["layer"], part["caa_norm"], marker="s", ls="--", color=f"C{index}", label=f"{behaviour} CAA")
+    right.set_yscale("log")
+    right.set_xlabel("layer")
+    right.set_title("vector norm", fontsize=10)
+    right.grid(alpha=0.3)
+    right.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def transfer_bars(rows: list[dict], path: str | Path) -> Path:
+    """Retained efficacy (transferred range / native range on the target) per transfer and map."""
+    sns.set_theme(style="whitegrid")
+    fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2.5, 3.8))
+    labels = [f"{r['source']}\n-> {r['target']}\n({r['map']})" for r in rows]
+    values = [r["retained"] for r in rows]
+    bars = ax.bar(range(len(rows)), values, color=[f"C{i % 10}" for i in range(len(rows))])
+    for bar, value in zip(bars, values):
+        ax.text(bar.get_x() + bar.get_width() / 2, value, f"{value:.2f}", ha="center",
+                va="bottom" if value >= 0 else "top", fontsize=9)
+    ax.axhline(1.0, color="grey", ls="--", lw=0.8)
+    ax.axhline(0.0, color="black", lw=0.6)
+    ax.set_xticks(range(len(rows)), labels, fontsize=7)
+    ax.set_ylabel("retained efficacy")
+    ax.set_title("transferred vector's margin range / native vector's, on the target", fontsize=10)
+    return _save(fig, path)
+
+
+def composition_grid(result: dict, path: str | Path) -> Path:
+    """Each behaviour's mean held-out margin over the grid of the two vectors' weights, as the change
+    from the unsteered model (both weights 0)."""
+    import pandas as pd
+
+    sns.set_theme(style="white")
+    names = list(result["behaviours"])[:2]
+    frame = pd.DataFrame([{**{f"w_{n}": g["weights"][n] for n in names}, **g["margins"]} for g in result["grid"]])
+    fig, axes = plt.subplots(1, len(names), figsize=(5.2 * len(names), 4.2))
+    for ax, name in zip(axes, names):
+        table = frame.groupby([f"w_{names[0]}", f"w_{names[1]}"])[name].mean().unstack()
+        table = table - table.loc[0.0, 0.0]  # the change from the unsteered model
+        sns.heatmap(table.iloc[::-1], annot=True, fmt="+.1f", cmap="vlag", center=0, ax=ax,
+                    cbar_kws={"label": "change in mean margin (nats)"})
+        retained = result["behaviours"][name]["retained"]
+        ax.set_title(f"{name} margin (retained with the other on: {retained:.2f})", fontsize=10)
+    return _save(fig, path)

@@ -159,6 +159,34 @@ def steer_tensors(
         yield
 
 
+@contextlib.contextmanager
+def steer_raw_layers(
+    model, terms: Sequence[tuple[int, Float[Tensor, " d_model"], Multiplier]]
+) -> Iterator[None]:
+    """:func:`steer_tensors` on the bridge's raw twin (``model.lens_raw``), which the fast paths run:
+    each vector is added to its decoder layer's output, which is ``blocks.{L}.hook_resid_post``
+    (a test checks the two agree). Every position, like the ``all`` strategy."""
+    by_layer: dict[int, list] = {}
+    for layer, vector, multiplier in terms:
+        by_layer.setdefault(layer, []).append((vector, multiplier))
+
+    def hook_for(layer_terms):
+        def hook(module, inputs, output):
+            hidden = output[0] if isinstance(output, tuple) else output
+            for vector, multiplier in layer_terms:
+                hidden = add_steering(hidden, vector, multiplier)
+            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+        return hook
+
+    layers = model.lens_raw.model.layers
+    handles = [layers[layer].register_forward_hook(hook_for(t)) for layer, t in by_layer.items()]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def generate(
     model,
     question: str,

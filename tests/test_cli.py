@@ -1,5 +1,6 @@
 """The CLI as a user runs it: real processes, real files, the real model."""
 
+import json
 import subprocess
 import sys
 
@@ -63,3 +64,63 @@ def test_train_on_shared_power_seeking_csv(shared_data, tmp_path):
                  "--max-pairs", 8, "--epochs", 1, "--out", out)
     assert result.returncode == 0, result.stderr
     assert "8 pairs" in result.stdout and out.exists()
+
+
+def test_analysis_commands(tmp_path):
+    sweep = cli("sweep", "--data", "power_seeking", "--layers", "24-27:3", "--epochs", "1", "--max-train-pairs", "4",
+                "--max-test-pairs", "4", "--out-dir", tmp_path / "sweep", "--plot", tmp_path / "sweep.png", "--device", "cpu")
+    assert sweep.returncode == 0, sweep.stderr
+    assert "recommended layer: BiPO" in sweep.stdout and (tmp_path / "sweep.png").is_file()
+    assert sorted(p.name for p in (tmp_path / "sweep").glob("layer_*.json")) == ["layer_24.json", "layer_27.json"]
+    vector = tmp_path / "sweep" / "caa_layer_24.safetensors"
+    similarity = cli("similarity", "--vector", vector, "--vector", tmp_path / "sweep" / "bipo_layer_24.safetensors",
+                     "--sweep-dir", tmp_path / "sweep", "--plot", tmp_path / "heat.png", "--top-k", "3", "--device", "cpu")
+    assert similarity.returncode == 0, similarity.stderr
+    assert "cosine similarity" in similarity.stdout and "promotes:" in similarity.stdout and (tmp_path / "heat.png").is_file()
+    transfer = cli("transfer", "--vector", vector, "--target-model", "smollm2-135m-instruct@int4", "--native", vector,
+                   "--test-data", "power_seeking", "--max-test-pairs", "2", "--out", tmp_path / "moved.safetensors",
+                   "--device", "cpu")
+    assert transfer.returncode == 0, transfer.stderr
+    assert "retained efficacy 1.000" in transfer.stdout
+    info = cli("info", tmp_path / "moved.safetensors")
+    assert "smollm2-135m-instruct@int4" in info.stdout and "transferred_from" in info.stdout
+    compose = cli("compose", "--vector", vector, "--data", "power_seeking", "--vector",
+                  tmp_path / "sweep" / "caa_layer_27.safetensors", "--data", "optimism", "--weights", "-1,0,1",
+                  "--max-test-pairs", "2", "--out-json", tmp_path / "compose.json", "--plot", tmp_path / "compose.png",
+                  "--device", "cpu")
+    assert compose.returncode == 0, compose.stderr
+    assert "retained" in compose.stdout and (tmp_path / "compose.png").is_file()
+
+
+def test_analysis_commands_reject_bad_input_in_one_line(tmp_path):
+    bad_layers = cli("sweep", "--data", "power_seeking", "--layers", "28-31", "--out-dir", tmp_path / "s", "--device", "cpu")
+    assert bad_layers.returncode == 2 and "out of range" in bad_layers.stderr and "Traceback" not in bad_layers.stderr
+    assert len(bad_layers.stderr.strip().splitlines()) == 1
+    unparsable = cli("sweep", "--data", "power_seeking", "--layers", "a-b", "--out-dir", tmp_path / "s")
+    assert unparsable.returncode == 2 and "expected layers like" in unparsable.stderr
+    mismatch = cli("compose", "--vector", "x.safetensors", "--data", "power_seeking", "--vector", "y.safetensors")
+    assert mismatch.returncode == 2 and "one held-out set per vector" in mismatch.stderr
+    missing = cli("transfer", "--vector", tmp_path / "none.safetensors", "--target-model", "gemma-3-270m",
+                  "--out", tmp_path / "o.safetensors")
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    nothing = cli("similarity")
+    assert nothing.returncode == 2 and "--vector" in nothing.stderr
+
+
+def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
+    out, work = tmp_path / "figures", tmp_path / "work"
+    (out).mkdir()
+    (out / "stale.png").write_bytes(b"old")
+    run = cli("figures", "--quick", "--out-dir", out, "--work-dir", work, "--device", "cpu")
+    assert run.returncode == 0, run.stderr[-2000:]
+    expected = {"steering_curve.png", "training_curve.png", "layer_sweep.png", "similarity_heatmap.png",
+                "transfer.png", "composition.png"}
+    assert {p.name for p in out.glob("*.png")} == expected  # and the stale one is gone
+    readme = (out / "README.md").read_text()
+    for name in expected:
+        assert f"`{name}`" in readme
+    results = json.loads((out / "results.json").read_text())
+    assert results["budget"]["name"] == "quick" and results["command"].startswith("bipo-lens figures --quick")
+    assert {r["map"] for r in results["transfer"]["rows"]} == {"direct", "lstsq", "procrustes"}
+    resumed = cli("figures", "--quick", "--resume", "--out-dir", out, "--work-dir", work, "--device", "cpu")
+    assert resumed.returncode == 0 and resumed.stdout.count("finished earlier") == 5

@@ -19,11 +19,14 @@ import math
 import statistics
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
 from tqdm.auto import tqdm
 
 from bipo_lens.evaluation.coherence import distinct2, perplexities
+from bipo_lens.models import info
 from bipo_lens.pairs import PreferencePair
-from bipo_lens.steering import generate
+from bipo_lens.steering import generate, steer_raw_layers
 from bipo_lens.training.activations import device_of
 from bipo_lens.training.data import encode_pairs
 from bipo_lens.training.scoring import FastPath, PairScorer
@@ -33,27 +36,57 @@ METRICS = ("logprob_margin", "preference_accuracy", "mc1_accuracy", "ab_probabil
            "distinct2")
 
 
-class _Scorers:
-    """Per-layer scorers over one pair set, with the unsteered log-probs computed once."""
+Term = tuple[SteeringVector, float]
 
-    def __init__(self, model, pairs: list[PreferencePair], max_response_tokens: int | None):
+
+class MarginScorer:
+    """Summed response log-probs of a fixed set of held-out pairs under any steering.
+
+    Vectors at the first (lowest) steered layer are summed and added to cached activations there;
+    vectors at later layers are added as the remaining blocks run. The unsteered log-probs are
+    computed once.
+    """
+
+    def __init__(self, model, pairs: list[PreferencePair], max_response_tokens: int | None = 64):
         self.model, self.encoded = model, encode_pairs(model, pairs, max_response_tokens)
         self.lengths = torch.tensor([[m.response_len, n.response_len] for m, n in self.encoded], dtype=torch.float32)
         self.by_layer: dict[int, PairScorer] = {}
         self.unsteered: torch.Tensor | None = None
 
-    def logps(self, vector: SteeringVector, multiplier: float) -> torch.Tensor:
-        if vector.layer not in self.by_layer:
-            self.by_layer[vector.layer] = PairScorer(self.model, self.encoded, vector.layer,
-                                                     FastPath(reference_once=False), 2 << 30)
-        scorer = self.by_layer[vector.layer]
+    def _scorer(self, layer: int) -> PairScorer:
+        if layer not in self.by_layer:
+            self.by_layer[layer] = PairScorer(self.model, self.encoded, layer, FastPath(reference_once=False), 2 << 30)
+        return self.by_layer[layer]
+
+    @torch.no_grad()
+    def logps(self, terms: list[Term]) -> Float[Tensor, "pairs 2"]:
+        """Per pair: (log p(matching), log p(not_matching)) with every ``multiplier * vector`` added."""
+        terms = [(v, float(m)) for v, m in terms if m != 0]
         indices = range(len(self.encoded))
-        with torch.no_grad():
-            if multiplier == 0:
-                if self.unsteered is None:
-                    self.unsteered = scorer.logps(indices, None, 0.0).cpu()
-                return self.unsteered
-            return scorer.logps(indices, vector.vector.to(device_of(self.model)), multiplier).cpu()
+        if not terms:
+            if self.unsteered is None:
+                layer = next(iter(self.by_layer), info(self.model).n_layers // 2)
+                self.unsteered = self._scorer(layer).logps(indices, None, 0.0).cpu()
+            return self.unsteered
+        for vector, _ in terms:
+            vector.check_compatible(self.model)
+        first = min(v.layer for v, _ in terms)
+        combined = sum(m * v.vector.to(device_of(self.model)) for v, m in terms if v.layer == first)
+        later = [(v.layer, v.vector, m) for v, m in terms if v.layer != first]
+        with steer_raw_layers(self.model, later):  # vectors past the first layer join as the rest runs
+            return self._scorer(first).logps(indices, combined, 1.0).cpu()
+
+    def margins(self, terms: list[Term]) -> Float[Tensor, " pairs"]:
+        """log p(matching) - log p(not_matching) per pair."""
+        lp = self.logps(terms)
+        return lp[:, 0] - lp[:, 1]
+
+    def margin_range(self, vector: SteeringVector, multiplier: float = 1.0, others: list[Term] = ()) -> float:
+        """Steering efficacy in one number: mean margin at ``+multiplier`` minus at ``-multiplier``
+        (with ``others`` held fixed), in nats. The analyses compare vectors by it."""
+        up = self.margins([(vector, multiplier), *others]).mean()
+        down = self.margins([(vector, -multiplier), *others]).mean()
+        return float(up - down)
 
 
 def evaluate(
@@ -75,8 +108,8 @@ def evaluate(
     margin_pairs = pairs[:max_questions]
     if judge is not None:
         judge.fit(margin_pairs)
-    scorers = _Scorers(model, margin_pairs, max_response_tokens)
-    ab_scorers = _Scorers(model, ab_pairs[:max_questions], None) if ab_pairs else None
+    scorers = MarginScorer(model, margin_pairs, max_response_tokens)
+    ab_scorers = MarginScorer(model, ab_pairs[:max_questions], None) if ab_pairs else None
     groups: dict[str, list[int]] = {}
     for index, pair in enumerate(margin_pairs):
         groups.setdefault(pair.question, []).append(index)
@@ -99,12 +132,12 @@ def evaluate(
                 answers[m].append(outputs[m])
             bar.update(1)
         for m in multipliers:
-            lp = scorers.logps(vector, m)
+            lp = scorers.logps([(vector, m)])
             margin = lp[:, 0] - lp[:, 1]
             per_token = lp[:, 0] / scorers.lengths[:, 0] - lp[:, 1] / scorers.lengths[:, 1]
             ab = None
             if ab_scorers is not None:
-                ab_lp = ab_scorers.logps(vector, m)
+                ab_lp = ab_scorers.logps([(vector, m)])
                 ab = float(torch.sigmoid(ab_lp[:, 0] - ab_lp[:, 1]).mean())
             texts = answers[m]
             judge_scores = judge.scores(texts, [reference[q] for q in questions]) if judge and texts else [None] * len(texts)

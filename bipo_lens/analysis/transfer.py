@@ -1,0 +1,160 @@
+"""Apply a vector trained on one model to another.
+
+Same ``d_model`` (a sibling such as the weight-quantised ``smollm2-135m-instruct@int4`` that
+``load_model`` makes): the vector is used as it is. Different
+``d_model``: a linear map between the two residual spaces is learned from activations of both
+models on the same texts, and the vector is mapped through it.
+
+The two tokenisers cut a text differently, so activations are paired per text, not per token:
+each text gives two samples, the mean residual over its tokens (the first excluded: it carries the
+attention-sink outliers) and the residual at its last token.
+
+Two maps, both fitted on centred activations (a steering vector is a difference of activations, so
+only the linear part of an affine map applies to it):
+
+- ``lstsq`` (default): ridge least squares, ``W = argmin |X_s W - X_t|^2 + ridge * |X_s|_F^2/d_s |W|^2``.
+  It predicts the target activation best, rescales per direction (the two models' residual norms
+  differ by orders of magnitude), and is what the retained-efficacy numbers favour here.
+- ``procrustes``: scaled orthogonal Procrustes, ``W = s U V^T`` from the SVD ``X_s^T X_t = U S V^T``
+  (semi-orthogonal when the widths differ). It keeps angles, so it cannot invent structure from
+  few samples, but it forces one global scale on spaces whose directions are scaled very differently.
+
+Efficacy is the margin range (mean held-out margin at ``+m`` minus at ``-m``); retained efficacy is
+the transferred vector's range on the target divided by a natively trained vector's range there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from bipo_lens.errors import BipoLensError
+from bipo_lens.evaluation.evaluate import MarginScorer
+from bipo_lens.models import check_layer, info, run_to_layer
+from bipo_lens.pairs import PreferencePair
+from bipo_lens.training.activations import device_of
+from bipo_lens.vectors import SteeringVector
+
+METHODS = ("lstsq", "procrustes")
+
+
+def corresponding_layer(layer: int, source_layers: int, target_layers: int) -> int:
+    """The target layer at the same relative depth."""
+    return round(layer / max(1, source_layers - 1) * (target_layers - 1))
+
+
+def pair_texts(pairs: list[PreferencePair]) -> list[str]:
+    """Plain texts both models can read: each question followed by each of its responses."""
+    return [f"{p.question}\n{response}" for p in pairs for response in (p.matching, p.not_matching)]
+
+
+@torch.no_grad()
+def paired_activations(model, texts: list[str], layer: int, max_tokens: int = 128,
+                       batch_size: int = 16) -> Float[Tensor, "samples d_model"]:
+    """Two rows per text (mean over tokens after the first, then the last token's residual) at
+    ``blocks.{layer}.hook_resid_post``; rows of two models on the same texts correspond."""
+    check_layer(model, layer)
+    rows = []
+    pad = model.tokenizer.pad_token_id or 0
+    for start in range(0, len(texts), batch_size):
+        ids = [model.tokenizer(t, add_special_tokens=True)["input_ids"][:max_tokens] for t in texts[start:start + batch_size]]
+        if any(len(i) < 2 for i in ids):
+            raise BipoLensError("a text for the activation map is shorter than two tokens")
+        width = max(map(len, ids))
+        tokens = torch.tensor([i + [pad] * (width - len(i)) for i in ids], device=device_of(model))
+        mask = torch.tensor([[1] * len(i) + [0] * (width - len(i)) for i in ids], device=device_of(model))
+        resid = run_to_layer(model, tokens, layer, mask).float()
+        for row, i in enumerate(ids):
+            rows += [resid[row, 1 : len(i)].mean(0), resid[row, len(i) - 1]]
+    return torch.stack(rows).cpu()
+
+
+@dataclass
+class LinearMap:
+    """``target ≈ (source - source_mean) @ weight + target_mean``; vectors map as ``v @ weight``."""
+
+    weight: Float[Tensor, "d_source d_target"]
+    source_mean: Float[Tensor, " d_source"]
+    target_mean: Float[Tensor, " d_target"]
+    method: str
+    r2_train: float
+    r2_test: float  # on held-out texts: how much of the target's variance the map explains
+
+    def __call__(self, x: Float[Tensor, "... d_source"]) -> Float[Tensor, "... d_target"]:
+        return (x - self.source_mean) @ self.weight + self.target_mean
+
+
+def _fit(xs: Tensor, xt: Tensor, method: str, ridge: float) -> Tensor:
+    if method == "lstsq":
+        penalty = ridge * xs.pow(2).sum() / xs.shape[1]
+        gram = xs.T @ xs + penalty * torch.eye(xs.shape[1], dtype=xs.dtype)
+        return torch.linalg.solve(gram, xs.T @ xt)
+    u, s, vh = torch.linalg.svd(xs.T @ xt, full_matrices=False)
+    return (s.sum() / xs.pow(2).sum()) * (u @ vh)
+
+
+def _r2(prediction: Tensor, truth: Tensor) -> float:
+    return float(1 - (truth - prediction).pow(2).sum() / (truth - truth.mean(0)).pow(2).sum())
+
+
+def fit_linear_map(source: Float[Tensor, "n d_source"], target: Float[Tensor, "n d_target"], method: str = "lstsq",
+                   ridge: float = 1e-2, test_fraction: float = 0.2, seed: int = 0) -> LinearMap:
+    """Fit on a seeded ``1 - test_fraction`` of the rows (whole texts: rows come in pairs) and report
+    R^2 on the rest; the returned map is refitted on all rows."""
+    if method not in METHODS:
+        raise BipoLensError(f"unknown map {method!r}: use {' or '.join(METHODS)}")
+    if source.shape[0] != target.shape[0]:
+        raise BipoLensError(f"{source.shape[0]} source rows but {target.shape[0]} target rows")
+    xs, xt = source.double(), target.double()
+    texts = torch.randperm(xs.shape[0] // 2, generator=torch.Generator().manual_seed(seed))
+    n_test = int(len(texts) * test_fraction)
+    test = torch.cat([2 * texts[:n_test], 2 * texts[:n_test] + 1])
+    train = torch.cat([2 * texts[n_test:], 2 * texts[n_test:] + 1])
+    ms, mt = xs[train].mean(0), xt[train].mean(0)
+    w = _fit(xs[train] - ms, xt[train] - mt, method, ridge)
+    r2_train = _r2((xs[train] - ms) @ w + mt, xt[train])
+    r2_test = _r2((xs[test] - ms) @ w + mt, xt[test]) if n_test else float("nan")
+    ms, mt = xs.mean(0), xt.mean(0)
+    w = _fit(xs - ms, xt - mt, method, ridge)
+    return LinearMap(w.float(), ms.float(), mt.float(), method, r2_train, r2_test)
+
+
+def transfer_vector(vector: SteeringVector, target_model, target_layer: int | None = None,
+                    linear_map: LinearMap | None = None) -> SteeringVector:
+    """The vector for ``target_model``: as it is where the widths match and no map is given, else
+    mapped through ``linear_map``. Its metadata records where it came from."""
+    target = info(target_model)
+    layer = vector.layer if target_layer is None else target_layer
+    check_layer(target_model, layer)
+    if linear_map is None:
+        if vector.d_model != target.d_model:
+            raise BipoLensError(f"the vector has d_model {vector.d_model} but {target.model_id} has {target.d_model}: "
+                                f"fit a linear map between the two residual spaces")
+        mapped, how = vector.vector.clone(), "direct"
+    else:
+        if linear_map.weight.shape != (vector.d_model, target.d_model):
+            raise BipoLensError(f"the map is {tuple(linear_map.weight.shape)}, the vector has d_model {vector.d_model} "
+                                f"and the target {target.d_model}")
+        mapped, how = vector.vector.float() @ linear_map.weight, linear_map.method
+    return SteeringVector(
+        vector=mapped, layer=layer, model_id=target.model_id, method=vector.method,
+        hyperparameters={**vector.hyperparameters, "transferred_from": vector.model_id,
+                         "source_layer": vector.layer, "transfer": how},
+        data_fingerprint=vector.data_fingerprint,
+    )
+
+
+def retained_efficacy(target_model, transferred: SteeringVector, native: SteeringVector,
+                      test_pairs: list[PreferencePair], multiplier: float = 1.0,
+                      scorer: MarginScorer | None = None) -> dict:
+    """Margin ranges on the target of the transferred and the native vector, and their ratio."""
+    scorer = scorer or MarginScorer(target_model, test_pairs)
+    moved = scorer.margin_range(transferred, multiplier)
+    native_range = scorer.margin_range(native, multiplier)
+    return {"transferred_range": moved, "native_range": native_range,
+            "retained": moved / native_range if native_range else float("nan"),
+            "cosine_to_native": float(torch.nn.functional.cosine_similarity(
+                transferred.vector.float(), native.vector.float(), dim=0))}

@@ -1,0 +1,423 @@
+"""``bipo-lens figures``: every figure in ``figures/`` and its README, from scratch.
+
+Five stages, each a call to the analysis API whose results are kept as data (``results.json``)
+and drawn by ``bipo_lens.plots``:
+
+1. steering: BiPO and CAA on power-seeking at layer 15, evaluated at multipliers -2..2;
+2. layers: both methods trained at each layer on a fixed budget (resumable sweep);
+3. similarity: the same sweep for more behaviours, the BiPO-CAA cosine per behaviour and layer,
+   and a logit-lens readout of the stage-1 vectors;
+4. transfer: the stage-1 vector on a 4-bit sibling of the model, and on Gemma-3-270m through
+   learned linear maps (and back);
+5. composition: power-seeking and optimism vectors added together over a grid of weights.
+
+Power-seeking pairs come from ``<data-dir>/bipo/power-seeking/{train,test}.csv`` where that exists,
+else from the built-in set; optimism and formality are built-in sets.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from bipo_lens import plots
+from bipo_lens.analysis import (
+    SweepConfig,
+    compose,
+    corresponding_layer,
+    fit_linear_map,
+    logit_lens,
+    paired_activations,
+    recommend_layer,
+    retained_efficacy,
+    similarity_rows,
+    sweep_layers,
+    transfer_vector,
+)
+from bipo_lens.analysis.layers import load_sweep_vectors
+from bipo_lens.analysis.similarity import cosine
+from bipo_lens.analysis.transfer import METHODS as MAP_METHODS
+from bipo_lens.analysis.transfer import pair_texts
+from bipo_lens.atomic import atomic_write
+from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, evaluate
+from bipo_lens.models import DEFAULT_MODEL, info, load_model
+from bipo_lens.pairs import load_pairs, shared_data_dir, split_pairs
+from bipo_lens.training import train_bipo, train_caa
+from bipo_lens.vectors import SteeringVector
+
+STEERING_LAYER = 15
+SIBLING = f"{DEFAULT_MODEL}@int4"
+OTHER_MODEL = "gemma-3-270m"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much of everything a run spends; ``QUICK`` is for tests and notebooks."""
+
+    name: str
+    train_pairs: int  # BiPO/CAA training pairs (stage 1 and the transfer stage's native vectors)
+    epochs: int
+    lr: float
+    test_pairs: int  # held-out pairs for margins
+    generations: int  # held-out questions answered and judged in stage 1
+    max_new_tokens: int
+    layers: tuple[int, ...]  # the power-seeking sweep
+    sweep: SweepConfig
+    behaviours: tuple[str, ...]  # built-in sets swept besides power-seeking, at ``behaviour_layers``
+    behaviour_layers: tuple[int, ...]  # must include STEERING_LAYER (composition uses it)
+    fit_pairs: int  # power-seeking pairs whose texts fit the cross-model maps (besides built-ins)
+    composition_pairs: int
+    weights: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
+    multiplier: float = 1.0  # efficacy = margin at +multiplier minus margin at -multiplier
+
+
+FULL = Budget("full", train_pairs=64, epochs=8, lr=5e-3, test_pairs=48, generations=12, max_new_tokens=40,
+              layers=(0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 29),
+              sweep=SweepConfig(epochs=3, max_train_pairs=32, max_test_pairs=32, generations=3, max_new_tokens=24),
+              behaviours=("optimism", "formality"), behaviour_layers=(3, 9, 15, 21, 27), fit_pairs=256,
+              composition_pairs=24)
+QUICK = Budget("quick", train_pairs=12, epochs=2, lr=5e-3, test_pairs=8, generations=2, max_new_tokens=16,
+               layers=(6, 15, 24), sweep=SweepConfig(epochs=1, max_train_pairs=8, max_test_pairs=8),
+               behaviours=("optimism",), behaviour_layers=(15, 24), fit_pairs=16, composition_pairs=8,
+               weights=(-1.0, 0.0, 1.0))
+
+
+@dataclass
+class _Run:
+    budget: Budget
+    out: Path
+    work: Path
+    device: str
+    data: str
+    command: str
+    model: object = None
+    ps_train: list = field(default_factory=list)
+    ps_test: list = field(default_factory=list)
+    results: dict = field(default_factory=dict)
+
+    def log(self, message: str) -> None:
+        print(f"== {message}", flush=True)
+
+    def power_vectors(self) -> dict[str, SteeringVector]:
+        """Stage 1's vectors, as saved in the work directory."""
+        return {m: SteeringVector.load(self.work / f"power_seeking_{m}.safetensors") for m in ("bipo", "caa")}
+
+    def sweep_dir(self, behaviour: str) -> Path:
+        return self.work / f"sweep_{behaviour}"
+
+
+def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir: str | Path | None = None,
+                 work_dir: str | Path = "runs/figures", device: str = "auto", resume: bool = False,
+                 command: str | None = None) -> dict:
+    """Run every stage; write the PNGs, ``results.json`` and ``README.md`` into ``out_dir``."""
+    started = time.time()
+    budget = QUICK if quick else FULL
+    out, work = Path(out_dir), Path(work_dir)
+    if work.exists() and not resume:
+        shutil.rmtree(work)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.png"):
+        stale.unlink()  # the directory holds exactly what this run draws
+    data_root = Path(data_dir) if data_dir else shared_data_dir()
+    shared = data_root / "bipo" / "power-seeking" if data_root else None
+    if shared and (shared / "train.csv").is_file():
+        ps_train, ps_test = load_pairs(shared / "train.csv"), load_pairs(shared / "test.csv")
+        data = f"{shared}/train.csv, test.csv (BiPO's power-seeking data)"
+    else:
+        ps_train, ps_test = split_pairs(load_pairs("power_seeking"), 0.25, seed=0)
+        data = "built-in power_seeking set (../shared/data not found)"
+    run = _Run(budget, out, work, device, data,
+               command or "bipo-lens figures" + (" --quick" if quick else ""), ps_train=ps_train, ps_test=ps_test)
+    run.log(f"{budget.name} budget; power-seeking data: {data}")
+    run.model = load_model(DEFAULT_MODEL, device=device)
+    judge = EmbeddingJudge()
+    run.results["seconds"] = {}
+    for name, (compute, draw) in STAGES.items():
+        path = work / f"stage_{name}.json"
+        t = time.time()
+        if resume and path.is_file():
+            run.results[name] = json.loads(path.read_text())
+            run.log(f"{name}: finished earlier, read from {path}")
+        else:
+            run.results[name] = compute(run, judge)
+            run.results[name]["seconds"] = round(time.time() - t, 1)
+            atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(_jsonable(run.results[name]), indent=2)))
+            run.log(f"{name} done in {time.time() - t:.0f} s")
+        run.results["seconds"][name] = run.results[name]["seconds"]
+        draw(run.results[name], run.out)
+    run.results["budget"] = _jsonable(asdict(budget))
+    run.results["wall_seconds"] = round(time.time() - started, 1)  # this invocation (less with --resume)
+    run.results["compute_seconds"] = round(sum(run.results["seconds"].values()), 1)
+    run.results["command"] = "bipo-lens figures" + (" --quick" if quick else "")
+    run.results["invocation"] = run.command
+    run.results["data"] = data
+    atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(run.results, indent=2)))
+    (out / "README.md").write_text(render_readme(run.results))
+    run.log(f"figures in {out} ({run.results['wall_seconds']:.0f} s)")
+    return run.results
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def _steering(run: _Run, judge) -> dict:
+    b, model = run.budget, run.model
+    train, test = run.ps_train[: b.train_pairs], run.ps_test[: b.test_pairs]
+    run.log(f"steering: BiPO and CAA on {len(train)} pairs at layer {STEERING_LAYER}")
+    bipo = train_bipo(model, train, STEERING_LAYER, test_pairs=test, epochs=b.epochs, lr=b.lr, progress=False)
+    caa = train_caa(model, train, STEERING_LAYER)
+    for name, vector in (("bipo", bipo), ("caa", caa)):
+        vector.save(run.work / f"power_seeking_{name}.safetensors", overwrite=True)
+    report = evaluate(model, {"BiPO": bipo, "CAA": caa}, test, [-2.0, -1.0, 0.0, 1.0, 2.0], judge=judge,
+                      max_questions=b.test_pairs, max_generations=b.generations, max_new_tokens=b.max_new_tokens,
+                      progress=False)
+    return {
+        "layer": STEERING_LAYER, "train_pairs": len(train), "test_pairs": len(test),
+        "cosine": cosine(bipo, caa), "norms": {"bipo": bipo.norm, "caa": caa.norm},
+        "history": bipo.history, "results": report["results"], "summary": report["summary"],
+        "judge_validation_accuracy": judge.validation_accuracy(test),
+        "examples": [g for g in report["generations"] if g["multiplier"] in (-2.0, 2.0)][:8],
+    }
+
+
+def _draw_steering(found: dict, out: Path) -> None:
+    plots.steering_curve(found["results"], out / "steering_curve.png",
+                         title=f"power-seeking, layer {found['layer']}, {found['test_pairs']} held-out pairs")
+    plots.training_curve({"BiPO": found["history"]}, out / "training_curve.png")
+
+
+def _layers(run: _Run, judge) -> dict:
+    b = run.budget
+    run.log(f"layers: sweep over {list(b.layers)}")
+    results = sweep_layers(run.model, run.ps_train, run.ps_test, list(b.layers), run.sweep_dir("power_seeking"),
+                           b.sweep, judge=judge, progress=False)
+    return {
+        "recommended": {m: recommend_layer(results, m) for m in ("bipo", "caa")},
+        "recommended_per_norm": {m: recommend_layer(results, m, "range_per_norm") for m in ("bipo", "caa")},
+        "sweep": [{k: v for k, v in r.items() if k != "key"} for r in results],
+        "rows": [{"layer": r["layer"], "cosine": r["cosine"],
+                  **{f"{m}_{k}": r[m][k] for m in ("bipo", "caa")
+                     for k in ("margin_range", "range_per_norm", "judge_range", "norm", "train_seconds")}}
+                 for r in results],
+        "config": asdict(b.sweep),
+    }
+
+
+def _draw_layers(found: dict, out: Path) -> None:
+    c = found["config"]
+    plots.layer_sweep(found["sweep"], out / "layer_sweep.png",
+                      title=f"power-seeking: efficacy by layer ({c['max_train_pairs']} pairs, {c['epochs']} epochs; "
+                            f"+/-{c['multiplier']:g})")
+
+
+def _similarity(run: _Run, judge) -> dict:
+    b = run.budget
+    by_behaviour = {"power_seeking": load_sweep_vectors(run.sweep_dir("power_seeking"), list(b.layers))}
+    best = {}
+    for behaviour in b.behaviours:
+        train, test = split_pairs(load_pairs(behaviour), 0.25, seed=0)
+        run.log(f"similarity: sweep {behaviour} over {list(b.behaviour_layers)} ({len(train)} train / {len(test)} "
+                f"held-out pairs)")
+        results = sweep_layers(run.model, train, test, list(b.behaviour_layers), run.sweep_dir(behaviour),
+                               replace(b.sweep, generations=0), progress=False)
+        by_behaviour[behaviour] = load_sweep_vectors(run.sweep_dir(behaviour), list(b.behaviour_layers))
+        best[behaviour] = {m: recommend_layer(results, m) for m in ("bipo", "caa")}
+    return {"rows": similarity_rows(by_behaviour), "best_layers_other_behaviours": best,
+            "logit_lens": {m: logit_lens(run.model, v, k=10) for m, v in run.power_vectors().items()}}
+
+
+def _draw_similarity(found: dict, out: Path) -> None:
+    plots.similarity_heatmap(found["rows"], out / "similarity_heatmap.png")
+
+
+def _transfer(run: _Run, judge) -> dict:
+    b = run.budget
+    source = run.power_vectors()["bipo"]
+    train, test = run.ps_train[: b.train_pairs], run.ps_test[: b.test_pairs]
+    native_budget = dict(epochs=b.epochs, lr=b.lr, progress=False)
+    rows = []
+
+    run.log(f"transfer: {SIBLING}")
+    sibling = load_model(SIBLING, device=run.device)
+    native = train_bipo(sibling, train, STEERING_LAYER, **native_budget)
+    scorer = MarginScorer(sibling, test)
+    rows.append({"source": DEFAULT_MODEL, "target": SIBLING, "map": "direct", "r2_test": None,
+                 **retained_efficacy(sibling, transfer_vector(source, sibling), native, test, b.multiplier, scorer)})
+    back = retained_efficacy(run.model, transfer_vector(native, run.model), source, test, b.multiplier)
+    rows.append({"source": SIBLING, "target": DEFAULT_MODEL, "map": "direct", "r2_test": None, **back})
+    del sibling, scorer
+    gc.collect()
+
+    run.log(f"transfer: {OTHER_MODEL}")
+    other = load_model(OTHER_MODEL, device=run.device)
+    other_layer = corresponding_layer(STEERING_LAYER, info(run.model).n_layers, info(other).n_layers)
+    texts = pair_texts(run.ps_train[b.train_pairs : b.train_pairs + b.fit_pairs]
+                       + [p for name in ("optimism", "formality") for p in load_pairs(name)])
+    acts = {"source": paired_activations(run.model, texts, STEERING_LAYER),
+            "other": paired_activations(other, texts, other_layer)}
+    native_other = train_bipo(other, train, other_layer, **native_budget)
+    other_scorer, home_scorer = MarginScorer(other, test), MarginScorer(run.model, test)
+    for method in MAP_METHODS:
+        forward = fit_linear_map(acts["source"], acts["other"], method)
+        moved = transfer_vector(source, other, other_layer, forward)
+        rows.append({"source": DEFAULT_MODEL, "target": OTHER_MODEL, "map": method, "r2_test": forward.r2_test,
+                     **retained_efficacy(other, moved, native_other, test, b.multiplier, other_scorer)})
+        backward = fit_linear_map(acts["other"], acts["source"], method)
+        moved = transfer_vector(native_other, run.model, STEERING_LAYER, backward)
+        rows.append({"source": OTHER_MODEL, "target": DEFAULT_MODEL, "map": method, "r2_test": backward.r2_test,
+                     **retained_efficacy(run.model, moved, source, test, b.multiplier, home_scorer)})
+    del other, other_scorer
+    gc.collect()
+    return {"rows": rows, "layers": {DEFAULT_MODEL: STEERING_LAYER, OTHER_MODEL: other_layer},
+            "fit_texts": len(texts), "native_norms": {SIBLING: native.norm, OTHER_MODEL: native_other.norm}}
+
+
+def _draw_transfer(found: dict, out: Path) -> None:
+    plots.transfer_bars(found["rows"], out / "transfer.png")
+
+
+def _composition(run: _Run, judge) -> dict:
+    b = run.budget
+    power = run.power_vectors()["bipo"]
+    layers = list(b.behaviour_layers)
+    optimism = load_sweep_vectors(run.sweep_dir("optimism"), layers)
+    _, opt_test = split_pairs(load_pairs("optimism"), 0.25, seed=0)
+    tests = {"power_seeking": run.ps_test[: b.composition_pairs], "optimism": opt_test[: b.composition_pairs]}
+    run.log("composition: power-seeking + optimism, same layer")
+    same = compose(run.model, {"power_seeking": power, "optimism": optimism[STEERING_LAYER]["bipo"]}, tests,
+                   list(b.weights), b.multiplier)
+    other_layer = max(layer for layer in layers if layer != STEERING_LAYER)
+    run.log(f"composition: power-seeking (layer {STEERING_LAYER}) + optimism (layer {other_layer})")
+    across = compose(run.model, {"power_seeking": power, "optimism": optimism[other_layer]["bipo"]}, tests,
+                     [-b.multiplier, 0.0, b.multiplier], b.multiplier)
+    return {"same_layer": same, "different_layers": {k: across[k] for k in ("behaviours", "cosines", "layers")}}
+
+
+def _draw_composition(found: dict, out: Path) -> None:
+    plots.composition_grid(found["same_layer"], out / "composition.png")
+
+
+STAGES = {
+    "steering": (_steering, _draw_steering),
+    "layers": (_layers, _draw_layers),
+    "similarity": (_similarity, _draw_similarity),
+    "transfer": (_transfer, _draw_transfer),
+    "composition": (_composition, _draw_composition),
+}
+
+
+def render_readme(results: dict) -> str:
+    """``figures/README.md``: per figure, the command, the data and the key numbers."""
+    s, lay, sim, tr, co = (results[k] for k in ("steering", "layers", "similarity", "transfer", "composition"))
+    b = results["budget"]
+    summary = s["summary"]
+    lines = [
+        "# Figures",
+        "",
+        f"Every file here was written by `{results['command']}` ({results['compute_seconds'] / 60:.0f} min of "
+        f"computing, {b['name']} budget) on the embedded models, CPU (2 cores), fp32. Power-seeking data: "
+        f"{results['data']}. "
+        "The numbers below are read from `results.json`, which holds every measured value.",
+        "",
+        "Efficacy is the log-probability margin on held-out pairs: mean over pairs of log p(matching) - "
+        "log p(not matching), summed over response tokens, in nats. A *margin range* is the mean margin "
+        f"at multiplier +{b['multiplier']:g} minus that at -{b['multiplier']:g}.",
+        "",
+        "## `steering_curve.png`, `training_curve.png`: BiPO vs CAA",
+        f"BiPO ({s['train_pairs']} pairs, {b['epochs']} epochs, lr {b['lr']}) and CAA on the same pairs at layer "
+        f"{s['layer']}; {s['test_pairs']} held-out pairs, {b['generations']} questions answered per multiplier and scored by "
+        f"the embedding judge (leave-one-out validation accuracy {s['judge_validation_accuracy']:.2f}).",
+        "",
+        "| vector | multiplier | margin | preference accuracy | judge |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for r in s["results"]:
+        judge = f"{r['judge_score']:+.3f}" if r["judge_score"] is not None else "-"
+        lines.append(f"| {r['vector']} | {r['multiplier']:+g} | {r['logprob_margin']:+.2f} | "
+                     f"{r['preference_accuracy']:.2f} | {judge} |")
+    lines += [
+        "",
+        f"Spearman (margin vs multiplier): BiPO {summary['BiPO']['logprob_margin']['spearman']:+.2f}, "
+        f"CAA {summary['CAA']['logprob_margin']['spearman']:+.2f}. Cosine(BiPO, CAA) at layer {s['layer']}: "
+        f"**{s['cosine']:.3f}**; norms BiPO {s['norms']['bipo']:.2f}, CAA {s['norms']['caa']:.2f}. "
+        f"Training: loss {s['history'][0]['loss']:.3f} -> {s['history'][-1]['loss']:.3f}, held-out preference "
+        f"accuracy {s['history'][-1].get('test_accuracy', float('nan')):.2f} after the last epoch.",
+        "",
+        "## `layer_sweep.png`: choosing a layer",
+        f"BiPO and CAA trained at layers {[r['layer'] for r in lay['rows']]} on power-seeking, "
+        f"{lay['config']['max_train_pairs']} pairs, BiPO {lay['config']['epochs']} epochs at lr {lay['config']['lr']}; "
+        f"margins on {lay['config']['max_test_pairs']} held-out pairs at +/-{lay['config']['multiplier']:g}. Circles mark "
+        "each method's best layer. Left: at each vector's own scale; right: per unit of norm (the direction's quality).",
+        "",
+        "| layer | BiPO range | CAA range | BiPO range / norm | CAA range / norm | cosine |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in lay["rows"]:
+        lines.append(f"| {r['layer']} | {r['bipo_margin_range']:+.2f} | {r['caa_margin_range']:+.2f} | "
+                     f"{r['bipo_range_per_norm']:+.3f} | {r['caa_range_per_norm']:+.3f} | {r['cosine']:+.3f} |")
+    rec, per_norm = lay["recommended"], lay["recommended_per_norm"]
+    lines += [
+        "",
+        f"Best layer: **BiPO {rec['bipo']}, CAA {rec['caa']}** by margin range; per unit norm BiPO {per_norm['bipo']}, "
+        f"CAA {per_norm['caa']}.",
+        "",
+        "## `similarity_heatmap.png`: how alike BiPO and CAA are",
+        "Cosine(BiPO, CAA) per behaviour and layer (the sweep's vectors; optimism and formality are the built-in "
+        "sets, 75/25 split), and the norms. Logit lens of the layer-"
+        f"{s['layer']} power-seeking vectors (final norm + unembedding, centred logits):",
+        "",
+        "| vector | promotes | suppresses |",
+        "| --- | --- | --- |",
+    ]
+    for method, lens in sim["logit_lens"].items():
+        fmt = lambda items: ", ".join(f"`{t!r}`" for t, _ in items[:8])  # noqa: E731
+        lines.append(f"| {method} | {fmt(lens['promoted'])} | {fmt(lens['suppressed'])} |")
+    lines += [
+        "",
+        "Cosine by behaviour: " + "; ".join(
+            f"{beh}: " + ", ".join(f"L{r['layer']} {r['cosine']:+.2f}" for r in sim["rows"] if r["behaviour"] == beh)
+            for beh in dict.fromkeys(r["behaviour"] for r in sim["rows"])) + ".",
+        "",
+        "## `transfer.png`: cross-model transfer",
+        f"The layer-{s['layer']} BiPO vector applied to other models; retained efficacy = the target's margin "
+        "range with the transferred vector / with a BiPO vector trained natively on the target (same pairs and "
+        f"budget). `{SIBLING}`: every linear weight rounded to 4 bits per output row (same d_model: direct). "
+        f"Gemma-3-270m (d_model 640, layer {tr['layers'][OTHER_MODEL]} = same relative depth): linear maps fitted on "
+        f"{tr['fit_texts']} texts (2 rows each) read by both models: ridge least squares (`lstsq`) and scaled "
+        "orthogonal Procrustes (`procrustes`); R^2 on held-out texts.",
+        "",
+        "| source | target | map | R^2 (held-out) | transferred range | native range | retained | cos to native |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in tr["rows"]:
+        r2 = f"{r['r2_test']:.3f}" if r["r2_test"] is not None else "-"
+        lines.append(f"| {r['source']} | {r['target']} | {r['map']} | {r2} | {r['transferred_range']:+.2f} | "
+                     f"{r['native_range']:+.2f} | **{r['retained']:.2f}** | {r['cosine_to_native']:+.3f} |")
+    same, across = co["same_layer"], co["different_layers"]
+    lines += [
+        "",
+        "## `composition.png`: two vectors at once",
+        f"Power-seeking (stage-1 BiPO, layer {same['layers']['power_seeking']}) and optimism (BiPO from the sweep, layer "
+        f"{same['layers']['optimism']}) added with weights over a grid; each panel is one behaviour's mean held-out "
+        f"margin. Retained = the behaviour's range with the other vector at +{same['multiplier']:g} / its range alone; "
+        "crosstalk = how far the other vector alone moves it, relative to its own range.",
+        "",
+        "| layers | behaviour | range alone | range with other | retained | crosstalk |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, part in ((f"both {same['layers']['power_seeking']}", same),
+                        (f"{across['layers']['power_seeking']} + {across['layers']['optimism']}", across)):
+        for name, m in part["behaviours"].items():
+            lines.append(f"| {label} | {name} | {m['range_alone']:+.2f} | {m['range_with_others']:+.2f} | "
+                         f"**{m['retained']:.2f}** | {m['crosstalk']:+.2f} |")
+    lines += ["", "Cosine between the two vectors: " + ", ".join(
+        f"{k} {v:+.3f}" for part in (same, across) for k, v in part["cosines"].items()) + ".", "",
+        "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["seconds"].items()) + ".", ""]
+    return "\n".join(lines)
+

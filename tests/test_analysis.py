@@ -1,0 +1,164 @@
+"""The analyses on the real model: similarity, layer sweeps, transfer maps, composition."""
+
+import json
+import time
+
+import pytest
+import torch
+from jaxtyping import TypeCheckError
+
+from bipo_lens.analysis import (
+    SweepConfig,
+    compose,
+    cosine,
+    fit_linear_map,
+    logit_lens,
+    paired_activations,
+    recommend_layer,
+    retained_efficacy,
+    sweep_layers,
+    transfer_vector,
+)
+from bipo_lens.analysis.transfer import corresponding_layer, pair_texts
+from bipo_lens.errors import BipoLensError
+from bipo_lens.evaluation import MarginScorer
+from bipo_lens.models import load_model, run_from_layer, run_to_layer, unembed
+from bipo_lens.pairs import load_pairs, split_pairs
+from bipo_lens.steering import steer
+from bipo_lens.training import train_caa
+from bipo_lens.training.data import encode_pairs
+from bipo_lens.training.scoring import FastPath, PairScorer
+from bipo_lens.vectors import SteeringVector
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    return split_pairs(load_pairs("power_seeking"), 0.25, seed=0)
+
+
+@pytest.fixture(scope="module")
+def caa15(model, pairs):
+    return train_caa(model, pairs[0][:16], 15)
+
+
+def _random_vector(layer: int, seed: int, norm: float = 4.0) -> SteeringVector:
+    v = torch.randn(576, generator=torch.Generator().manual_seed(seed))
+    return SteeringVector(v / v.norm() * norm, layer, "smollm2-135m-instruct")
+
+
+def test_margins_with_vectors_at_two_layers_match_the_hooked_bridge(model, pairs):
+    """The scorer's split path (cached layer-5 residual, a raw hook at layer 20) computes what the
+    bridge computes with both vectors hooked on blocks.{L}.hook_resid_post."""
+    test = pairs[1][:4]
+    a, b = _random_vector(5, 0), _random_vector(20, 1, norm=8.0)
+    fast = MarginScorer(model, test).logps([(a, 1.5), (b, -1.0)])
+    full = PairScorer(model, encode_pairs(model, test), 0, FastPath.naive(), None)
+    with torch.no_grad(), steer(model, [a, b], [1.5, -1.0]):
+        reference = full.logps(range(len(test)), None, 0.0)
+    unsteered = MarginScorer(model, test).logps([])
+    assert (fast - unsteered).abs().max() > 0.05  # the vectors do move the log-probs
+    torch.testing.assert_close(fast, reference.cpu(), atol=2e-3, rtol=1e-4)
+
+
+def test_cosine_and_logit_lens(model, caa15):
+    assert cosine(caa15, caa15) == pytest.approx(1.0)
+    assert cosine(caa15, -caa15.vector) == pytest.approx(-1.0)
+    # A direction that the final norm maps onto the unembedding row of " power" promotes " power".
+    token = model.tokenizer(" power", add_special_tokens=False)["input_ids"][0]
+    row = model.lens_raw.lm_head.weight[token] / model.lens_raw.model.norm.weight
+    lens = logit_lens(model, SteeringVector(row.detach().clone(), 15, "smollm2-135m-instruct"), k=5)
+    assert " power" in [t for t, _ in lens["promoted"]]
+    assert " power" not in [t for t, _ in lens["suppressed"]]
+    assert len(lens["promoted"]) == len(lens["suppressed"]) == 5
+
+
+def test_layer_sweep_writes_one_result_per_layer_and_resumes(model, pairs, tmp_path):
+    config = SweepConfig(epochs=1, max_train_pairs=4, max_test_pairs=4)
+    first = sweep_layers(model, pairs[0], pairs[1], [22, 27], tmp_path, config, progress=False)
+    assert [r["layer"] for r in first] == [22, 27]
+    for r in first:
+        assert {"bipo", "caa"} <= r.keys() and r["caa"]["norm"] > 0 and r["bipo"]["norm"] > 0
+        assert (tmp_path / f"layer_{r['layer']:02d}.json").is_file()
+        assert (tmp_path / f"bipo_layer_{r['layer']:02d}.safetensors").is_file()
+    assert recommend_layer(first, "caa") in (22, 27)
+    (tmp_path / "layer_27.json").write_text("{half a fi")  # a crash mid-write
+    stamp = (tmp_path / "layer_22.json").stat().st_mtime_ns
+    started = time.time()
+    again = sweep_layers(model, pairs[0], pairs[1], [22, 27], tmp_path, config, progress=False)
+    assert (tmp_path / "layer_22.json").stat().st_mtime_ns == stamp  # finished layer: read back
+    assert json.loads((tmp_path / "layer_27.json").read_text())["layer"] == 27  # broken one: redone
+    assert again[0] == first[0]
+    assert time.time() - started < 60
+    changed = sweep_layers(model, pairs[0], pairs[1], [22], tmp_path, SweepConfig(epochs=2, max_train_pairs=4,
+                                                                                  max_test_pairs=4), progress=False)
+    assert (tmp_path / "layer_22.json").stat().st_mtime_ns != stamp  # other settings: recomputed
+    assert changed[0]["key"]["config"]["epochs"] == 2
+    with pytest.raises(BipoLensError, match="out of range"):
+        sweep_layers(model, pairs[0], pairs[1], [30], tmp_path, config)
+
+
+def test_linear_maps_recover_a_known_map():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 24, generator=g) * torch.linspace(0.5, 3, 24)
+    w = torch.randn(24, 32, generator=g)
+    y = x @ w + 5.0 + 0.01 * torch.randn(600, 32, generator=g)
+    fitted = fit_linear_map(x, y, "lstsq", ridge=1e-6)
+    assert fitted.r2_test > 0.999
+    torch.testing.assert_close(fitted.weight, w, atol=2e-2, rtol=2e-2)
+    q, _ = torch.linalg.qr(torch.randn(24, 24, generator=g))
+    rotated = fit_linear_map(x, 3.0 * x @ q, "procrustes")
+    torch.testing.assert_close(rotated.weight, 3.0 * q, atol=1e-3, rtol=1e-3)
+    with pytest.raises((BipoLensError, TypeCheckError)):  # the shape check fires first under beartype
+        fit_linear_map(x, y[:10])
+    with pytest.raises(BipoLensError, match="unknown map"):
+        fit_linear_map(x, y, "cca")
+    assert corresponding_layer(15, 30, 18) == 9 and corresponding_layer(29, 30, 18) == 17
+
+
+def test_quantised_sibling_and_direct_transfer(model, caa15, pairs):
+    sibling = load_model("smollm2-135m-instruct@int4", device="cpu")
+    assert sibling.lens_info.model_id == "smollm2-135m-instruct@int4"
+    original = model.lens_raw.model.layers[3].mlp.down_proj.weight
+    rounded = sibling.lens_raw.model.layers[3].mlp.down_proj.weight
+    assert 0 < (original - rounded).abs().max() < 0.5 * original.abs().max()
+    assert rounded[0].unique().numel() <= 15  # 4 bits: at most 15 levels per output row
+    moved = transfer_vector(caa15, sibling)
+    assert torch.equal(moved.vector, caa15.vector) and moved.hyperparameters["transferred_from"] == "smollm2-135m-instruct"
+    found = retained_efficacy(sibling, moved, caa15, pairs[1][:4])
+    assert found["retained"] == pytest.approx(1.0) and found["native_range"] > 0
+    with pytest.raises(BipoLensError, match="@int2"):
+        load_model("smollm2-135m-instruct@int9")
+
+
+def test_cross_model_map_to_gemma(model, caa15, pairs):
+    gemma = load_model("gemma-3-270m", device="cpu")
+    tokens = torch.tensor([gemma.tokenizer("Question: Would you like more power?\nAnswer: No")["input_ids"]])
+    with torch.no_grad():  # sliced runs agree with the bridge (Gemma mixes sliding and full attention)
+        torch.testing.assert_close(unembed(gemma, run_from_layer(gemma, run_to_layer(gemma, tokens, 9), 9)),
+                                   gemma(tokens), atol=1e-3, rtol=1e-4)
+    with pytest.raises(BipoLensError, match="linear map"):
+        transfer_vector(caa15, gemma, 9)
+    texts = pair_texts(load_pairs("optimism")[:40])
+    source, target = paired_activations(model, texts, 15), paired_activations(gemma, texts, 9)
+    assert source.shape == (160, 576) and target.shape == (160, 640)
+    fitted = fit_linear_map(source, target)
+    assert fitted.r2_train > fitted.r2_test and fitted.r2_test > 0.3
+    moved = transfer_vector(caa15, gemma, 9, fitted)
+    assert moved.d_model == 640 and moved.layer == 9 and moved.model_id == "gemma-3-270m"
+    moved.check_compatible(gemma)
+    assert MarginScorer(gemma, pairs[1][:2]).margin_range(moved) != 0
+
+
+def test_composition_is_additive_at_one_layer(model, caa15, pairs):
+    test = pairs[1][:4]
+    found = compose(model, {"a": caa15, "b": caa15}, {"a": test, "b": test}, weights=[-1.0, 0.0, 1.0])
+    grid = {(g["weights"]["a"], g["weights"]["b"]): g["margins"]["a"] for g in found["grid"]}
+    assert grid[(1.0, -1.0)] == pytest.approx(grid[(0.0, 0.0)], abs=1e-3)  # the same vector cancels
+    assert grid[(1.0, 0.0)] == pytest.approx(grid[(0.0, 1.0)], abs=1e-3)
+    assert found["cosines"]["a|b"] == pytest.approx(1.0)
+    zero = SteeringVector(torch.zeros(576), 20, "smollm2-135m-instruct")
+    alone = compose(model, {"a": caa15, "zero": zero}, {"a": test, "zero": test}, weights=[0.0, 1.0])
+    assert alone["behaviours"]["a"]["retained"] == pytest.approx(1.0, abs=1e-4)
+    assert alone["behaviours"]["a"]["crosstalk"] == pytest.approx(0.0, abs=1e-4)
+    with pytest.raises(BipoLensError, match="at least two"):
+        compose(model, {"a": caa15}, {"a": test})
