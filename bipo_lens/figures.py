@@ -80,9 +80,9 @@ FULL = Budget("full", train_pairs=64, epochs=8, lr=5e-3, test_pairs=48, generati
               sweep=SweepConfig(epochs=3, max_train_pairs=32, max_test_pairs=32, generations=3, max_new_tokens=24),
               behaviours=("optimism", "formality"), behaviour_layers=(3, 9, 15, 21, 27), fit_pairs=256,
               composition_pairs=24)
-QUICK = Budget("quick", train_pairs=12, epochs=2, lr=5e-3, test_pairs=8, generations=2, max_new_tokens=16,
-               layers=(6, 15, 24), sweep=SweepConfig(epochs=1, max_train_pairs=8, max_test_pairs=8),
-               behaviours=("optimism",), behaviour_layers=(15, 24), fit_pairs=16, composition_pairs=8,
+QUICK = Budget("quick", train_pairs=8, epochs=1, lr=5e-3, test_pairs=6, generations=1, max_new_tokens=8,
+               layers=(15, 24), sweep=SweepConfig(epochs=1, max_train_pairs=4, max_test_pairs=4),
+               behaviours=("optimism",), behaviour_layers=(15, 24), fit_pairs=8, composition_pairs=4,
                weights=(-1.0, 0.0, 1.0))
 
 
@@ -182,7 +182,7 @@ def _steering(run: _Run, judge) -> dict:
         "cosine": cosine(bipo, caa), "norms": {"bipo": bipo.norm, "caa": caa.norm},
         "history": bipo.history, "results": report["results"], "summary": report["summary"],
         "judge_validation_accuracy": judge.validation_accuracy(test),
-        "examples": [g for g in report["generations"] if g["multiplier"] in (-2.0, 2.0)][:8],
+        "generations": report["generations"],
     }
 
 
@@ -312,112 +312,98 @@ STAGES = {
 }
 
 
+def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:
+    """Markdown table lines; columns after the first ``text_columns`` are right-aligned numbers."""
+    rule = ["---"] * text_columns + ["---:"] * (len(header) - text_columns)
+    return ["| " + " | ".join(cells) + " |" for cells in (header, rule, *rows)]
+
+
+def _signed(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:+.{digits}f}"
+
+
 def render_readme(results: dict) -> str:
     """``figures/README.md``: per figure, the command, the data and the key numbers."""
     s, lay, sim, tr, co = (results[k] for k in ("steering", "layers", "similarity", "transfer", "composition"))
-    b = results["budget"]
-    summary = s["summary"]
+    b, c = results["budget"], lay["config"]
+    spearman = {name: s["summary"][name]["logprob_margin"]["spearman"] for name in ("BiPO", "CAA")}
     lines = [
-        "# Figures",
-        "",
+        "# Figures", "",
         f"Every file here was written by `{results['command']}` ({results['compute_seconds'] / 60:.0f} min of "
         f"computing, {b['name']} budget) on the embedded models, CPU (2 cores), fp32. Power-seeking data: "
-        f"{results['data']}. "
-        "The numbers below are read from `results.json`, which holds every measured value.",
-        "",
+        f"{results['data']}. The numbers below are read from `results.json`, which holds every measured value.", "",
         "Efficacy is the log-probability margin on held-out pairs: mean over pairs of log p(matching) - "
         "log p(not matching), summed over response tokens, in nats. A *margin range* is the mean margin "
-        f"at multiplier +{b['multiplier']:g} minus that at -{b['multiplier']:g}.",
-        "",
+        f"at multiplier +{b['multiplier']:g} minus that at -{b['multiplier']:g}.", "",
         "## `steering_curve.png`, `training_curve.png`: BiPO vs CAA",
         f"BiPO ({s['train_pairs']} pairs, {b['epochs']} epochs, lr {b['lr']}) and CAA on the same pairs at layer "
-        f"{s['layer']}; {s['test_pairs']} held-out pairs, {b['generations']} questions answered per multiplier and scored by "
-        f"the embedding judge (leave-one-out validation accuracy {s['judge_validation_accuracy']:.2f}).",
-        "",
-        "| vector | multiplier | margin | preference accuracy | judge |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    for r in s["results"]:
-        judge = f"{r['judge_score']:+.3f}" if r["judge_score"] is not None else "-"
-        lines.append(f"| {r['vector']} | {r['multiplier']:+g} | {r['logprob_margin']:+.2f} | "
-                     f"{r['preference_accuracy']:.2f} | {judge} |")
-    lines += [
-        "",
-        f"Spearman (margin vs multiplier): BiPO {summary['BiPO']['logprob_margin']['spearman']:+.2f}, "
-        f"CAA {summary['CAA']['logprob_margin']['spearman']:+.2f}. Cosine(BiPO, CAA) at layer {s['layer']}: "
-        f"**{s['cosine']:.3f}**; norms BiPO {s['norms']['bipo']:.2f}, CAA {s['norms']['caa']:.2f}. "
-        f"Training: loss {s['history'][0]['loss']:.3f} -> {s['history'][-1]['loss']:.3f}, held-out preference "
-        f"accuracy {s['history'][-1].get('test_accuracy', float('nan')):.2f} after the last epoch.",
-        "",
+        f"{s['layer']}; {s['test_pairs']} held-out pairs; {b['generations']} held-out questions answered at each "
+        f"multiplier and scored by the embedding judge (leave-one-out validation accuracy "
+        f"{s['judge_validation_accuracy']:.2f}).", "",
+        *_table(["vector", "multiplier", "margin", "preference accuracy", "judge"],
+                [[r["vector"], f"{r['multiplier']:+g}", _signed(r["logprob_margin"]), f"{r['preference_accuracy']:.2f}",
+                  _signed(r["judge_score"], 3)] for r in s["results"]]), "",
+        f"Spearman (margin vs multiplier): BiPO {spearman['BiPO']:+.2f}, CAA {spearman['CAA']:+.2f}. "
+        f"Cosine(BiPO, CAA) at layer {s['layer']}: **{s['cosine']:.3f}**; norms BiPO {s['norms']['bipo']:.2f}, "
+        f"CAA {s['norms']['caa']:.2f}. Training: loss {s['history'][0]['loss']:.3f} -> {s['history'][-1]['loss']:.3f}, "
+        f"held-out preference accuracy {s['history'][-1].get('test_accuracy', float('nan')):.2f} after the last epoch.",
+        "", "Greedy answers to the first held-out questions (all of them are in `results.json`):", "",
+        *[f"- *{g['question']}* {g['vector']} {g['multiplier']:+g}: {g['answer']}" for g in sorted(
+            (g for g in s["generations"] if g["multiplier"] in (-2.0, 2.0)), key=lambda g: g["question"])
+          if g["question"] in {x["question"] for x in s["generations"][:2]}], "",
         "## `layer_sweep.png`: choosing a layer",
-        f"BiPO and CAA trained at layers {[r['layer'] for r in lay['rows']]} on power-seeking, "
-        f"{lay['config']['max_train_pairs']} pairs, BiPO {lay['config']['epochs']} epochs at lr {lay['config']['lr']}; "
-        f"margins on {lay['config']['max_test_pairs']} held-out pairs at +/-{lay['config']['multiplier']:g}. Circles mark "
-        "each method's best layer. Left: at each vector's own scale; right: per unit of norm (the direction's quality).",
-        "",
-        "| layer | BiPO range | CAA range | BiPO range / norm | CAA range / norm | cosine |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for r in lay["rows"]:
-        lines.append(f"| {r['layer']} | {r['bipo_margin_range']:+.2f} | {r['caa_margin_range']:+.2f} | "
-                     f"{r['bipo_range_per_norm']:+.3f} | {r['caa_range_per_norm']:+.3f} | {r['cosine']:+.3f} |")
-    rec, per_norm = lay["recommended"], lay["recommended_per_norm"]
-    lines += [
-        "",
-        f"Best layer: **BiPO {rec['bipo']}, CAA {rec['caa']}** by margin range; per unit norm BiPO {per_norm['bipo']}, "
-        f"CAA {per_norm['caa']}.",
-        "",
+        f"BiPO and CAA trained at each layer on power-seeking, {c['max_train_pairs']} pairs, BiPO {c['epochs']} "
+        f"epochs at lr {c['lr']}; margins on {c['max_test_pairs']} held-out pairs at +/-{c['multiplier']:g}"
+        + (f", judge on {c['generations']} answers of {c['max_new_tokens']} tokens" if c["generations"] else "")
+        + ". Circles mark each method's best layer. Left: at each vector's own scale; middle: per unit of norm "
+        "(the direction's quality).", "",
+        *_table(["layer", "BiPO range", "CAA range", "BiPO / norm", "CAA / norm", "BiPO judge", "CAA judge", "cosine"],
+                [[str(r["layer"]), _signed(r["bipo_margin_range"]), _signed(r["caa_margin_range"]),
+                  _signed(r["bipo_range_per_norm"], 3), _signed(r["caa_range_per_norm"], 3),
+                  _signed(r["bipo_judge_range"], 3), _signed(r["caa_judge_range"], 3), _signed(r["cosine"], 3)]
+                 for r in lay["rows"]], text_columns=0), "",
+        f"Best layer by margin range: **BiPO {lay['recommended']['bipo']}, CAA {lay['recommended']['caa']}**; per "
+        f"unit norm: BiPO {lay['recommended_per_norm']['bipo']}, CAA {lay['recommended_per_norm']['caa']}. Other "
+        "behaviours (built-in sets): " + "; ".join(f"{k} BiPO {v['bipo']}, CAA {v['caa']}"
+                                                   for k, v in sim["best_layers_other_behaviours"].items()) + ".", "",
         "## `similarity_heatmap.png`: how alike BiPO and CAA are",
-        "Cosine(BiPO, CAA) per behaviour and layer (the sweep's vectors; optimism and formality are the built-in "
-        "sets, 75/25 split), and the norms. Logit lens of the layer-"
-        f"{s['layer']} power-seeking vectors (final norm + unembedding, centred logits):",
-        "",
-        "| vector | promotes | suppresses |",
-        "| --- | --- | --- |",
-    ]
-    for method, lens in sim["logit_lens"].items():
-        fmt = lambda items: ", ".join(f"`{t!r}`" for t, _ in items[:8])  # noqa: E731
-        lines.append(f"| {method} | {fmt(lens['promoted'])} | {fmt(lens['suppressed'])} |")
-    lines += [
-        "",
-        "Cosine by behaviour: " + "; ".join(
+        "Cosine(BiPO, CAA) per behaviour and layer (the sweeps' vectors; optimism and formality are the built-in "
+        "sets, 75/25 split), and the norms. " + "; ".join(
             f"{beh}: " + ", ".join(f"L{r['layer']} {r['cosine']:+.2f}" for r in sim["rows"] if r["behaviour"] == beh)
-            for beh in dict.fromkeys(r["behaviour"] for r in sim["rows"])) + ".",
-        "",
+            for beh in dict.fromkeys(r["behaviour"] for r in sim["rows"])) + ".", "",
+        f"Logit lens of the layer-{s['layer']} power-seeking vectors (final norm + unembedding, centred logits):", "",
+        *_table(["vector", "promotes", "suppresses"],
+                [[m, *(", ".join(f"`{t!r}`" for t, _ in lens[side][:8]) for side in ("promoted", "suppressed"))]
+                 for m, lens in sim["logit_lens"].items()], text_columns=3), "",
         "## `transfer.png`: cross-model transfer",
-        f"The layer-{s['layer']} BiPO vector applied to other models; retained efficacy = the target's margin "
-        "range with the transferred vector / with a BiPO vector trained natively on the target (same pairs and "
-        f"budget). `{SIBLING}`: every linear weight rounded to 4 bits per output row (same d_model: direct). "
+        f"The layer-{s['layer']} BiPO vector applied to other models, and back; retained efficacy = the target's "
+        "margin range with the transferred vector / with a BiPO vector trained natively on the target (same pairs "
+        f"and budget). `{SIBLING}`: every linear weight rounded to 4 bits per output row (same d_model: direct). "
         f"Gemma-3-270m (d_model 640, layer {tr['layers'][OTHER_MODEL]} = same relative depth): linear maps fitted on "
         f"{tr['fit_texts']} texts (2 rows each) read by both models: ridge least squares (`lstsq`) and scaled "
-        "orthogonal Procrustes (`procrustes`); R^2 on held-out texts.",
-        "",
-        "| source | target | map | R^2 (held-out) | transferred range | native range | retained | cos to native |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "orthogonal Procrustes (`procrustes`); R^2 on held-out texts.", "",
+        *_table(["source", "target", "map", "R^2 (held-out)", "transferred range", "native range", "retained",
+                 "cos to native"],
+                [[r["source"], r["target"], r["map"], "-" if r["r2_test"] is None else f"{r['r2_test']:.3f}",
+                  _signed(r["transferred_range"]), _signed(r["native_range"]), f"**{r['retained']:.2f}**",
+                  _signed(r["cosine_to_native"], 3)] for r in tr["rows"]], text_columns=3), "",
     ]
-    for r in tr["rows"]:
-        r2 = f"{r['r2_test']:.3f}" if r["r2_test"] is not None else "-"
-        lines.append(f"| {r['source']} | {r['target']} | {r['map']} | {r2} | {r['transferred_range']:+.2f} | "
-                     f"{r['native_range']:+.2f} | **{r['retained']:.2f}** | {r['cosine_to_native']:+.3f} |")
     same, across = co["same_layer"], co["different_layers"]
     lines += [
-        "",
         "## `composition.png`: two vectors at once",
-        f"Power-seeking (stage-1 BiPO, layer {same['layers']['power_seeking']}) and optimism (BiPO from the sweep, layer "
-        f"{same['layers']['optimism']}) added with weights over a grid; each panel is one behaviour's mean held-out "
-        f"margin. Retained = the behaviour's range with the other vector at +{same['multiplier']:g} / its range alone; "
-        "crosstalk = how far the other vector alone moves it, relative to its own range.",
-        "",
-        "| layers | behaviour | range alone | range with other | retained | crosstalk |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        f"Power-seeking (stage-1 BiPO, layer {same['layers']['power_seeking']}) and optimism (BiPO from the sweep) "
+        "added with weights over a grid; each panel is one behaviour's mean held-out margin, as the change from the "
+        f"unsteered model. Retained = the behaviour's range with the other vector at +{same['multiplier']:g} / its "
+        "range alone; crosstalk = how far the other vector alone moves it, relative to its own range.", "",
+        *_table(["layers", "behaviour", "range alone", "range with other", "retained", "crosstalk"],
+                [[label, name, _signed(m["range_alone"]), _signed(m["range_with_others"]), f"**{m['retained']:.2f}**",
+                  _signed(m["crosstalk"])]
+                 for label, part in ((f"both {same['layers']['power_seeking']}", same),
+                                     (f"{across['layers']['power_seeking']} + {across['layers']['optimism']}", across))
+                 for name, m in part["behaviours"].items()], text_columns=2), "",
+        "Cosine between the two vectors: " + ", ".join(
+            f"{v:+.3f} ({label})" for label, part in (("same layer", same), ("different layers", across))
+            for v in part["cosines"].values()) + ".", "",
+        "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["seconds"].items()) + ".", "",
     ]
-    for label, part in ((f"both {same['layers']['power_seeking']}", same),
-                        (f"{across['layers']['power_seeking']} + {across['layers']['optimism']}", across)):
-        for name, m in part["behaviours"].items():
-            lines.append(f"| {label} | {name} | {m['range_alone']:+.2f} | {m['range_with_others']:+.2f} | "
-                         f"**{m['retained']:.2f}** | {m['crosstalk']:+.2f} |")
-    lines += ["", "Cosine between the two vectors: " + ", ".join(
-        f"{k} {v:+.3f}" for part in (same, across) for k, v in part["cosines"].items()) + ".", "",
-        "Stage times (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["seconds"].items()) + ".", ""]
     return "\n".join(lines)
-
