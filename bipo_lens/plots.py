@@ -70,7 +70,7 @@ def layer_sweep(results: list[dict], path: str | Path, title: str = "") -> Path:
         for method, colour in (("bipo", "C0"), ("caa", "C1")):
             points = sorted((r["layer"], r[method][key]) for r in results if r[method].get(key) is not None)
             if points:
-                ax.plot(*zip(*points), marker="o", color=colour, label=method.upper())
+                ax.plot(*zip(*points), marker="o", color=colour, label={"bipo": "BiPO", "caa": "CAA"}[method])
                 best = max(points, key=lambda p: p[1])
                 ax.scatter([best[0]], [best[1]], s=160, facecolors="none", edgecolors=colour, linewidths=2)
         ax.set_xlabel("layer")
