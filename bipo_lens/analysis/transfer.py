@@ -150,11 +150,15 @@ def transfer_vector(vector: SteeringVector, target_model, target_layer: int | No
 def retained_efficacy(target_model, transferred: SteeringVector, native: SteeringVector,
                       test_pairs: list[PreferencePair], multiplier: float = 1.0,
                       scorer: MarginScorer | None = None) -> dict:
-    """Margin ranges on the target of the transferred and the native vector, and their ratio."""
+    """Margin ranges on the target of the transferred and the native vector, and their ratio.
+
+    Steering strength grows with a vector's norm, so a transferred vector longer than the native
+    one can retain more than 1; the norms are reported beside the ratio."""
     scorer = scorer or MarginScorer(target_model, test_pairs)
     moved = scorer.margin_range(transferred, multiplier)
     native_range = scorer.margin_range(native, multiplier)
     return {"transferred_range": moved, "native_range": native_range,
             "retained": moved / native_range if native_range else float("nan"),
+            "transferred_norm": transferred.norm, "native_norm": native.norm,
             "cosine_to_native": float(torch.nn.functional.cosine_similarity(
                 transferred.vector.float(), native.vector.float(), dim=0))}
