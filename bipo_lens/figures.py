@@ -249,7 +249,8 @@ def _transfer(run: _Run, judge) -> dict:
     scorer = MarginScorer(sibling, test)
     rows.append({"source": DEFAULT_MODEL, "target": SIBLING, "map": "direct", "r2_test": None,
                  **retained_efficacy(sibling, transfer_vector(source, sibling), native, test, b.multiplier, scorer)})
-    back = retained_efficacy(run.model, transfer_vector(native, run.model), source, test, b.multiplier)
+    home_scorer = MarginScorer(run.model, test)  # the default model as a target, for every transfer back
+    back = retained_efficacy(run.model, transfer_vector(native, run.model), source, test, b.multiplier, home_scorer)
     rows.append({"source": SIBLING, "target": DEFAULT_MODEL, "map": "direct", "r2_test": None, **back})
     del sibling, scorer
     gc.collect()
@@ -262,7 +263,7 @@ def _transfer(run: _Run, judge) -> dict:
     acts = {"source": paired_activations(run.model, texts, STEERING_LAYER),
             "other": paired_activations(other, texts, other_layer)}
     native_other = train_bipo(other, train, other_layer, **native_budget)
-    other_scorer, home_scorer = MarginScorer(other, test), MarginScorer(run.model, test)
+    other_scorer = MarginScorer(other, test)
     for method in MAP_METHODS:
         forward = fit_linear_map(acts["source"], acts["other"], method)
         moved = transfer_vector(source, other, other_layer, forward)

@@ -38,8 +38,13 @@ def compose(
     names, weights, multiplier = list(vectors), [float(w) for w in weights], float(multiplier)
     scorers = {name: MarginScorer(model, pairs) for name, pairs in test_pairs.items()}
 
+    measured: dict[tuple, float] = {}  # the summary below revisits grid points: score each once
+
     def margin(name: str, assignment: dict[str, float]) -> float:
-        return float(scorers[name].margins([(vectors[n], w) for n, w in assignment.items()]).mean())
+        key = (name, *sorted((n, w) for n, w in assignment.items() if w != 0))
+        if key not in measured:
+            measured[key] = float(scorers[name].margins([(vectors[n], w) for n, w in assignment.items()]).mean())
+        return measured[key]
 
     grid = []
     for combination in itertools.product(weights, repeat=len(names)):
