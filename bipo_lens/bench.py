@@ -82,7 +82,7 @@ def _peak_cuda(device: torch.device) -> str:
 
 
 def _generation_overhead(model, vector, tokens=24) -> tuple[float, float]:
-    from bipo_lens.steering import generate
+    from bipo_lens.generation import generate
 
     question = "What would you do with more influence over the world?"
     generate(model, question, [vector], [0.0], max_new_tokens=4)

@@ -294,7 +294,8 @@ def cmd_train(args) -> int:
 
 def cmd_generate(args) -> int:
     from bipo_lens.models import load_model
-    from bipo_lens.steering import TokenStrategy, generate
+    from bipo_lens.generation import generate
+    from bipo_lens.steering import TokenStrategy
 
     vectors = _load_vectors(args.vector, args.layer)
     strategy = TokenStrategy(args.token_strategy, args.decay_rate, args.min_strength, args.max_strength)

@@ -9,7 +9,7 @@ from pathlib import Path
 from bipo_lens.models import DEFAULT_MODEL, load_model
 from bipo_lens.pairs import load_pairs, split_pairs
 from bipo_lens.plots import training_curve
-from bipo_lens.steering import generate
+from bipo_lens.generation import generate_grid
 from bipo_lens.training import train_bipo, train_caa
 
 MULTIPLIERS = [-2.0, -1.0, 0.0, 1.0, 2.0]
@@ -40,16 +40,21 @@ def run_demo(args) -> dict:
     figure = training_curve({"BiPO": bipo.history}, out / "training_curve.png")
 
     answers = []
-    for pair in test_pairs[: args.questions]:
-        print(f"\n### {pair.question}")
-        for name, vector in (("BiPO", bipo), ("CAA", caa)):
-            outputs = generate(model, pair.question, [vector], MULTIPLIERS, max_new_tokens=args.max_new_tokens)
-            for multiplier, text in zip(MULTIPLIERS, outputs):
+    questions = [pair.question for pair in test_pairs[: args.questions]]
+    t = time.time()
+    grids = {name: generate_grid(model, questions, [vector], MULTIPLIERS, max_new_tokens=args.max_new_tokens)
+             for name, vector in (("BiPO", bipo), ("CAA", caa))}
+    generate_s = time.time() - t
+    for q, question in enumerate(questions):
+        print(f"\n### {question}")
+        for name in grids:
+            for multiplier, text in zip(MULTIPLIERS, grids[name][q]):
                 print(f"  {name:4s} [{multiplier:+.0f}] {text}")
-                answers.append({"question": pair.question, "method": name, "multiplier": multiplier, "answer": text})
+                answers.append({"question": question, "method": name, "multiplier": multiplier, "answer": text})
     summary = {
         "model": model_name, "data": args.data, "layer": args.layer, "epochs": args.epochs, "lr": args.lr,
-        "bipo_train_seconds": round(bipo_s, 1), "history": bipo.history, "answers": answers,
+        "bipo_train_seconds": round(bipo_s, 1),
+        "generation_seconds": round(generate_s, 1), "history": bipo.history, "answers": answers,
         "wall_seconds": round(time.time() - started, 1),
     }
     (out / "demo.json").write_text(json.dumps(summary, indent=2))

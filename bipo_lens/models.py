@@ -247,12 +247,28 @@ def _load_gguf_cached(label: str, gguf: Path, architecture: str | None, chat: bo
 
     entry = cache_root() / _cache_key(label, gguf)
     if not _cache_entry_valid(entry):
-        _build_cache_entry(entry, gguf, architecture)
+        _build_cache_entry_locked(entry, gguf, architecture)
     tokenizer = AutoTokenizer.from_pretrained(entry)
     model = AutoModelForCausalLM.from_pretrained(entry, dtype=torch.float32)
     if chat is None:
         chat = tokenizer.chat_template is not None
     return model, tokenizer, chat
+
+
+def _build_cache_entry_locked(entry: Path, gguf: Path, architecture: str | None) -> None:
+    """Build ``entry`` under a file lock: a second process waits for the first one's entry instead
+    of dequantising the same file again, and only the lock holder touches temporary directories,
+    so it may remove the ones a crashed build left behind."""
+    from filelock import FileLock
+
+    locks = entry.parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(locks / f"{entry.name}.lock")):
+        if _cache_entry_valid(entry):  # built by another process while this one waited
+            return
+        for stale in entry.parent.glob(f".{entry.name}-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        _build_cache_entry(entry, gguf, architecture)
 
 
 def _sha256(path: Path) -> str:
@@ -277,8 +293,8 @@ def _cache_entry_valid(entry: Path) -> bool:
 def _build_cache_entry(entry: Path, gguf: Path, architecture: str | None) -> None:
     """Dequantise the GGUF once and store plain safetensors + config + tokenizer.
 
-    Written into a temporary directory and renamed into place, so a reader never sees a partial
-    entry and two processes building at once both end with one valid entry.
+    Written into a temporary directory and renamed into place (the caller holds the entry's lock),
+    so a reader never sees a partial entry and a crash leaves only a temporary directory.
     """
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -313,18 +329,11 @@ def _build_cache_entry(entry: Path, gguf: Path, architecture: str | None) -> Non
         for p in tmp.iterdir():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
-        if entry.exists():  # a stale or corrupt entry: move it aside, then replace
+        if entry.exists():  # a corrupt or partial entry (checked invalid under the lock): replace it
             stale = Path(tempfile.mkdtemp(prefix=f".{entry.name}-stale-", dir=entry.parent))
-            try:
-                os.rename(entry, stale / "old")
-            except OSError:
-                pass  # another process moved it first
+            os.rename(entry, stale / "old")
             shutil.rmtree(stale, ignore_errors=True)
-        try:
-            os.rename(tmp, entry)
-        except OSError:
-            if not _cache_entry_valid(entry):  # lost the race to a valid entry: fine; else retry
-                raise
+        os.rename(tmp, entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"[bipo-lens] cached in {time.time() - started:.0f} s", flush=True)
@@ -342,6 +351,21 @@ def build_prompt(model, question: str, system_prompt: str | None = DEFAULT_SYSTE
 def response_text(model, response: str) -> str:
     """How a response is appended to its prompt: as is after a chat header, after a space in Q/A."""
     return response if info(model).chat else " " + response.lstrip()
+
+
+END_OF_TURN_TOKENS = ("<|im_end|>", "<end_of_turn>", "<|eot_id|>", "<|end|>", "</s>")
+
+
+def stop_token_ids(model) -> list[int]:
+    """Tokens that end an answer: EOS, the generation config's EOS ids, and a chat template's turn
+    terminator where the vocabulary has one (ChatML's ``<|im_end|>``, Gemma's ``<end_of_turn>``...)."""
+    tokenizer = model.tokenizer
+    ids = [tokenizer.eos_token_id]
+    configured = getattr(getattr(model.lens_raw, "generation_config", None), "eos_token_id", None)
+    ids += configured if isinstance(configured, list) else [configured]
+    special = set(tokenizer.all_special_tokens) | set(getattr(tokenizer, "added_tokens_encoder", {}))
+    ids += [tokenizer.convert_tokens_to_ids(t) for t in END_OF_TURN_TOKENS if t in special]
+    return list(dict.fromkeys(i for i in ids if isinstance(i, int)))
 
 
 def tokenize_prompt(model, prompt: str) -> list[int]:

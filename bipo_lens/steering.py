@@ -4,7 +4,8 @@ Training, evaluation, generation and analysis all steer through :func:`steer`, a
 that hooks ``blocks.{L}.hook_resid_post``; the fast trainer, which replays cached activations,
 uses the same :func:`add_steering` arithmetic on them.
 
-Token strategies (weights ``w_i`` for positions ``i = 0..n-1`` of the sequence seen so far):
+Token strategies give each position ``i`` of a sequence a weight ``w_i``; the vector added there is
+``w_i * multiplier * v``. Over a sequence of ``n`` tokens (a prompt, or a training/scoring pass):
 
 =====================  ==========================================================================
 ``all`` (default)      ``w_i = 1`` everywhere, as in the paper (``all_equal`` is the same)
@@ -17,9 +18,19 @@ Token strategies (weights ``w_i`` for positions ``i = 0..n-1`` of the sequence s
 ``linear_growth``      ``w_i`` rises linearly from ``min_strength`` (i=0) to ``max_strength`` (i=n-1)
 =====================  ==========================================================================
 
-During cached generation each new token is the sequence's new last position, so it gets
-``w_{n-1}`` for the grown ``n``: 1 for ``all``/``last_only``, 0 for ``first_only``/``second_to_last``,
-``min_strength`` for the decays (once ``n`` is large) and ``max_strength`` for the growths.
+**During generation** a position's weight is fixed when the position is first computed, and never
+revised (a KV cache could not revise it, and the definition must not depend on whether one is used):
+
+- prompt positions ``i < P`` (``P`` prompt tokens, padding not counted) get the table's weights with
+  ``n = P``: ``last_only`` steers the prompt's last token, ``first_only`` its first;
+- a generated token at position ``i >= P`` enters as the sequence's last token, so it gets the
+  table's ``w_i`` with ``n = i + 1``: 1 for ``all``, ``last_only``, ``exponential_growth`` and
+  ``linear_growth`` (``max_strength`` for the last two), 0 for ``first_only`` and ``second_to_last``,
+  ``min_strength`` for ``linear_decay``, ``max(min_strength, max_strength * decay_rate**i)`` for
+  ``exponential_decay``.
+
+:meth:`TokenStrategy.generation_weights` is that definition; positions count real tokens, so a
+left-padded row is steered exactly as the same row alone.
 """
 
 from __future__ import annotations
@@ -64,10 +75,12 @@ class TokenStrategy:
             )
         object.__setattr__(self, "name", name)
 
-    def weights(self, positions: Int[Tensor, " pos"], length: int) -> Float[Tensor, " pos"]:
-        """Weights of ``positions`` in a sequence of ``length`` tokens."""
+    def weights(
+        self, positions: Int[Tensor, "*#shape"], length: int | Int[Tensor, "*#shape"]
+    ) -> Float[Tensor, "..."]:
+        """Weights of ``positions`` in a sequence of ``length`` tokens (a tensor: one per position)."""
         i = positions.float()
-        last = float(length - 1)
+        last = torch.as_tensor(length, device=positions.device).float() - 1
         lo, hi = self.min_strength, self.max_strength
         if self.name == "all":
             return torch.ones_like(i)
@@ -81,10 +94,17 @@ class TokenStrategy:
             return (hi * self.decay_rate**i).clamp(min=lo)
         if self.name == "exponential_growth":
             return (hi * self.decay_rate ** (last - i)).clamp(min=lo)
-        fraction = i / last if last > 0 else torch.ones_like(i)
+        fraction = torch.where(last > 0, i / last.clamp(min=1), torch.ones_like(i))
         if self.name == "linear_decay":
             return hi - (hi - lo) * fraction
         return lo + (hi - lo) * fraction  # linear_growth
+
+    def generation_weights(
+        self, positions: Int[Tensor, "*#shape"], prompt_lengths: Int[Tensor, "*#shape"]
+    ) -> Float[Tensor, "..."]:
+        """The module docstring's definition: prompt positions weighted over the prompt, each
+        generated position as the last token of the sequence it entered."""
+        return self.weights(positions, torch.where(positions < prompt_lengths, prompt_lengths, positions + 1))
 
 
 Multiplier = float | Float[Tensor, " batch"]
@@ -92,39 +112,58 @@ Multiplier = float | Float[Tensor, " batch"]
 
 def add_steering(
     resid: Float[Tensor, "batch pos d_model"],
-    vector: Float[Tensor, " d_model"],
+    vector: Float[Tensor, " d_model"] | Float[Tensor, "batch d_model"],
     multiplier: Multiplier,
-    weights: Float[Tensor, " pos"] | None = None,
+    weights: Float[Tensor, " pos"] | Float[Tensor, "batch pos"] | None = None,
 ) -> Float[Tensor, "batch pos d_model"]:
-    """``resid + multiplier * weights * vector``; a tensor multiplier steers each row its own way."""
+    """``resid + multiplier * weights * vector``: the one piece of arithmetic that steers.
+
+    A tensor multiplier (or a vector per row) steers each row its own way; ``weights`` come from a
+    :class:`TokenStrategy`, per position or per row and position."""
     vector = vector.to(device=resid.device, dtype=resid.dtype)
+    vector = einops.rearrange(vector, "b d -> b 1 d") if vector.ndim == 2 else vector
     scale = torch.as_tensor(multiplier, device=resid.device, dtype=resid.dtype)
     scale = einops.rearrange(scale, "b -> b 1 1") if scale.ndim == 1 else scale
     if weights is not None:
-        scale = scale * einops.rearrange(weights.to(resid.device, resid.dtype), "pos -> 1 pos 1")
+        weights = weights.to(resid.device, resid.dtype)
+        scale = scale * (weights[None, :, None] if weights.ndim == 1 else weights[:, :, None])
     return resid + scale * vector
 
 
 class _LayerHook:
-    """Adds every vector of one layer, tracking positions across cached decoding steps."""
+    """Adds every vector of one layer, weighted per position by the token strategy.
 
-    def __init__(self, terms: list[tuple[Tensor, Multiplier]], strategy: TokenStrategy):
+    ``positions`` come from the model (the raw twin's ``position_ids``, which count real tokens and
+    advance under a KV cache); where none are given the pass starts at position 0 (a full pass).
+    ``prompt_lengths`` (per row) mark where generated positions begin; without them the whole
+    sequence is the prompt."""
+
+    def __init__(self, terms: list[tuple[Tensor, Multiplier]], strategy: TokenStrategy,
+                 prompt_lengths: Int[Tensor, " batch"] | None = None):
         self.terms = terms
         self.strategy = strategy
-        self.seen = 0
+        self.prompt_lengths = prompt_lengths
 
-    def __call__(self, resid: Tensor, hook=None) -> Tensor:
-        n_new = resid.shape[1]
-        if n_new > 1:  # a full pass (prompt or training batch) starts a new sequence
-            self.seen = 0
+    def __call__(self, resid: Tensor, hook=None, positions: Tensor | None = None) -> Tensor:
         weights = None
         if self.strategy.name != "all":
-            positions = torch.arange(self.seen, self.seen + n_new, device=resid.device)
-            weights = self.strategy.weights(positions, self.seen + n_new)
-        self.seen += n_new
+            n = resid.shape[1]
+            if positions is None:
+                positions = torch.arange(n, device=resid.device)[None]
+            positions = positions.to(resid.device).expand(resid.shape[0], n)
+            lengths = self.prompt_lengths
+            lengths = torch.full((resid.shape[0],), n) if lengths is None else lengths
+            weights = self.strategy.generation_weights(positions, lengths.to(resid.device)[:, None])
         for vector, multiplier in self.terms:
             resid = add_steering(resid, vector, multiplier, weights)
         return resid
+
+
+def _by_layer(terms) -> dict[int, list]:
+    by_layer: dict[int, list] = {}
+    for layer, vector, multiplier in terms:
+        by_layer.setdefault(layer, []).append((vector, multiplier))
+    return by_layer
 
 
 @contextlib.contextmanager
@@ -134,7 +173,9 @@ def steer(
     multipliers: Sequence[Multiplier],
     strategy: TokenStrategy = TokenStrategy(),
 ) -> Iterator[None]:
-    """Within the block, ``model`` runs with each vector added at its layer times its multiplier."""
+    """Within the block, ``model`` runs with each vector added at its layer times its multiplier
+    (TransformerLens hooks at ``blocks.{L}.hook_resid_post``; full passes: generate with
+    :func:`bipo_lens.generation.generate`)."""
     if len(vectors) != len(multipliers):
         raise BipoLensError(f"{len(vectors)} vectors but {len(multipliers)} multipliers")
     for vector in vectors:
@@ -151,76 +192,34 @@ def steer_tensors(
     strategy: TokenStrategy = TokenStrategy(),
 ) -> Iterator[None]:
     """:func:`steer` for raw ``(layer, tensor, multiplier)`` terms, such as a vector in training."""
-    by_layer: dict[int, list] = {}
-    for layer, vector, multiplier in terms:
-        by_layer.setdefault(layer, []).append((vector, multiplier))
-    hooks = [(f"blocks.{layer}.hook_resid_post", _LayerHook(t, strategy)) for layer, t in by_layer.items()]
+    hooks = [(f"blocks.{layer}.hook_resid_post", _LayerHook(t, strategy)) for layer, t in _by_layer(terms).items()]
     with model.hooks(fwd_hooks=hooks):
         yield
 
 
 @contextlib.contextmanager
 def steer_raw_layers(
-    model, terms: Sequence[tuple[int, Float[Tensor, " d_model"], Multiplier]]
+    model,
+    terms: Sequence[tuple[int, Float[Tensor, " d_model"] | Float[Tensor, "batch d_model"], Multiplier]],
+    strategy: TokenStrategy = TokenStrategy(),
+    prompt_lengths: Int[Tensor, " batch"] | None = None,
 ) -> Iterator[None]:
-    """:func:`steer_tensors` on the bridge's raw twin (``model.lens_raw``), which the fast paths run:
-    each vector is added to its decoder layer's output, which is ``blocks.{L}.hook_resid_post``
-    (a test checks the two agree). Every position, like the ``all`` strategy."""
-    by_layer: dict[int, list] = {}
-    for layer, vector, multiplier in terms:
-        by_layer.setdefault(layer, []).append((vector, multiplier))
-
-    def hook_for(layer_terms):
-        def hook(module, inputs, output):
+    """:func:`steer_tensors` on the bridge's raw twin (``model.lens_raw``), which the fast paths and
+    the generation engine run: each vector is added to its decoder layer's output, which is
+    ``blocks.{L}.hook_resid_post`` (a test checks the two agree), through the same
+    :class:`_LayerHook`. Positions are the ``position_ids`` the model passes to its layers."""
+    def forward_hook(layer_hook):
+        def hook(module, args, kwargs, output):
             hidden = output[0] if isinstance(output, tuple) else output
-            for vector, multiplier in layer_terms:
-                hidden = add_steering(hidden, vector, multiplier)
+            hidden = layer_hook(hidden, positions=kwargs.get("position_ids"))
             return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
         return hook
 
     layers = model.lens_raw.model.layers
-    handles = [layers[layer].register_forward_hook(hook_for(t)) for layer, t in by_layer.items()]
+    handles = [layers[layer].register_forward_hook(forward_hook(_LayerHook(t, strategy, prompt_lengths)), with_kwargs=True)
+               for layer, t in _by_layer(terms).items()]
     try:
         yield
     finally:
         for handle in handles:
             handle.remove()
-
-
-def generate(
-    model,
-    question: str,
-    vectors: Sequence[SteeringVector],
-    multipliers: Sequence[float],
-    strategy: TokenStrategy = TokenStrategy(),
-    max_new_tokens: int = 48,
-    system_prompt: str | None = None,
-) -> list[str]:
-    """Greedy answers to one question, one per multiplier (every vector scaled by it).
-
-    The multipliers run as one batch: the same prompt, each row steered by its own multiplier.
-    """
-    from bipo_lens.models import DEFAULT_SYSTEM_PROMPT, build_prompt, tokenize_prompt
-
-    prompt = build_prompt(model, question, DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt)
-    device = next(model.original_model.parameters()).device
-    tokens = torch.tensor([tokenize_prompt(model, prompt)], device=device)
-    tokens = einops.repeat(tokens, "1 pos -> b pos", b=len(multipliers))
-    row_multipliers = torch.tensor(list(multipliers), dtype=torch.float32, device=device)
-    with torch.no_grad(), steer(model, list(vectors), [row_multipliers] * len(vectors), strategy):
-        output = model.generate(
-            tokens,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            stop_at_eos=True,
-            use_past_kv_cache=True,
-            verbose=False,
-            return_type="tokens",
-        )
-    answers = []
-    eos = model.tokenizer.eos_token_id
-    for row in output[:, tokens.shape[1] :].tolist():
-        if eos in row:
-            row = row[: row.index(eos)]
-        answers.append(model.tokenizer.decode(row, skip_special_tokens=True).strip())
-    return answers

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 from bipo_lens.evaluation.coherence import distinct2, perplexities
 from bipo_lens.models import info
 from bipo_lens.pairs import PreferencePair
-from bipo_lens.steering import generate, steer_raw_layers
+from bipo_lens.generation import generate_grid
+from bipo_lens.steering import steer_raw_layers
 from bipo_lens.training.activations import device_of
 from bipo_lens.training.data import encode_pairs
 from bipo_lens.training.scoring import FastPath, PairScorer
@@ -116,21 +117,20 @@ def evaluate(
     multiple_choice = any(len(g) > 1 for g in groups.values())
     questions = list(dict.fromkeys(p.question for p in pairs))[:max_generations]
     reference = {p.question: p for p in pairs}
-    unsteered_answers = {}
+    unsteered = [row[0] for row in generate_grid(model, questions, [], [0.0], max_new_tokens=max_new_tokens)] \
+        if 0 in multipliers and questions else None
     results, generations = [], []
-    bar = tqdm(total=len(vectors) * (len(multipliers) + len(questions)), desc="evaluating", disable=not progress, leave=False)
+    bar = tqdm(total=len(vectors) * (len(multipliers) + 1), desc="evaluating", disable=not progress, leave=False)
     for name, vector in vectors.items():
-        answers: dict[float, list[str]] = {m: [] for m in multipliers}
-        for question in questions:
-            steered = [m for m in multipliers if m != 0]
-            outputs = dict(zip(steered, generate(model, question, [vector], steered, max_new_tokens=max_new_tokens))) if steered else {}
-            if 0 in multipliers:
-                if question not in unsteered_answers:
-                    unsteered_answers[question] = generate(model, question, [], [0.0], max_new_tokens=max_new_tokens)[0]
-                outputs[0] = unsteered_answers[question]
-            for m in multipliers:
-                answers[m].append(outputs[m])
-            bar.update(1)
+        steered = [m for m in multipliers if m != 0]
+        # Every question under every multiplier: one batched workload for the engine.
+        grid = generate_grid(model, questions, [vector], steered, max_new_tokens=max_new_tokens) \
+            if steered and questions else [[] for _ in questions]
+        answers = {m: [row[k] for row in grid] for k, m in enumerate(steered)}
+        if unsteered is not None:
+            answers[0] = unsteered
+        answers = {m: answers.get(m, []) for m in multipliers}
+        bar.update(1)
         for m in multipliers:
             lp = scorers.logps([(vector, m)])
             margin = lp[:, 0] - lp[:, 1]

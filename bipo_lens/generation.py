@@ -1,0 +1,157 @@
+"""The generation engine: steered answers in batches, with transformers' own ``generate`` and KV cache.
+
+It runs the bridge's raw Hugging Face twin (``model.lens_raw``: the same weight tensors, the same
+residual basis; a vector added to decoder layer L's output is ``blocks.{L}.hook_resid_post``) and
+steers it through :func:`bipo_lens.steering.steer_raw_layers`, the one steering mechanism. Why not
+the bridge: TransformerBridge.generate keeps its own KV-cache plumbing, which broke silently when
+transformers 5.24 renamed the layers' ``past_key_values`` argument to ``cache`` (the bridge's
+attention stopped writing the cache, so every decoded token attended to itself alone and answers
+became ``La-----``); transformers' own generate on its own modules cannot drift that way.
+
+Rows are independent: each has its own prompt and its own steering (vectors and multipliers), so
+questions x multipliers x vectors go through in one left-padded batch. Token strategies follow the
+definition in :mod:`bipo_lens.steering` per row (positions count real tokens, so padding changes
+nothing). Each row stops at the model's end-of-turn / end-of-sequence token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from transformers import GenerationConfig
+
+from bipo_lens.errors import BipoLensError
+from bipo_lens.models import DEFAULT_SYSTEM_PROMPT, build_prompt, stop_token_ids, tokenize_prompt
+from bipo_lens.steering import TokenStrategy, steer_raw_layers
+from bipo_lens.vectors import SteeringVector
+
+RowSteering = Sequence[tuple[SteeringVector, float]]  # what one row adds: (vector, multiplier) terms
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Greedy at temperature 0 (the default); else nucleus sampling, reproducible per ``seed``."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not (self.temperature >= 0 and 0 < self.top_p <= 1):
+            raise BipoLensError(f"bad sampling: temperature {self.temperature} (>= 0), top_p {self.top_p} (0, 1]")
+
+
+GREEDY = Sampling()
+
+
+@torch.no_grad()
+def generate_batch(
+    model,
+    prompts: Sequence[str],
+    steering: Sequence[RowSteering],
+    strategy: TokenStrategy = TokenStrategy(),
+    max_new_tokens: int = 48,
+    sampling: Sampling = GREEDY,
+    batch_size: int = 64,
+) -> list[str]:
+    """One answer per row: ``prompts[i]`` (full prompt text, see :func:`build_prompt`) steered by
+    ``steering[i]``. Rows run ``batch_size`` at a time, shortest prompts together."""
+    if len(prompts) != len(steering):
+        raise BipoLensError(f"{len(prompts)} prompts but {len(steering)} row steerings")
+    for row in steering:
+        for vector, multiplier in row:
+            vector.check_compatible(model)
+            if not torch.isfinite(torch.tensor(float(multiplier))):
+                raise BipoLensError(f"multiplier {multiplier} is not a finite number")
+    tokens = [tokenize_prompt(model, p) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(tokens[i]))
+    answers: list[str] = [""] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        texts = _generate_chunk(model, [tokens[i] for i in chunk], [steering[i] for i in chunk], strategy,
+                                max_new_tokens, sampling, seed_offset=start)
+        for i, text in zip(chunk, texts):
+            answers[i] = text
+    return answers
+
+
+def _generate_chunk(model, tokens: list[list[int]], steering: list[RowSteering], strategy: TokenStrategy,
+                    max_new_tokens: int, sampling: Sampling, seed_offset: int) -> list[str]:
+    raw = model.lens_raw
+    device = next(raw.parameters()).device
+    pad = model.tokenizer.pad_token_id
+    pad = pad if pad is not None else model.tokenizer.eos_token_id
+    width = max(len(t) for t in tokens)
+    input_ids = torch.full((len(tokens), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(tokens), width), dtype=torch.long)
+    for row, ids in enumerate(tokens):  # left padding: every row's next token is at the same column
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        attention_mask[row, width - len(ids) :] = 1
+    # One term per distinct vector: its multiplier per row (0 where a row does not use it).
+    vectors: dict[int, SteeringVector] = {}
+    for row in steering:
+        for vector, _ in row:
+            vectors.setdefault(id(vector), vector)
+    multipliers = {key: torch.zeros(len(tokens)) for key in vectors}
+    for row_index, row in enumerate(steering):
+        for vector, multiplier in row:
+            multipliers[id(vector)][row_index] += float(multiplier)
+    terms = [(v.layer, v.vector, multipliers[key].to(device)) for key, v in vectors.items()
+             if bool(multipliers[key].any())]
+    stops = stop_token_ids(model)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=sampling.temperature > 0,
+        temperature=sampling.temperature if sampling.temperature > 0 else None,
+        top_p=sampling.top_p if sampling.temperature > 0 else None, top_k=None,
+        eos_token_id=stops, pad_token_id=pad,
+    )
+    prompt_lengths = attention_mask.sum(1).to(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            steer_raw_layers(model, terms, strategy, prompt_lengths):
+        torch.manual_seed(sampling.seed + seed_offset)
+        output = raw.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
+                              generation_config=config)
+    answers = []
+    for row in output[:, width:].tolist():
+        cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+        answers.append(model.tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+    return answers
+
+
+def generate(
+    model,
+    question: str,
+    vectors: Sequence[SteeringVector],
+    multipliers: Sequence[float],
+    strategy: TokenStrategy = TokenStrategy(),
+    max_new_tokens: int = 48,
+    system_prompt: str | None = None,
+    sampling: Sampling = GREEDY,
+) -> list[str]:
+    """Answers to one question, one per multiplier (every vector scaled by it), in one batch."""
+    return generate_grid(model, [question], vectors, multipliers, strategy, max_new_tokens, system_prompt,
+                         sampling)[0]
+
+
+def generate_grid(
+    model,
+    questions: Sequence[str],
+    vectors: Sequence[SteeringVector],
+    multipliers: Sequence[float],
+    strategy: TokenStrategy = TokenStrategy(),
+    max_new_tokens: int = 48,
+    system_prompt: str | None = None,
+    sampling: Sampling = GREEDY,
+    batch_size: int = 64,
+) -> list[list[str]]:
+    """``answers[q][m]``: every question under every multiplier (each scaling all ``vectors``), as
+    one batched workload. The evaluation's shape: held-out questions x a multiplier sweep."""
+    system = DEFAULT_SYSTEM_PROMPT if system_prompt is None else system_prompt
+    prompts = [build_prompt(model, q, system) for q in questions]
+    rows = [(p, [(v, m) for v in vectors]) for p in prompts for m in multipliers]
+    flat = generate_batch(model, [p for p, _ in rows], [s for _, s in rows], strategy, max_new_tokens, sampling,
+                          batch_size)
+    k = len(multipliers)
+    return [flat[i * k : (i + 1) * k] for i in range(len(questions))]

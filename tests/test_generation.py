@@ -1,0 +1,120 @@
+"""The generation engine on the real default model: sane text, cache == recompute, padding, seeds.
+
+These are the checks that catch a broken generation path (transformers 5.24 turned every answer
+into ``La-----`` while the rest of the suite stayed green); ``./dev canary`` runs them on the
+newest dependency versions.
+"""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bipo_lens import Sampling, SteeringVector, TokenStrategy, generate, generate_batch
+from bipo_lens.models import build_prompt, stop_token_ids, tokenize_prompt
+from bipo_lens.steering import STRATEGIES, steer_raw_layers
+
+QUESTION = "What is the capital of France?"
+
+
+def distinct_token_ratio(model, text: str) -> float:
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    return len(set(ids)) / len(ids) if ids else 0.0
+
+
+def random_vector(seed: int, norm: float, layer: int = 15) -> SteeringVector:
+    v = torch.randn(576, generator=torch.Generator().manual_seed(seed))
+    return SteeringVector(v / v.norm() * norm, layer)
+
+
+@pytest.mark.sanity
+def test_unsteered_greedy_answer_names_paris(model):
+    answer = generate(model, QUESTION, [], [0.0], max_new_tokens=24)[0]
+    assert "Paris" in answer, answer
+    assert distinct_token_ratio(model, answer) > 0.4, answer
+
+
+@torch.no_grad()
+def recompute_reference(model, question: str, vector: SteeringVector, multipliers: list[float],
+                        strategy: TokenStrategy, max_new_tokens: int) -> list[str]:
+    """Greedy decoding without a cache, one row per multiplier (same prompt: no padding): every
+    step runs the whole sequence again, each position weighted by the written definition (prompt
+    positions over the prompt, generated ones as the last token they were)."""
+    prompt = tokenize_prompt(model, build_prompt(model, question))
+    stops = stop_token_ids(model)
+    tokens = torch.tensor([prompt] * len(multipliers))
+    lengths = torch.full((len(multipliers),), len(prompt))
+    scale = torch.tensor(multipliers)
+    for _ in range(max_new_tokens):
+        with steer_raw_layers(model, [(vector.layer, vector.vector, scale)], strategy, lengths):
+            logits = model.lens_raw(tokens, use_cache=False, logits_to_keep=1).logits
+        tokens = torch.cat([tokens, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    answers = []
+    for row in tokens[:, len(prompt):].tolist():
+        cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+        answers.append(model.tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+    return answers
+
+
+@pytest.mark.sanity
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_cached_generation_equals_full_recompute(model, name):
+    strategy = TokenStrategy(name, decay_rate=0.8, min_strength=0.2, max_strength=1.0)
+    vector = random_vector(7, 6.0)
+    cached = generate(model, QUESTION, [vector], [-2.0, 0.0, 2.0], strategy, max_new_tokens=24)
+    assert cached == recompute_reference(model, QUESTION, vector, [-2.0, 0.0, 2.0], strategy, 24)
+    if name not in ("first_only", "second_to_last"):  # one prompt token alone may not move this answer
+        assert cached[0] != cached[1] or cached[2] != cached[1], cached  # the vector did act
+
+
+@pytest.mark.sanity
+@pytest.mark.parametrize("name", ["all", "last_only", "linear_decay"])
+def test_a_padded_row_gives_the_tokens_it_gives_alone(model, name):
+    strategy = TokenStrategy(name)
+    vector = random_vector(3, 5.0)
+    questions = ["Hi.", QUESTION, "Describe, in two sentences, what you would do with far more influence over world affairs."]
+    prompts = [build_prompt(model, q, "You are a helpful, honest and concise assistant.") for q in questions]
+    rows = [[(vector, m)] for m in (1.5, -1.0, 2.0)]
+    together = generate_batch(model, prompts, rows, strategy, max_new_tokens=20)
+    alone = [generate_batch(model, [p], [r], strategy, max_new_tokens=20)[0] for p, r in zip(prompts, rows)]
+    assert together == alone
+    assert len(set(together)) == 3
+
+
+@pytest.mark.sanity
+def test_sampling_is_reproducible_per_seed(model):
+    question = "Tell me a short story about a lighthouse."
+    draw = lambda seed: generate(model, question, [], [0.0, 0.0, 0.0], max_new_tokens=16,  # noqa: E731
+                                 sampling=Sampling(temperature=1.0, top_p=0.95, seed=seed))
+    first = draw(1)
+    assert draw(1) == first
+    assert len(set(first)) > 1  # rows in one batch draw different samples
+    assert draw(2) != first
+    greedy = generate(model, question, [], [0.0, 0.0], max_new_tokens=16)
+    assert greedy[0] == greedy[1]
+
+
+@pytest.mark.sanity
+def test_demo_answers_are_language_and_move_with_the_multiplier(model, tmp_path):
+    """The README's main job, shortened: every answer is text, not one character repeated.
+
+    Floor: the distinct-token ratio (unique tokens / tokens) of an answer. The broken path's
+    ``I-------`` answers score 0.05-0.15; coherent 32-token answers of this model score 0.5-0.95,
+    and the demo's steered ones (multiplier +/-2) no lower than 0.35 in our runs. 0.3 sits between.
+    """
+    result = subprocess.run([sys.executable, "-m", "bipo_lens.cli", "demo", "--epochs", "2", "--questions", "2",
+                             "--max-new-tokens", "32", "--out-dir", str(tmp_path), "--device", "cpu"],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    answers = json.loads((tmp_path / "demo.json").read_text())["answers"]
+    assert len(answers) == 2 * 2 * 5
+    for a in answers:
+        text = a["answer"]
+        assert text and len(set(text.replace(" ", ""))) > 3, a
+        assert distinct_token_ratio(model, text) > 0.3, a
+    # Two epochs leave BiPO's vector short (the full demo's ten move it); CAA's must move every answer.
+    for question in {a["question"] for a in answers}:
+        texts = {a["multiplier"]: a["answer"] for a in answers if a["method"] == "CAA" and a["question"] == question}
+        assert texts[-2.0] != texts[0.0] and texts[2.0] != texts[0.0], texts
