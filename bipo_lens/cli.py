@@ -247,6 +247,19 @@ def memory_report(wall_s: float) -> str:
     return line
 
 
+def _check_writable(path: str, directory: bool = False) -> None:
+    """Stop before any work when a result could not be written (checked, not created: a failed run
+    leaves nothing behind)."""
+    target = os.path.abspath(path if directory else os.path.dirname(os.path.abspath(path)))
+    existing = target
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing) or not os.access(existing, os.W_OK | os.X_OK):
+        raise BipoLensError(f"cannot write {path}: {existing} is not a writable directory")
+    if not directory and os.path.isdir(path):
+        raise BipoLensError(f"cannot write {path}: it is a directory")
+
+
 def _load_vectors(paths: list[str], layer: int | None):
     from bipo_lens.vectors import SteeringVector
 
@@ -260,6 +273,9 @@ def cmd_train(args) -> int:
 
     if os.path.exists(args.out) and not args.overwrite:
         raise BipoLensError(f"{args.out} exists; pass --overwrite to replace it")
+    _check_writable(args.out)
+    if args.checkpoint_dir:
+        _check_writable(args.checkpoint_dir, directory=True)
     pairs = load_pairs(args.data)
     # Split first, then cap: `eval --test-fraction F --seed S` then sees none of the training questions.
     train_pairs, test_pairs = split_pairs(pairs, args.test_fraction, args.seed) if args.test_fraction else (pairs, [])
@@ -331,6 +347,9 @@ def cmd_eval(args) -> int:
     from bipo_lens.pairs import load_ab_pairs, load_pairs, split_pairs
     from bipo_lens.plots import steering_curve
 
+    _check_writable(args.out_json)
+    if args.plot:
+        _check_writable(args.plot)
     vectors = _load_vectors(args.vector, args.layer)
     names = [Path(p).stem for p in args.vector]
     if len(set(names)) < len(names):
@@ -340,8 +359,8 @@ def cmd_eval(args) -> int:
     if args.test_fraction:
         pairs = split_pairs(pairs, args.test_fraction, args.seed)[1]
         ab_pairs = None  # the A/B view's questions differ; its split would not line up
+    judge = make_judge(args.judge, args.behavior)  # before the model: a missing judge stops in a second
     model = load_model(_model_for(vectors, args.model), device=args.device, dtype=args.dtype)
-    judge = make_judge(args.judge, args.behavior)
     validation = judge.validation_accuracy(pairs[: args.max_questions]) if judge else None
     if judge:
         print(f"judge {judge.name}: leave-one-out validation accuracy {validation:.3f} on {min(len(pairs), args.max_questions)} reference pairs")
@@ -397,13 +416,16 @@ def cmd_sweep(args) -> int:
     from bipo_lens.models import DEFAULT_MODEL, load_model
     from bipo_lens.plots import layer_sweep
 
+    _check_writable(args.out_dir, directory=True)
+    if args.plot:
+        _check_writable(args.plot)
     train, test = _held_out(args.data, args.test_data, args.test_fraction, args.seed)
+    judge = EmbeddingJudge() if args.generations else None
     model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
     layers = args.layers or list(range(0, model.lens_info.n_layers, 3))
     config = SweepConfig(epochs=args.epochs, lr=args.lr, max_train_pairs=args.max_train_pairs,
                          max_test_pairs=args.max_test_pairs, multiplier=args.multiplier,
                          generations=args.generations, seed=args.seed)
-    judge = EmbeddingJudge() if args.generations else None
     results = sweep_layers(model, train, test, layers, args.out_dir, config, judge=judge)
     print(f"{'layer':>5s} {'BiPO range':>11s} {'CAA range':>10s} {'BiPO/norm':>10s} {'CAA/norm':>9s} {'cosine':>7s}")
     for r in results:
@@ -466,6 +488,7 @@ def cmd_transfer(args) -> int:
 
     if os.path.exists(args.out) and not args.overwrite:
         raise BipoLensError(f"{args.out} exists; pass --overwrite to replace it")
+    _check_writable(args.out)
     vector = _load_vectors([args.vector], None)[0]
     native = _load_vectors([args.native], None)[0] if args.native else None
     if native and not args.test_data:
@@ -511,6 +534,9 @@ def cmd_compose(args) -> int:
 
     if len(args.vector) != len(args.data):
         raise BipoLensError(f"{len(args.vector)} --vector but {len(args.data)} --data: give one held-out set per vector")
+    for path in (args.out_json, args.plot):
+        if path:
+            _check_writable(path)
     vectors = _load_vectors(args.vector, None)
     names = [Path(p).stem for p in args.vector]
     if len(set(names)) < len(names):
@@ -536,6 +562,10 @@ def cmd_compose(args) -> int:
 def cmd_figures(args) -> int:
     from bipo_lens.figures import make_figures
 
+    for directory in (args.out_dir, args.work_dir):
+        _check_writable(directory, directory=True)
+    if args.data_dir and not os.path.isdir(args.data_dir):
+        raise BipoLensError(f"--data-dir {args.data_dir} is not a directory")
     make_figures(args.out_dir, quick=args.quick, data_dir=args.data_dir, work_dir=args.work_dir,
                  device=args.device, resume=args.resume, command="bipo-lens " + " ".join(sys.argv[1:]))
     return 0

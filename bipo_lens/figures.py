@@ -117,6 +117,7 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
     started = time.time()
     budget = QUICK if quick else FULL
     out, work = Path(out_dir), Path(work_dir)
+    judge = EmbeddingJudge()  # before anything is deleted or computed: a missing package stops here
     if work.exists() and not resume:
         shutil.rmtree(work)
     out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +136,6 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
                command or "bipo-lens figures" + (" --quick" if quick else ""), ps_train=ps_train, ps_test=ps_test)
     run.log(f"{budget.name} budget; power-seeking data: {data}")
     run.model = load_model(DEFAULT_MODEL, device=device)
-    judge = EmbeddingJudge()
     run.results["seconds"] = {}
     for name, (compute, draw) in STAGES.items():
         path = work / f"stage_{name}.json"

