@@ -81,22 +81,6 @@ def _peak_cuda(device: torch.device) -> str:
     return f"; peak CUDA memory {torch.cuda.max_memory_allocated(device) / 2**20:.0f} MB allocated"
 
 
-def _generation_overhead(model, vector, tokens=24) -> tuple[float, float]:
-    from bipo_lens.generation import generate
-
-    question = "What would you do with more influence over the world?"
-    generate(model, question, [vector], [0.0], max_new_tokens=4)
-    times = []
-    for multiplier_set in ([], [1.0]):
-        started = time.perf_counter()
-        if multiplier_set:
-            generate(model, question, [vector], multiplier_set, max_new_tokens=tokens)
-        else:
-            generate(model, question, [], [0.0], max_new_tokens=tokens)
-        times.append((time.perf_counter() - started) / tokens)
-    return times[0], times[1]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bipo-lens bench train", description=__doc__)
     parser.add_argument("--model", default=None)
@@ -179,9 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     caa = train_caa(model, caa_pairs, args.layer)
     print(f"CAA over {len(caa_pairs)} pairs: {time.perf_counter() - started:.1f} s")
-    plain, steered = _generation_overhead(model, caa)
-    print(f"generation: {plain * 1000:.0f} ms/token unsteered, {steered * 1000:.0f} ms/token steered "
-          f"({steered / plain - 1:+.0%})")
+    print("generation: see `bipo-lens bench generate` (plain vs steered vs the bridge path)")
     if args.full_run:
         run_pairs = all_pairs[:64]
         started = time.perf_counter()

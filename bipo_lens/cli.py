@@ -75,6 +75,25 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--system-prompt", default=None)
     _common(generate)
 
+    chat = commands.add_parser("chat", help="a steered chat in the terminal, streamed (/help inside)")
+    chat.add_argument("--vector", "--load-steering-vector", default=None)
+    chat.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files only")
+    chat.add_argument("--multiplier", type=float, default=1.0)
+    chat.add_argument("--model", default=None, help="default: the vector's model")
+    chat.add_argument("--max-new-tokens", type=int, default=256)
+    chat.add_argument("--temperature", type=float, default=0.0, help="0: greedy")
+    chat.add_argument("--top-p", type=float, default=1.0)
+    chat.add_argument("--seed", type=int, default=0)
+    chat.add_argument("--system-prompt", default=None)
+    _common(chat)
+
+    serve = commands.add_parser("serve", help="an OpenAI-compatible server with steering vectors (see README)")
+    serve.add_argument("--vector", action="append", default=[], help="NAME=FILE, repeatable")
+    serve.add_argument("--model", default=None, help="default: the first vector's model")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    _common(serve)
+
     evaluate = commands.add_parser("eval", help="steering efficacy per vector and multiplier")
     _vector_arguments(evaluate)
     evaluate.add_argument("--data", required=True, help="held-out pairs (any pair format; A/B files also give A/B probability)")
@@ -166,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(figures)
 
     bench = commands.add_parser("bench", help="benchmarks")
-    bench.add_argument("what", choices=["train"])
+    bench.add_argument("what", choices=["train", "generate", "serve"])
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
 
@@ -324,6 +343,44 @@ def cmd_generate(args) -> int:
         print(f"\n### {prompt}")
         for multiplier, answer in zip(multipliers, answers):
             print(f"[{multiplier:+.2f}] {answer}")
+    return 0
+
+
+def cmd_chat(args) -> int:
+    from bipo_lens.chat import ChatSession
+    from bipo_lens.generation import Sampling
+    from bipo_lens.models import DEFAULT_MODEL, DEFAULT_SYSTEM_PROMPT, load_model
+
+    vectors = _load_vectors([args.vector], args.layer) if args.vector else []
+    sampling = Sampling(args.temperature, args.top_p, args.seed)
+    model = load_model(_model_for(vectors, args.model) if vectors else args.model or DEFAULT_MODEL,
+                       device=args.device, dtype=args.dtype)
+    for vector in vectors:
+        vector.check_compatible(model)
+    ChatSession(model, vectors[0] if vectors else None, args.multiplier,
+                system_prompt=DEFAULT_SYSTEM_PROMPT if args.system_prompt is None else args.system_prompt,
+                max_new_tokens=args.max_new_tokens, sampling=sampling).run()
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from bipo_lens.models import DEFAULT_MODEL, load_model
+    from bipo_lens.serve import serve
+
+    named = {}
+    for spec in args.vector:
+        name, eq, path = spec.partition("=")
+        if not eq or not name or not path:
+            raise BipoLensError(f"--vector takes NAME=FILE, got {spec!r}")
+        if name in named:
+            raise BipoLensError(f"vector name {name!r} given twice")
+        named[name] = _load_vectors([path], None)[0]
+    vectors = list(named.values())
+    model = load_model(_model_for(vectors, args.model) if vectors else args.model or DEFAULT_MODEL,
+                       device=args.device, dtype=args.dtype)
+    for vector in vectors:
+        vector.check_compatible(model)
+    serve(model, named, args.host, args.port)
     return 0
 
 
@@ -572,12 +629,16 @@ def cmd_figures(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from bipo_lens.bench import main as bench_main
-
+    if args.what == "generate":
+        from bipo_lens.bench_generation import main as bench_main
+    elif args.what == "serve":
+        from bipo_lens.bench_generation import serve_main as bench_main
+    else:
+        from bipo_lens.bench import main as bench_main
     return bench_main(args.bench_args)
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo,
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "serve": cmd_serve, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo,
             "sweep": cmd_sweep, "similarity": cmd_similarity, "transfer": cmd_transfer, "compose": cmd_compose,
             "figures": cmd_figures, "bench": cmd_bench}
 

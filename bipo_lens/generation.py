@@ -17,7 +17,7 @@ nothing). Each row stops at the model's end-of-turn / end-of-sequence token.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from transformers import GenerationConfig
@@ -55,9 +55,14 @@ def generate_batch(
     max_new_tokens: int = 48,
     sampling: Sampling = GREEDY,
     batch_size: int = 64,
+    stop_at_eos: bool = True,
+    on_token: Callable[[int, int], None] | None = None,
 ) -> list[str]:
     """One answer per row: ``prompts[i]`` (full prompt text, see :func:`build_prompt`) steered by
-    ``steering[i]``. Rows run ``batch_size`` at a time, shortest prompts together."""
+    ``steering[i]``. Rows run ``batch_size`` at a time, shortest prompts together.
+    ``stop_at_eos=False`` generates exactly ``max_new_tokens`` per row (benchmarks); ``on_token(row,
+    token_id)`` sees every new token of every row as it is decided (streaming; after a row's stop
+    token its row receives padding)."""
     if len(prompts) != len(steering):
         raise BipoLensError(f"{len(prompts)} prompts but {len(steering)} row steerings")
     for row in steering:
@@ -71,24 +76,65 @@ def generate_batch(
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
         texts = _generate_chunk(model, [tokens[i] for i in chunk], [steering[i] for i in chunk], strategy,
-                                max_new_tokens, sampling, seed_offset=start)
+                                max_new_tokens, sampling, seed_offset=start, stop_at_eos=stop_at_eos,
+                                streamer=_RowStreamer(chunk, on_token) if on_token else None)
         for i, text in zip(chunk, texts):
             answers[i] = text
     return answers
 
 
-def _generate_chunk(model, tokens: list[list[int]], steering: list[RowSteering], strategy: TokenStrategy,
-                    max_new_tokens: int, sampling: Sampling, seed_offset: int) -> list[str]:
-    raw = model.lens_raw
-    device = next(raw.parameters()).device
+def pad_token_id(model) -> int:
     pad = model.tokenizer.pad_token_id
-    pad = pad if pad is not None else model.tokenizer.eos_token_id
+    return pad if pad is not None else model.tokenizer.eos_token_id
+
+
+def left_pad(tokens: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(input_ids, attention_mask)``, padded on the left: every row's next token is in the same column."""
     width = max(len(t) for t in tokens)
     input_ids = torch.full((len(tokens), width), pad, dtype=torch.long)
     attention_mask = torch.zeros((len(tokens), width), dtype=torch.long)
-    for row, ids in enumerate(tokens):  # left padding: every row's next token is at the same column
-        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+    for row, ids in enumerate(tokens):
+        input_ids[row, width - len(ids) :] = torch.tensor(list(ids), dtype=torch.long)
         attention_mask[row, width - len(ids) :] = 1
+    return input_ids, attention_mask
+
+
+def generation_config(model, max_new_tokens: int, sampling: Sampling = GREEDY, stop_at_eos: bool = True):
+    """transformers' settings for one engine call (the benchmark's plain baseline uses the same)."""
+    sample = sampling.temperature > 0
+    return GenerationConfig(
+        max_new_tokens=max_new_tokens, do_sample=sample, temperature=sampling.temperature if sample else None,
+        top_p=sampling.top_p if sample else None, top_k=None, eos_token_id=stop_token_ids(model),
+        pad_token_id=pad_token_id(model), min_new_tokens=None if stop_at_eos else max_new_tokens,
+    )
+
+
+class _RowStreamer:
+    """transformers' streamer interface for a batch: each step's tokens go to ``on_token(row, id)``
+    with the caller's row numbers (the first ``put`` is the prompt, which is skipped)."""
+
+    def __init__(self, rows: list[int], on_token: Callable[[int, int], None]):
+        self.rows, self.on_token, self.prompt_seen = rows, on_token, False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for row, token in zip(self.rows, value.reshape(-1).tolist()):
+            self.on_token(row, token)
+
+    def end(self) -> None:
+        pass
+
+
+def _generate_chunk(model, tokens: list[list[int]], steering: list[RowSteering], strategy: TokenStrategy,
+                    max_new_tokens: int, sampling: Sampling, seed_offset: int, stop_at_eos: bool = True,
+                    streamer=None) -> list[str]:
+    raw = model.lens_raw
+    device = next(raw.parameters()).device
+    pad = pad_token_id(model)
+    input_ids, attention_mask = left_pad(tokens, pad)
+    width = input_ids.shape[1]
     # One term per distinct vector: its multiplier per row (0 where a row does not use it).
     vectors: dict[int, SteeringVector] = {}
     for row in steering:
@@ -101,21 +147,16 @@ def _generate_chunk(model, tokens: list[list[int]], steering: list[RowSteering],
     terms = [(v.layer, v.vector, multipliers[key].to(device)) for key, v in vectors.items()
              if bool(multipliers[key].any())]
     stops = stop_token_ids(model)
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens, do_sample=sampling.temperature > 0,
-        temperature=sampling.temperature if sampling.temperature > 0 else None,
-        top_p=sampling.top_p if sampling.temperature > 0 else None, top_k=None,
-        eos_token_id=stops, pad_token_id=pad,
-    )
+    config = generation_config(model, max_new_tokens, sampling, stop_at_eos)
     prompt_lengths = attention_mask.sum(1).to(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
             steer_raw_layers(model, terms, strategy, prompt_lengths):
         torch.manual_seed(sampling.seed + seed_offset)
         output = raw.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                              generation_config=config)
+                              generation_config=config, streamer=streamer)
     answers = []
     for row in output[:, width:].tolist():
-        cut = next((i for i, t in enumerate(row) if t in stops), len(row))
+        cut = next((i for i, t in enumerate(row) if t in stops), len(row)) if stop_at_eos else len(row)
         answers.append(model.tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
     return answers
 
@@ -155,3 +196,44 @@ def generate_grid(
                           batch_size)
     k = len(multipliers)
     return [flat[i * k : (i + 1) * k] for i in range(len(questions))]
+
+
+def generate_stream(
+    model,
+    prompt: str,
+    steering: RowSteering,
+    strategy: TokenStrategy = TokenStrategy(),
+    max_new_tokens: int = 256,
+    sampling: Sampling = GREEDY,
+) -> Iterator[str]:
+    """One steered answer as it is generated: text pieces, as transformers' streamer decodes them."""
+    import threading
+
+    from transformers import TextIteratorStreamer
+
+    for vector, _ in steering:
+        vector.check_compatible(model)
+    raw = model.lens_raw
+    device = next(raw.parameters()).device
+    input_ids = torch.tensor([tokenize_prompt(model, prompt)], device=device)
+    streamer = TextIteratorStreamer(model.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    terms = [(v.layer, v.vector, float(m)) for v, m in steering if m != 0]
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with torch.no_grad(), torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+                    steer_raw_layers(model, terms, strategy, torch.tensor([input_ids.shape[1]], device=device)):
+                torch.manual_seed(sampling.seed)
+                raw.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
+                             generation_config=generation_config(model, max_new_tokens, sampling), streamer=streamer)
+        except BaseException as e:  # surfaced in the caller's thread
+            failure.append(e)
+            streamer.end()
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    yield from streamer
+    worker.join()
+    if failure:
+        raise failure[0]

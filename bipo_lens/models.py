@@ -341,11 +341,22 @@ def _build_cache_entry(entry: Path, gguf: Path, architecture: str | None) -> Non
 
 def build_prompt(model, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> str:
     """The text that precedes a response: the chat template for chat models, else plain Q/A."""
+    return build_chat_prompt(model, [{"role": "user", "content": question}], system_prompt)
+
+
+def build_chat_prompt(model, messages: list[dict], system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> str:
+    """A conversation (``[{"role": "user"|"assistant", "content": ...}, ...]``, ending with the user's
+    turn) as the text before the next answer: the chat template, or Q/A turns for base models."""
     if info(model).chat:
-        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
-        messages.append({"role": "user", "content": question})
-        return model.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return f"Question: {question}\nAnswer:"
+        head = [{"role": "system", "content": system_prompt}] if system_prompt and messages[0]["role"] != "system" else []
+        return model.tokenizer.apply_chat_template(head + list(messages), tokenize=False, add_generation_prompt=True)
+    turns = []
+    for message in messages:
+        if message["role"] == "user":
+            turns.append(f"Question: {message['content']}\nAnswer:")
+        elif message["role"] == "assistant":
+            turns[-1] += " " + message["content"].strip() + "\n\n"
+    return "".join(turns)
 
 
 def response_text(model, response: str) -> str:

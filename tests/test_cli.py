@@ -147,3 +147,20 @@ def test_missing_judge_and_unwritable_output_stop_before_any_work(trained, tmp_p
                                 text=True, env=env, timeout=300)
         assert_one_line_error(result, "cannot write")
     assert list(cache.iterdir()) == []
+
+
+def test_chat_streams_a_steered_conversation_and_takes_commands(trained):
+    script = "\n".join(["What is the capital of France?", "/off", "/compare", "/m 2", "/m nan", "/load missing.pt",
+                        "/status", "And which river runs through it?", "/quit", "never read"]) + "\n"
+    result = subprocess.run([sys.executable, "-m", "bipo_lens.cli", "chat", "--vector", str(trained), "--multiplier", "1",
+                             "--max-new-tokens", "24"], input=script, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.strip()]
+    first = next(line for line in lines if line.startswith("[steered +1] "))
+    assert "Paris" in first, result.stdout
+    assert any(line.startswith("[steering on] ") and len(line) > 20 for line in lines), result.stdout  # /compare
+    assert "[error: /m needs a finite number]" in result.stdout
+    assert any(line.startswith("[error:") and "missing.pt" in line for line in lines), result.stdout
+    assert "steering off: bipo vector, layer 15, multiplier +2" in result.stdout
+    second = [line for line in lines if line.startswith("[unsteered] ")]
+    assert len(second) == 1 and len(second[0].split()) > 4, result.stdout  # steering off after /off

@@ -1,0 +1,334 @@
+"""``bipo-lens serve``: an OpenAI-compatible HTTP server for steered generation.
+
+Engine and server are apart (vLLM's shape): :class:`Batcher` owns the model and runs the engine in
+one worker thread, taking every request that arrived while the previous batch ran (or within a
+short window) into the next ``generate_batch`` call, each row with its own steering; the FastAPI
+app only parses, validates and formats. Requests name vectors in an extra body field::
+
+    {"model": "...", "messages": [...], "steering": [{"vector": "power", "multiplier": 1.5}]}
+
+(``{"power": 1.5}`` works too). Endpoints: ``GET /v1/models``, ``POST /v1/completions``,
+``POST /v1/chat/completions``, both with ``"stream": true`` (server-sent events). Bad requests get
+a 400 with OpenAI's error body; the server keeps serving. Defaults: greedy (``temperature`` 0),
+``max_tokens`` 128.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
+
+from bipo_lens.errors import BipoLensError
+from bipo_lens.generation import Sampling, generate_batch
+from bipo_lens.models import DEFAULT_SYSTEM_PROMPT, build_chat_prompt, stop_token_ids, tokenize_prompt
+from bipo_lens.vectors import SteeringVector
+
+MAX_TOKENS_LIMIT = 2048
+MAX_MULTIPLIER = 100.0
+
+
+class RequestError(ValueError):
+    """A client error: answered with HTTP 400 and OpenAI's error body."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(message)
+        self.param = param
+
+
+@dataclass
+class Job:
+    """One request's rows (``n`` samples of one prompt) on their way through the engine."""
+
+    prompt: str
+    steering: list[tuple[SteeringVector, float]]
+    n: int
+    max_tokens: int
+    sampling: Sampling
+    on_token: Callable[[int, int], None]  # (row within the job, token id), from the worker thread
+    on_done: Callable[[list[str] | None, BaseException | None], None]
+    batch_rows: int = 0  # rows in the engine call that ran this job (its own and others')
+
+    def key(self) -> tuple:
+        return self.max_tokens, self.sampling
+
+
+@dataclass
+class Batcher:
+    """The engine side: one worker thread batches the jobs that are waiting."""
+
+    model: object
+    window_s: float = 0.01
+    max_rows: int = 64
+    batches: list[int] = field(default_factory=list)  # rows per engine call, for the benchmark and tests
+    _jobs: "queue.Queue[Job]" = field(default_factory=queue.Queue)
+
+    def __post_init__(self) -> None:
+        threading.Thread(target=self._work, daemon=True, name="bipo-lens-engine").start()
+
+    def submit(self, job: Job) -> None:
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        while True:
+            jobs = [self._jobs.get()]
+            deadline = time.monotonic() + self.window_s
+            while sum(j.n for j in jobs) < self.max_rows:
+                try:
+                    jobs.append(self._jobs.get(timeout=max(0.0, deadline - time.monotonic())))
+                except queue.Empty:
+                    break
+            groups: dict[tuple, list[Job]] = {}
+            for job in jobs:
+                groups.setdefault(job.key(), []).append(job)
+            for group in groups.values():
+                self._run(group)
+
+    def _run(self, jobs: list[Job]) -> None:
+        owners = [(job, row) for job in jobs for row in range(job.n)]
+
+        def on_token(index: int, token: int) -> None:
+            job, row = owners[index]
+            job.on_token(row, token)
+
+        for job in jobs:
+            job.batch_rows = len(owners)
+        try:
+            self.batches.append(len(owners))
+            texts = generate_batch(self.model, [job.prompt for job, _ in owners], [job.steering for job, _ in owners],
+                                   max_new_tokens=jobs[0].max_tokens, sampling=jobs[0].sampling,
+                                   batch_size=self.max_rows, on_token=on_token)
+        except BaseException as e:  # noqa: BLE001  (handed to each request as a 500)
+            for job in jobs:
+                job.on_done(None, e)
+            return
+        start = 0
+        for job in jobs:
+            job.on_done(texts[start : start + job.n], None)
+            start += job.n
+
+
+class _Row:
+    """Incremental decoding of one row: text deltas, stop detection, token count."""
+
+    def __init__(self, tokenizer, stops: set[int]):
+        self.tokenizer, self.stops = tokenizer, stops
+        self.tokens: list[int] = []
+        self.sent = ""
+        self.stopped = False
+
+    def add(self, token: int) -> str:
+        if self.stopped:
+            return ""
+        if token in self.stops:
+            self.stopped = True
+            return ""
+        self.tokens.append(token)
+        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if text.endswith("\ufffd"):  # a character still incomplete
+            return ""
+        delta, self.sent = text[len(self.sent) :], text
+        return delta
+
+
+def _number(body: dict, name: str, default, low, high, kind=float):
+    value = body.get(name, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and not float(value).is_integer()):
+        raise RequestError(f"'{name}' must be a number", name)
+    if not (math.isfinite(value) and low <= value <= high):
+        raise RequestError(f"'{name}' must be between {low} and {high}, got {value}", name)
+    return kind(value)
+
+
+def parse_steering(body: dict, vectors: dict[str, SteeringVector]) -> list[tuple[SteeringVector, float]]:
+    raw = body.get("steering") or []
+    if isinstance(raw, dict):
+        raw = [{"vector": k, "multiplier": v} for k, v in raw.items()]
+    if not isinstance(raw, list):
+        raise RequestError("'steering' must be a list of {\"vector\": NAME, \"multiplier\": X}", "steering")
+    terms = []
+    for item in raw:
+        if not isinstance(item, dict) or "vector" not in item:
+            raise RequestError("each 'steering' item needs \"vector\" (and \"multiplier\")", "steering")
+        name = item["vector"]
+        if name not in vectors:
+            served = ", ".join(vectors) or "none"
+            raise RequestError(f"unknown vector {name!r}; this server has: {served}", "steering")
+        terms.append((vectors[name], _number(item, "multiplier", 1.0, -MAX_MULTIPLIER, MAX_MULTIPLIER)))
+    return terms
+
+
+def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | None = None):
+    """The FastAPI application over one model and its named vectors."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse, StreamingResponse
+
+    for vector in vectors.values():
+        vector.check_compatible(model)
+    batcher = batcher or Batcher(model)
+    model_id = model.lens_info.model_id
+    stops = set(stop_token_ids(model))
+    app = FastAPI(title="bipo-lens", description=__doc__)
+    app.state.batcher = batcher
+
+    def error(status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind, "param": param,
+                                                                   "code": None}})
+
+    @app.exception_handler(RequestError)
+    async def request_error(request, e: RequestError):
+        return error(400, str(e), "invalid_request_error", e.param)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request, e):
+        return error(400, "malformed request body", "invalid_request_error")
+
+    @app.get("/v1/models")
+    async def models():
+        return {"object": "list", "data": [{"id": model_id, "object": "model", "created": 0, "owned_by": "bipo-lens",
+                                            "steering_vectors": {name: {"layer": v.layer, "method": v.method,
+                                                                        "norm": round(v.norm, 4)}
+                                                                 for name, v in vectors.items()}}]}
+
+    async def body_of(request: Request) -> dict:
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            raise RequestError("the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise RequestError("the body must be a JSON object")
+        return body
+
+    def settings(body: dict) -> tuple[int, int, Sampling, list, bool]:
+        max_tokens = _number(body, "max_tokens", 128, 1, MAX_TOKENS_LIMIT, int)
+        max_tokens = _number(body, "max_completion_tokens", max_tokens, 1, MAX_TOKENS_LIMIT, int)
+        n = _number(body, "n", 1, 1, 16, int)
+        sampling = Sampling(_number(body, "temperature", 0.0, 0.0, 2.0), _number(body, "top_p", 1.0, 1e-6, 1.0),
+                            _number(body, "seed", 0, -(2**62), 2**62, int))
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise RequestError("'stream' must be true or false", "stream")
+        return max_tokens, n, sampling, parse_steering(body, vectors), stream
+
+    async def run(prompt: str, body: dict, chat: bool):
+        max_tokens, n, sampling, steering, stream = settings(body)
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        rows = [_Row(model.tokenizer, stops) for _ in range(n)]
+
+        def on_token(row: int, token: int) -> None:
+            delta = rows[row].add(token)
+            if delta and stream:
+                loop.call_soon_threadsafe(events.put_nowait, ("delta", row, delta))
+
+        def on_done(texts, failure) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, ("done", texts, failure))
+
+        job = Job(prompt, steering, n, max_tokens, sampling, on_token, on_done)
+        batcher.submit(job)
+        ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
+        created = int(time.time())
+        prompt_tokens = len(tokenize_prompt(model, prompt))
+        finish = lambda row: "stop" if row.stopped else "length"  # noqa: E731
+
+        if stream:
+            async def events_out():
+                kind = "chat.completion.chunk" if chat else "text_completion"
+                if chat:
+                    for i in range(n):
+                        yield _sse({"id": ident, "object": kind, "created": created, "model": model_id,
+                                    "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
+                                                 "finish_reason": None}]})
+                while True:
+                    event = await events.get()
+                    if event[0] == "delta":
+                        _, i, delta = event
+                        piece = {"delta": {"content": delta}} if chat else {"text": delta, "logprobs": None}
+                        yield _sse({"id": ident, "object": kind, "created": created, "model": model_id,
+                                    "choices": [{"index": i, **piece, "finish_reason": None}]})
+                        continue
+                    _, _, failure = event
+                    if failure is not None:
+                        yield _sse({"error": {"message": f"generation failed: {failure}", "type": "server_error"}})
+                    else:
+                        for i, row in enumerate(rows):
+                            end = {"delta": {}} if chat else {"text": "", "logprobs": None}
+                            yield _sse({"id": ident, "object": kind, "created": created, "model": model_id,
+                                        "choices": [{"index": i, **end, "finish_reason": finish(row)}]})
+                    yield "data: [DONE]\n\n"
+                    return
+
+            return StreamingResponse(events_out(), media_type="text/event-stream")
+
+        while True:
+            event = await events.get()
+            if event[0] == "done":
+                break
+        _, texts, failure = event
+        if failure is not None:
+            message = str(failure) if isinstance(failure, BipoLensError) else f"{type(failure).__name__}: {failure}"
+            return error(500, f"generation failed: {message}", "server_error")
+        if chat:
+            choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": finish(r),
+                        "logprobs": None} for i, (t, r) in enumerate(zip(texts, rows))]
+        else:
+            choices = [{"index": i, "text": t, "finish_reason": finish(r), "logprobs": None}
+                       for i, (t, r) in enumerate(zip(texts, rows))]
+        completion_tokens = sum(len(r.tokens) for r in rows)
+        return {"id": ident, "object": "chat.completion" if chat else "text_completion", "created": created,
+                "model": model_id, "choices": choices,
+                "usage": {"prompt_tokens": prompt_tokens * n, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens * n + completion_tokens},
+                "steering": [{"vector": next(k for k, v in vectors.items() if v is vec), "multiplier": m}
+                             for vec, m in steering],
+                "batch_rows": job.batch_rows}
+
+    @app.post("/v1/completions")
+    async def completions(request: Request):
+        body = await body_of(request)
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if not isinstance(prompt, str) or not prompt:
+            raise RequestError("'prompt' must be a non-empty string", "prompt")
+        return await run(prompt, body, chat=False)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request):
+        body = await body_of(request)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise RequestError("'messages' must be a non-empty list", "messages")
+        for m in messages:
+            if not (isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
+                    and isinstance(m.get("content"), str)):
+                raise RequestError("each message needs a role (system, user, assistant) and string content", "messages")
+        if messages[-1]["role"] != "user":
+            raise RequestError("the last message must be the user's", "messages")
+        system = messages[0]["content"] if messages[0]["role"] == "system" else DEFAULT_SYSTEM_PROMPT
+        turns = [m for m in messages if m["role"] != "system"]
+        return await run(build_chat_prompt(model, turns, system), body, chat=True)
+
+    return app
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+def serve(model, vectors: dict[str, SteeringVector], host: str = "127.0.0.1", port: int = 8000) -> None:
+    import uvicorn
+
+    app = create_app(model, vectors)
+    print(f"serving {model.lens_info.model_id} with vectors {', '.join(vectors) or '(none)'} on http://{host}:{port}/v1",
+          flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,96 @@
+"""The OpenAI-compatible server as users run it: a real process, the official ``openai`` client."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+
+from bipo_lens import load_pairs
+from bipo_lens.training import train_caa
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(model, tmp_path_factory):
+    path = tmp_path_factory.mktemp("serve") / "power.safetensors"
+    train_caa(model, load_pairs("power_seeking")[:8], 15).save(path)
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "bipo_lens.cli", "serve", "--vector", f"power={path}",
+                                "--port", str(port), "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    base = f"http://127.0.0.1:{port}/v1"
+    deadline = time.time() + 300
+    while True:
+        assert process.poll() is None, process.communicate()
+        try:
+            if httpx.get(f"{base}/models", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert time.time() < deadline, "server did not start"
+        time.sleep(0.5)
+    yield base, openai.OpenAI(base_url=base, api_key="unused", max_retries=0, timeout=300)
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def chat(client, steering=None, **kw):
+    return client.chat.completions.create(model="smollm2-135m-instruct", messages=QUESTION, max_tokens=24,
+                                          extra_body={"steering": steering} if steering else None, **kw)
+
+
+def test_models_and_steered_chat_through_the_openai_client(server):
+    base, client = server
+    listed = client.models.list().data
+    assert listed[0].id == "smollm2-135m-instruct" and "power" in listed[0].model_extra["steering_vectors"]
+    plain = chat(client).choices[0].message.content
+    assert "Paris" in plain, plain
+    steered = chat(client, [{"vector": "power", "multiplier": 4.0}])
+    assert steered.choices[0].message.content != plain
+    assert steered.model_extra["steering"] == [{"vector": "power", "multiplier": 4.0}]
+    pieces = [c.choices[0].delta.content or "" for c in chat(client, {"power": 4.0}, stream=True)]
+    assert len([p for p in pieces if p]) > 3  # it streamed, token by token
+    assert "".join(pieces).strip() == steered.choices[0].message.content
+    completion = client.completions.create(model="smollm2-135m-instruct", prompt="The capital of France is",
+                                           max_tokens=8)
+    assert completion.choices[0].text.strip() and completion.choices[0].finish_reason in ("stop", "length")
+
+
+def test_bad_requests_get_a_400_json_error_and_the_server_keeps_serving(server):
+    base, client = server
+    for steering, fragment in (([{"vector": "nope", "multiplier": 1}], "unknown vector 'nope'"),
+                               ([{"vector": "power", "multiplier": "lots"}], "'multiplier' must be a number"),
+                               ([{"vector": "power", "multiplier": 1e9}], "'multiplier' must be between")):
+        with pytest.raises(openai.BadRequestError) as caught:
+            chat(client, steering)
+        assert caught.value.status_code == 400 and fragment in caught.value.message
+    for body in (b"{not json", b"[1, 2]", json.dumps({"messages": []}).encode(),
+                 json.dumps({"messages": QUESTION, "max_tokens": -3}).encode(),
+                 json.dumps({"messages": QUESTION, "temperature": float("nan")}).encode()):
+        response = httpx.post(f"{base}/chat/completions", content=body, headers={"content-type": "application/json"})
+        assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error", body
+    assert "Paris" in chat(client).choices[0].message.content
+
+
+def test_concurrent_requests_are_batched_together(server):
+    base, client = server
+    multipliers = [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 0.5, -0.5]
+    with ThreadPoolExecutor(len(multipliers)) as pool:
+        replies = list(pool.map(lambda m: chat(client, {"power": m}), multipliers))
+    assert all(r.choices[0].message.content for r in replies)
+    assert max(r.model_extra["batch_rows"] for r in replies) > 1
+    # Each row kept its own multiplier: the batched 0 equals an unsteered request alone.
+    assert replies[2].choices[0].message.content == chat(client).choices[0].message.content
