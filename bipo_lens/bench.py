@@ -42,7 +42,7 @@ def _run(model, pairs, layer, fast, response_tokens, epochs=1):
 def _flops_per_step(model, pairs, layer, response_tokens) -> float:
     """Forward + activation-gradient backward (about 2x forward) of blocks after L, response logits."""
     from bipo_lens.models import info
-    from bipo_lens.training.data import encode_pairs
+    from bipo_lens.tokens import encode_pairs
 
     cfg = model.original_model.config.get_text_config()
     d, ff, v = cfg.hidden_size, cfg.intermediate_size, cfg.vocab_size

@@ -13,7 +13,6 @@ a 400 with OpenAI's error body; the server keeps serving. Defaults: greedy (``te
 ``max_tokens`` 128.
 """
 
-from __future__ import annotations
 
 import asyncio
 import json

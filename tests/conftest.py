@@ -15,12 +15,18 @@ with install_import_hook("bipo_lens", "beartype.beartype"):
     import bipo_lens  # noqa: F401
     import bipo_lens.analysis  # noqa: F401
     import bipo_lens.cli  # noqa: F401
+    import bipo_lens.activations  # noqa: F401
+    import bipo_lens.chat  # noqa: F401
     import bipo_lens.evaluation  # noqa: F401
     import bipo_lens.figures  # noqa: F401
     import bipo_lens.models  # noqa: F401
+    import bipo_lens.generation  # noqa: F401
     import bipo_lens.pairs  # noqa: F401
     import bipo_lens.plots  # noqa: F401
+    import bipo_lens.scoring  # noqa: F401
+    import bipo_lens.serve  # noqa: F401
     import bipo_lens.steering  # noqa: F401
+    import bipo_lens.tokens  # noqa: F401
     import bipo_lens.training  # noqa: F401
     import bipo_lens.vectors  # noqa: F401
 

@@ -26,8 +26,8 @@ from bipo_lens.models import load_model, run_from_layer, run_to_layer, unembed
 from bipo_lens.pairs import load_pairs, split_pairs
 from bipo_lens.steering import steer
 from bipo_lens.training import train_caa
-from bipo_lens.training.data import encode_pairs
-from bipo_lens.training.scoring import FastPath, PairScorer
+from bipo_lens.tokens import encode_pairs
+from bipo_lens.scoring import FastPath, PairScorer
 from bipo_lens.vectors import SteeringVector
 
 

@@ -204,7 +204,7 @@ def test_vector_loaders_survive_every_truncation_and_byte_flip(tmp_path, suffix)
 
 
 def test_a_10_mb_line_duplicates_and_overlong_prompts(tmp_path, model):
-    from bipo_lens.training.data import encode_pairs
+    from bipo_lens.tokens import encode_pairs
 
     huge = "x" * 10_000_000
     csv_path = tmp_path / "huge.csv"

@@ -3,7 +3,7 @@ import torch
 from bipo_lens import load_pairs, split_pairs
 from bipo_lens.training import FastPath, train_bipo, train_caa
 from bipo_lens.training.bipo import cosine_with_warmup
-from bipo_lens.training.data import encode_pairs
+from bipo_lens.tokens import encode_pairs
 
 
 def cosine(a, b):

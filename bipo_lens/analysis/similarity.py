@@ -7,7 +7,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from bipo_lens.models import unembed
-from bipo_lens.training.activations import device_of
+from bipo_lens.activations import device_of
 from bipo_lens.vectors import SteeringVector
 
 

@@ -35,7 +35,7 @@ from bipo_lens.errors import BipoLensError
 from bipo_lens.evaluation.evaluate import MarginScorer
 from bipo_lens.models import check_layer, info, run_to_layer
 from bipo_lens.pairs import PreferencePair
-from bipo_lens.training.activations import device_of
+from bipo_lens.activations import device_of
 from bipo_lens.vectors import SteeringVector
 
 METHODS = ("lstsq", "procrustes")

@@ -7,8 +7,8 @@ import math
 import torch
 
 from bipo_lens.models import build_prompt, tokenize_prompt, tokenize_response
-from bipo_lens.training.activations import device_of
-from bipo_lens.training.data import Sequence, make_batch
+from bipo_lens.activations import device_of
+from bipo_lens.tokens import Sequence, make_batch
 
 
 @torch.no_grad()

@@ -28,9 +28,9 @@ from bipo_lens.models import info
 from bipo_lens.pairs import PreferencePair
 from bipo_lens.generation import generate_grid
 from bipo_lens.steering import steer_raw_layers
-from bipo_lens.training.activations import device_of
-from bipo_lens.training.data import encode_pairs
-from bipo_lens.training.scoring import FastPath, PairScorer
+from bipo_lens.activations import device_of
+from bipo_lens.tokens import encode_pairs
+from bipo_lens.scoring import FastPath, PairScorer
 from bipo_lens.vectors import SteeringVector
 
 METRICS = ("logprob_margin", "preference_accuracy", "mc1_accuracy", "ab_probability", "judge_score", "perplexity",

@@ -28,10 +28,10 @@ from tqdm.auto import tqdm
 from bipo_lens.errors import BipoLensError
 from bipo_lens.models import check_layer, info
 from bipo_lens.pairs import PreferencePair, fingerprint
-from bipo_lens.training.activations import device_of, response_deltas
+from bipo_lens.activations import device_of, response_deltas
 from bipo_lens.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
-from bipo_lens.training.data import encode_pairs
-from bipo_lens.training.scoring import FastPath, PairScorer
+from bipo_lens.tokens import encode_pairs
+from bipo_lens.scoring import FastPath, PairScorer
 from bipo_lens.vectors import SteeringVector
 
 LOSSES = ("bipo", "activation_margin")

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from bipo_lens.models import check_layer, info
 from bipo_lens.pairs import PreferencePair, fingerprint
-from bipo_lens.training.activations import response_deltas
-from bipo_lens.training.data import encode_pairs
+from bipo_lens.activations import response_deltas
+from bipo_lens.tokens import encode_pairs
 from bipo_lens.vectors import SteeringVector
 
 

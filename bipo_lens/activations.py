@@ -7,7 +7,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from bipo_lens.models import packing_allowed, run_to_layer
-from bipo_lens.training.data import Sequence, make_batch, make_packed_batch
+from bipo_lens.tokens import Sequence, make_batch, make_packed_batch
 
 MAX_ROW_TOKENS = 1024
 

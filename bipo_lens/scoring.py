@@ -17,8 +17,8 @@ from torch import Tensor
 
 from bipo_lens.models import info, packing_allowed, run_from_layer, unembed
 from bipo_lens.steering import add_steering, steer_tensors
-from bipo_lens.training.activations import MAX_ROW_TOKENS, device_of, pair_residuals
-from bipo_lens.training.data import Sequence, TokenBatch, make_batch, make_packed_batch
+from bipo_lens.activations import MAX_ROW_TOKENS, device_of, pair_residuals
+from bipo_lens.tokens import Sequence, TokenBatch, make_batch, make_packed_batch
 
 
 @dataclass(frozen=True)
