@@ -16,6 +16,7 @@ nothing). Each row stops at the model's end-of-turn / end-of-sequence token.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -65,10 +66,11 @@ def generate_batch(
     token its row receives padding)."""
     if len(prompts) != len(steering):
         raise BipoLensError(f"{len(prompts)} prompts but {len(steering)} row steerings")
+    for vector in {id(v): v for row in steering for v, _ in row}.values():  # each distinct vector once
+        vector.check_compatible(model)
     for row in steering:
-        for vector, multiplier in row:
-            vector.check_compatible(model)
-            if not torch.isfinite(torch.tensor(float(multiplier))):
+        for _, multiplier in row:
+            if not math.isfinite(float(multiplier)):
                 raise BipoLensError(f"multiplier {multiplier} is not a finite number")
     tokens = [tokenize_prompt(model, p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(tokens[i]))
