@@ -124,7 +124,8 @@ class _Row:
     def __init__(self, tokenizer, stops: set[int]):
         self.tokenizer, self.stops = tokenizer, stops
         self.tokens: list[int] = []
-        self.sent = ""
+        self.line_start = 0  # first token of the current line
+        self.sent = ""  # text of the current line already sent
         self.stopped = False
 
     def add(self, token: int) -> str:
@@ -134,10 +135,14 @@ class _Row:
             self.stopped = True
             return ""
         self.tokens.append(token)
-        text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        # Decode only since the last line break (as transformers' TextStreamer does): a token cannot
+        # change text before a newline, and decoding the whole answer every step grows quadratically.
+        text = self.tokenizer.decode(self.tokens[self.line_start :], skip_special_tokens=True)
         if text.endswith("\ufffd"):  # a character still incomplete
             return ""
         delta, self.sent = text[len(self.sent) :], text
+        if text.endswith("\n"):
+            self.line_start, self.sent = len(self.tokens), ""
         return delta
 
 
