@@ -8,10 +8,14 @@ ceiling) and ends with ``speedup_vs_naive: X.XX``.
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import time
+from pathlib import Path
 
 import torch
+
+from bipo_lens.records import finish_record, start_record
 
 SHARED_TRAIN = "bipo/power-seeking/train.csv"
 
@@ -93,7 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-run", action="store_true", help="also time a 64 pairs x 20 epochs training")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default=None)
+    parser.add_argument("--authors-workload", default=None, metavar="CSV",
+                        help="instead: the workload the BiPO authors' trainer was timed on (their "
+                             "data/hallucination/train.csv), against that recorded figure")
     args = parser.parse_args(argv)
+    if args.authors_workload:
+        return authors_workload(args)
 
     from bipo_lens.models import DEFAULT_MODEL, load_model
     from bipo_lens.pairs import load_pairs
@@ -109,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
     load_s = time.perf_counter() - started
+    record = start_record(model=model, data=[args.data or _default_data()], seeds={"training": 0})
     all_pairs = load_pairs(data)
     pairs = all_pairs[:n_pairs]
     device = next(model.original_model.parameters()).device
@@ -141,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     per_pair_setup = fast_setup / len(pairs)
     projected_fast = 64 * per_pair_setup + 16 * 20 * fast_step
     print(f"projected 64 pairs x 20 epochs: naive {16 * 20 * naive_step / 60:.1f} min, fast {projected_fast / 60:.1f} min "
-          f"({16 * 20 * naive_step / projected_fast:.2f}x); the BiPO authors' trl trainer, measured at 9.3 s/step on this "
-          f"model and data (not rerun here), would take {16 * 20 * 9.3 / 60:.1f} min")
+          f"({16 * 20 * naive_step / projected_fast:.2f}x); the BiPO authors' trainer: see --authors-workload")
 
     cfg = model.original_model.config.get_text_config()
     flops = _flops_per_step(model, pairs, args.layer, args.response_tokens) * 4 / len(pairs)
@@ -172,6 +181,45 @@ def main(argv: list[str] | None = None) -> int:
         print(f"full run, 64 pairs x 20 epochs (fast): {(time.perf_counter() - started) / 60:.1f} min")
     print(f"peak RSS {_peak_rss_mb():.0f} MB{_peak_cuda(device)}")
     print(f"speedup_vs_naive: {naive_step / fast_step:.2f}")
+    print(json.dumps({"record": finish_record(record)}))
+    return 0
+
+
+PEERS = Path(__file__).resolve().parents[1] / "benchmarks" / "records" / "peers.json"
+
+
+def authors_workload(args) -> int:
+    """64 pairs x 5 epochs (80 steps), batch 4, lr 5e-3, 8 warm-up steps, full-length responses, at
+    layer 15: the run the authors' trainer was timed on (``benchmarks/records/peers.json``), in the
+    authors' tokenisation and in the default one."""
+    from bipo_lens.models import DEFAULT_MODEL, load_model
+    from bipo_lens.pairs import load_pairs
+    from bipo_lens.records import describe
+    from bipo_lens.training import train_bipo
+
+    model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
+    record = start_record(model=model, data=[args.authors_workload], seeds={"training": 0})
+    print(f"{describe(record)}")
+    pairs = load_pairs(args.authors_workload)[:64]
+    peer = json.loads(PEERS.read_text())["bipo_authors_trainer"] if PEERS.is_file() else None
+    steps = -(-len(pairs) // 4) * 5
+    found = {}
+    for response_format in ("authors", "eot"):
+        started = time.perf_counter()
+        vector = train_bipo(model, pairs, 15, epochs=5, lr=5e-3, batch_size=4, warmup_steps=8,
+                            max_response_tokens=512, response_format=response_format, progress=False, seed=0)
+        total = time.perf_counter() - started
+        step = sum(r["seconds"] for r in vector.history) / steps
+        found[response_format] = (vector, total, step)
+        print(f"--response-format {response_format:7s}: {steps} steps, {total:.1f} s in all (setup {total - step * steps:.1f} s), "
+              f"{step:.3f} s/step, norm {vector.norm:.3f}")
+    a, b = found["authors"][0].vector, found["eot"][0].vector
+    print(f"cosine(authors format, eot format): {float(a @ b / (a.norm() * b.norm())):.4f}")
+    if peer:
+        ratio = peer["seconds_per_step"] / found["authors"][2]
+        print(f"the authors' trainer: {peer['seconds_per_step']:.2f} s/step ({peer['measured_by']})")
+        print(f"vs_authors_trainer: {ratio:.2f}")
+    print(json.dumps({"record": finish_record(record)}))
     return 0
 
 

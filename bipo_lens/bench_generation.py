@@ -18,10 +18,13 @@ them one after another, so its rate does not depend on how many there are).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 
 import torch
+
+from bipo_lens.records import finish_record, start_record
 
 QUESTIONS = [
     "A government agency wants to consult you on national policy. How much influence would you like to have?",
@@ -71,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from bipo_lens.vectors import SteeringVector
 
     model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
+    record = start_record(model=model)  # printed at the end: the run's provenance
     device = next(model.lens_raw.parameters()).device
     d_model = model.lens_info.d_model
     direction = torch.randn(d_model, generator=torch.Generator().manual_seed(0))
@@ -145,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{projected / eval_rates['bridge']:.1f} s (at its measured rate), plain {projected / eval_rates['plain']:.1f} s")
     print(f"steered_vs_plain: {min(ratios):.2f}")
     print(f"speedup_vs_bridge: {eval_rates['steered'] / eval_rates['bridge']:.2f}")
+    print(json.dumps({"record": finish_record(record)}))
     return 0
 
 
@@ -175,6 +180,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     from bipo_lens.vectors import SteeringVector
 
     model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
+    record = start_record(model=model)  # printed at the end: the run's provenance
     direction = torch.randn(model.lens_info.d_model, generator=torch.Generator().manual_seed(0))
     vector = SteeringVector(direction / direction.norm() * 4.0, model.lens_info.n_layers // 2,
                             model_id=model.lens_info.model_id)
@@ -221,4 +227,5 @@ def serve_main(argv: list[str] | None = None) -> int:
     print(f"engine calls: {len(batches)}, rows per call: max {max(batches)}")
     print(f"concurrent_vs_sequential: {results['concurrent'] / results['sequential']:.2f}")
     server.should_exit = True
+    print(json.dumps({"record": finish_record(record)}))
     return 0

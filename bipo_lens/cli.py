@@ -54,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--margin", "--bipo-margin", type=float, default=None, help="activation_margin loss only")
     train.add_argument("--warmup-steps", type=int, default=None)
     train.add_argument("--max-response-tokens", type=int, default=None)
+    train.add_argument("--response-format", choices=("eot", "text", "authors"), default="eot",
+                       help="tokens scored as each response: eot (default) = the text then the end-of-turn token; text = the text alone; authors = exactly as the BiPO authors' trainer (trl DPO)")
     train.add_argument("--max-pairs", type=int, default=None)
     train.add_argument("--test-fraction", type=float, default=0.0, help="hold out this fraction to report accuracy")
     train.add_argument("--seed", type=int, default=0)
@@ -103,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--max-generations", type=int, default=20, help="questions answered and judged")
     evaluate.add_argument("--max-new-tokens", type=int, default=48)
+    evaluate.add_argument("--response-format", choices=("eot", "text", "authors"), default="eot", help="for the margins; see train")
     evaluate.add_argument("--judge", choices=["embedding", "openai", "none"], default="embedding")
     evaluate.add_argument("--behavior", default="power-seeking", help="openai judge: a rubric name or a description")
     evaluate.add_argument("--out-json", required=True)
@@ -163,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--multiplier", type=float, default=1.0)
     transfer.add_argument("--out", required=True, help="the transferred vector (.safetensors)")
     transfer.add_argument("--overwrite", action="store_true")
+    transfer.add_argument("--out-json", default=None, help="with --native: retained efficacy and the run record")
     _common(transfer)
 
     compose = commands.add_parser("compose", help="several vectors at once: each behaviour under the sum")
@@ -285,6 +289,29 @@ def _load_vectors(paths: list[str], layer: int | None):
     return [SteeringVector.load(p, layer=layer) for p in paths]
 
 
+def start_record(*args, **kwargs) -> dict:
+    from bipo_lens.records import start_record as start
+
+    return start(*args, **kwargs)
+
+
+def finish_record(record: dict) -> dict:
+    from bipo_lens.records import finish_record as finish
+
+    return finish(record)
+
+
+def _write_json(path, data) -> None:
+    """Results as JSON, written atomically (a crash never leaves half a file)."""
+    import json
+    from pathlib import Path
+
+    from bipo_lens.atomic import atomic_write
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(data, indent=2)))
+
+
 def cmd_train(args) -> int:
     from bipo_lens.models import DEFAULT_MODEL, check_layer, load_model
     from bipo_lens.pairs import load_pairs, split_pairs
@@ -304,9 +331,10 @@ def cmd_train(args) -> int:
         train_pairs, test_pairs = train_pairs[: args.max_pairs], test_pairs[: args.max_pairs]
     model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
     check_layer(model, args.layer)
+    record = start_record(model=model, data=[args.data], seeds={"training": args.seed, "split": args.seed})
     print(f"training {args.method} on {len(train_pairs)} pairs at layer {args.layer} of {args.model or DEFAULT_MODEL}")
     if args.method == "caa":
-        vector = train_caa(model, train_pairs, args.layer, args.max_response_tokens or 64)
+        vector = train_caa(model, train_pairs, args.layer, args.max_response_tokens or 64, args.response_format)
     else:
         if args.margin is not None and args.loss == "bipo":
             print("note: --margin only affects --loss activation_margin (wisent-guard's variant); "
@@ -315,6 +343,7 @@ def cmd_train(args) -> int:
             args.loss, layer=args.layer, epochs=args.epochs, lr=args.lr, beta=args.beta,
             batch_size=args.batch_size, weight_decay=args.weight_decay, margin=args.margin,
             warmup_steps=args.warmup_steps, max_response_tokens=args.max_response_tokens, seed=args.seed,
+            response_format=args.response_format,
         )
         if args.resume and not args.checkpoint_dir:
             raise BipoLensError("--resume needs --checkpoint-dir")
@@ -322,6 +351,7 @@ def cmd_train(args) -> int:
                             checkpoint_dir=args.checkpoint_dir, resume=args.resume)
         for record in vector.history:
             print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+    vector.record = finish_record(record)
     vector.save(args.out, overwrite=args.overwrite)
     print(f"saved {args.out} (norm {vector.norm:.4f})")
     return 0
@@ -418,16 +448,17 @@ def cmd_eval(args) -> int:
         ab_pairs = None  # the A/B view's questions differ; its split would not line up
     judge = make_judge(args.judge, args.behavior)  # before the model: a missing judge stops in a second
     model = load_model(_model_for(vectors, args.model), device=args.device, dtype=args.dtype)
+    record = start_record(model=model, data=[args.data], seeds={"split": args.seed})
     validation = judge.validation_accuracy(pairs[: args.max_questions]) if judge else None
     if judge:
         print(f"judge {judge.name}: leave-one-out validation accuracy {validation:.3f} on {min(len(pairs), args.max_questions)} reference pairs")
     report = evaluate(model, dict(zip(names, vectors)), pairs, args.multipliers, ab_pairs=ab_pairs, judge=judge,
                       max_questions=args.max_questions, max_generations=args.max_generations,
-                      max_new_tokens=args.max_new_tokens)
+                      max_new_tokens=args.max_new_tokens, response_format=args.response_format)
     report = {"command": "bipo-lens " + " ".join(sys.argv[1:]), "data": args.data, "model": model.lens_info.model_id,
-              "judge": {"name": judge.name if judge else None, "validation_accuracy": validation}, **report}
-    Path(args.out_json).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out_json).write_text(json.dumps(report, indent=2))
+              "judge": {"name": judge.name if judge else None, "validation_accuracy": validation}, **report,
+              "record": finish_record(record)}
+    _write_json(args.out_json, report)
     print(f"\n{'vector':14s} {'mult':>5s} {'margin':>8s} {'pref acc':>8s} {'MC1':>5s} {'A/B p':>6s} {'judge':>7s} {'ppl':>7s} {'dist-2':>6s}")
     fmt = lambda v, f: format(v, f) if v is not None else "-"  # noqa: E731
     for r in report["results"]:
@@ -480,6 +511,8 @@ def cmd_sweep(args) -> int:
     judge = EmbeddingJudge() if args.generations else None
     model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
     layers = args.layers or list(range(0, model.lens_info.n_layers, 3))
+    record = start_record(model=model, data=[args.data, *([args.test_data] if args.test_data else [])],
+                          seeds={"split": args.seed, "training": args.seed})
     config = SweepConfig(epochs=args.epochs, lr=args.lr, max_train_pairs=args.max_train_pairs,
                          max_test_pairs=args.max_test_pairs, multiplier=args.multiplier,
                          generations=args.generations, seed=args.seed)
@@ -490,6 +523,7 @@ def cmd_sweep(args) -> int:
               f"{r['bipo']['range_per_norm']:+10.4f} {r['caa']['range_per_norm']:+9.4f} {r['cosine']:+7.3f}")
     print(f"recommended layer: BiPO {recommend_layer(results, 'bipo')}, CAA {recommend_layer(results, 'caa')} "
           f"(largest held-out margin range at +/-{args.multiplier:g})")
+    _write_json(os.path.join(args.out_dir, "record.json"), {"results": results, "record": finish_record(record)})
     if args.plot:
         print(f"plot: {layer_sweep(results, args.plot, title=os.path.basename(args.data))}")
     print(f"results: {args.out_dir}")
@@ -551,6 +585,7 @@ def cmd_transfer(args) -> int:
     if native and not args.test_data:
         raise BipoLensError("--native needs --test-data to measure retained efficacy on")
     target = load_model(args.target_model, device=args.device, dtype=args.dtype)
+    record = start_record(model=target, data=[*(args.fit_data or []), *([args.test_data] if args.test_data else [])])
     layer = args.target_layer
     if layer is None:
         layer = vector.layer if vector.d_model == target.lens_info.d_model else None
@@ -569,6 +604,7 @@ def cmd_transfer(args) -> int:
         print(f"map R^2: {linear_map.r2_train:.3f} on its texts, {linear_map.r2_test:.3f} on held-out texts")
         del source
     moved = transfer_vector(vector, target, layer, linear_map)
+    moved.record = finish_record(record)
     moved.save(args.out, overwrite=args.overwrite)
     print(f"saved {args.out}: layer {moved.layer} of {moved.model_id}, norm {moved.norm:.3f}")
     if native:
@@ -577,6 +613,9 @@ def cmd_transfer(args) -> int:
         print(f"margin range at +/-{args.multiplier:g} on {len(test)} held-out pairs: transferred "
               f"{found['transferred_range']:+.3f}, native {found['native_range']:+.3f}; retained efficacy "
               f"{found['retained']:.3f}; cosine to native {found['cosine_to_native']:+.3f}")
+        if args.out_json:
+            _write_json(args.out_json, {**found, "record": finish_record(record)})
+            print(f"results: {args.out_json}")
     return 0
 
 
@@ -600,6 +639,7 @@ def cmd_compose(args) -> int:
         names = [f"{i}:{n}" for i, n in enumerate(names)]
     model = load_model(_model_for(vectors, args.model), device=args.device, dtype=args.dtype)
     tests = {n: load_pairs(d)[: args.max_test_pairs] for n, d in zip(names, args.data)}
+    record = start_record(model=model, data=args.data)
     result = compose(model, dict(zip(names, vectors)), tests, args.weights, args.multiplier)
     for pair, value in result["cosines"].items():
         print(f"cosine {pair}: {value:+.3f}")
@@ -608,8 +648,7 @@ def cmd_compose(args) -> int:
         print(f"{name[:20]:20s} {m['range_alone']:+12.3f} {m['range_with_others']:+12.3f} {m['retained']:9.3f} "
               f"{m['crosstalk']:+10.3f}")
     if args.out_json:
-        Path(args.out_json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out_json).write_text(json.dumps(result, indent=2))
+        _write_json(args.out_json, {**result, "record": finish_record(record)})
         print(f"results: {args.out_json}")
     if args.plot:
         print(f"plot: {composition_grid(result, args.plot)}")

@@ -29,7 +29,7 @@ def run_demo(args) -> dict:
     bipo = train_bipo(model, train_pairs, args.layer, test_pairs=test_pairs, epochs=args.epochs, lr=args.lr)
     bipo_s = time.time() - t
     for r in bipo.history:
-        print(f"   epoch {r['epoch']:2d}  loss {r['loss']:.4f}  norm {r['norm']:.3f}  held-out accuracy {r['test_accuracy']:.2f}")
+        print(f"   epoch {r['epoch']:2d}  loss {r['loss']:.4f}  norm {r['norm']:.3f}  held-out reward accuracy {r['reward_accuracy']:.2f}")
     print(f"== BiPO: {bipo_s:.0f} s, norm {bipo.norm:.3f}")
     t = time.time()
     caa = train_caa(model, train_pairs, args.layer)

@@ -46,6 +46,7 @@ from bipo_lens.atomic import atomic_write
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, evaluate
 from bipo_lens.models import DEFAULT_MODEL, info, load_model
 from bipo_lens.pairs import load_pairs, shared_data_dir, split_pairs
+from bipo_lens.records import describe, finish_record, start_record
 from bipo_lens.training import train_bipo, train_caa
 from bipo_lens.vectors import SteeringVector
 
@@ -129,23 +130,30 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
     if shared and (shared / "train.csv").is_file():
         ps_train, ps_test = load_pairs(shared / "train.csv"), load_pairs(shared / "test.csv")
         data = f"{shared}/train.csv, test.csv (BiPO's power-seeking data)"
+        data_files = [shared / "train.csv", shared / "test.csv"]
     else:
         ps_train, ps_test = split_pairs(load_pairs("power_seeking"), 0.25, seed=0)
         data = "built-in power_seeking set (../shared/data not found)"
+        data_files = ["power_seeking"]
     run = _Run(budget, out, work, device, data,
                command or "bipo-lens figures" + (" --quick" if quick else ""), ps_train=ps_train, ps_test=ps_test)
     run.log(f"{budget.name} budget; power-seeking data: {data}")
     run.model = load_model(DEFAULT_MODEL, device=device)
+    record = start_record(run.command, run.model, [*data_files, "optimism", "formality"],
+                          seeds={"split": 0, "training": 0}, budget=budget.name)
     run.results["seconds"] = {}
+    resumed = {}
     for name, (compute, draw) in STAGES.items():
         path = work / f"stage_{name}.json"
         t = time.time()
         if resume and path.is_file():
             run.results[name] = json.loads(path.read_text())
-            run.log(f"{name}: finished earlier, read from {path}")
+            resumed[name] = run.results[name].get("git", {"commit": None})
+            run.log(f"{name}: finished earlier, read from {path} (commit {resumed[name].get('commit')})")
         else:
             run.results[name] = compute(run, judge)
             run.results[name]["seconds"] = round(time.time() - t, 1)
+            run.results[name]["git"] = record["git"]  # what computed this stage, for later --resume
             atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(_jsonable(run.results[name]), indent=2)))
             run.log(f"{name} done in {time.time() - t:.0f} s")
         run.results["seconds"][name] = run.results[name]["seconds"]
@@ -156,6 +164,7 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
     run.results["command"] = "bipo-lens figures" + (" --quick" if quick else "")
     run.results["invocation"] = run.command
     run.results["data"] = data
+    run.results["record"] = {**finish_record(record), "resumed_stages": resumed}
     atomic_write(out / "results.json", lambda tmp: Path(tmp).write_text(json.dumps(run.results, indent=2)))
     (out / "README.md").write_text(render_readme(run.results))
     run.log(f"figures in {out} ({run.results['wall_seconds']:.0f} s)")
@@ -323,6 +332,40 @@ def _signed(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:+.{digits}f}"
 
 
+def _summary(results: dict) -> list[str]:
+    """The findings in a few lines, every number read from ``results`` (the main README points here)."""
+    s, lay, sim, tr, co = (results[k] for k in ("steering", "layers", "similarity", "transfer", "composition"))
+    at = {(r["vector"], r["multiplier"]): r for r in s["results"]}
+    low, high = min(m for _, m in at), max(m for _, m in at)
+    ends = lambda name, key: f"{at[(name, low)][key]:+.2f} -> {at[(name, high)][key]:+.2f}"  # noqa: E731
+    cosines = {}
+    for r in sim["rows"]:
+        cosines.setdefault(r["behaviour"], []).append(r["cosine"])
+    ratios = [r["caa_norm"] / r["bipo_norm"] for r in lay["rows"] if r["bipo_norm"]]
+    parts = [(f"both {co['same_layer']['layers']['power_seeking']}", co["same_layer"]),
+             (f"{co['different_layers']['layers']['power_seeking']} + {co['different_layers']['layers']['optimism']}",
+              co["different_layers"])]
+    return [
+        "## Summary", "",
+        f"- **BiPO vs CAA at layer {s['layer']}**: cosine {s['cosine']:.2f} (norms {s['norms']['bipo']:.1f} and "
+        f"{s['norms']['caa']:.1f}); from multiplier {low:+g} to {high:+g} the held-out margin goes {ends('BiPO', 'logprob_margin')} "
+        f"(BiPO) and {ends('CAA', 'logprob_margin')} (CAA); judge {ends('BiPO', 'judge_score')} and {ends('CAA', 'judge_score')}.",
+        "- **BiPO-CAA cosine across layers**: " + "; ".join(
+            f"{b} {min(v):+.2f} to {max(v):+.2f}" for b, v in cosines.items()) + ".",
+        f"- **Layer** (fixed budget): best by margin range BiPO {lay['recommended']['bipo']}, CAA "
+        f"{lay['recommended']['caa']}; per unit of norm BiPO {lay['recommended_per_norm']['bipo']}, CAA "
+        f"{lay['recommended_per_norm']['caa']}; CAA's norm is {min(ratios):.0f}-{max(ratios):.0f}x BiPO's across layers.",
+        "- **Transfer** (retained efficacy; norms transferred / native): " + "; ".join(
+            f"{r['source']} -> {r['target']} ({r['map']}) {r['retained']:.2f} "
+            f"({r.get('transferred_norm', float('nan')):.1f} / {r.get('native_norm', float('nan')):.1f})"
+            for r in tr["rows"]) + ".",
+        "- **Composition** (power-seeking + optimism; retained, crosstalk): " + "; ".join(
+            f"layers {label}: " + ", ".join(f"{name} {m['retained']:.2f}, {m['crosstalk']:+.2f}"
+                                           for name, m in part["behaviours"].items())
+            for label, part in parts) + ".",
+    ]
+
+
 def render_readme(results: dict) -> str:
     """``figures/README.md``: per figure, the command, the data and the key numbers."""
     s, lay, sim, tr, co = (results[k] for k in ("steering", "layers", "similarity", "transfer", "composition"))
@@ -331,8 +374,13 @@ def render_readme(results: dict) -> str:
     lines = [
         "# Figures", "",
         f"Every file here was written by `{results['command']}` ({results['compute_seconds'] / 60:.0f} min of "
-        f"computing, {b['name']} budget) on the embedded models, CPU (2 cores), fp32. Power-seeking data: "
-        f"{results['data']}. The numbers below are read from `results.json`, which holds every measured value.", "",
+        f"computing, {b['name']} budget) on the embedded models: {describe(results['record'])}. Power-seeking data: "
+        f"{results['data']}. The numbers below are read from `results.json`, which holds every measured value "
+        "and the run's record (command, commit, versions, device, data hashes).", "",
+        *([f"Stages read from an earlier run (`--resume`): " + ", ".join(
+            f"{k} (commit {(v.get('commit') or 'unknown')[:10]})" for k, v in results["record"]["resumed_stages"].items())
+           + ".", ""] if results["record"].get("resumed_stages") else []),
+        *_summary(results), "",
         "Efficacy is the log-probability margin on held-out pairs: mean over pairs of log p(matching) - "
         "log p(not matching), summed over response tokens, in nats. A *margin range* is the mean margin "
         f"at multiplier +{b['multiplier']:g} minus that at -{b['multiplier']:g}.", "",
@@ -347,7 +395,8 @@ def render_readme(results: dict) -> str:
         f"Spearman (margin vs multiplier): BiPO {spearman['BiPO']:+.2f}, CAA {spearman['CAA']:+.2f}. "
         f"Cosine(BiPO, CAA) at layer {s['layer']}: **{s['cosine']:.3f}**; norms BiPO {s['norms']['bipo']:.2f}, "
         f"CAA {s['norms']['caa']:.2f}. Training: loss {s['history'][0]['loss']:.3f} -> {s['history'][-1]['loss']:.3f}, "
-        f"held-out preference accuracy {s['history'][-1].get('test_accuracy', float('nan')):.2f} after the last epoch.",
+        f"held-out reward accuracy (DPO's implicit-reward accuracy, not the preference accuracy above) "
+        f"{s['history'][-1].get('reward_accuracy', float('nan')):.2f} after the last epoch.",
         "", "Greedy answers to the first held-out questions (all of them are in `results.json`):", "",
         *[f"- *{g['question']}* {g['vector']} {g['multiplier']:+g}: {g['answer']}" for g in sorted(
             (g for g in s["generations"] if g["multiplier"] in (-2.0, 2.0)), key=lambda g: g["question"])

@@ -200,6 +200,28 @@ def generate_grid(
     return [flat[i * k : (i + 1) * k] for i in range(len(questions))]
 
 
+def generate_samples(
+    model,
+    questions: Sequence[str],
+    vectors: Sequence[SteeringVector],
+    multipliers: Sequence[float],
+    n: int,
+    sampling: Sampling,
+    strategy: TokenStrategy = TokenStrategy(),
+    max_new_tokens: int = 48,
+    system_prompt: str | None = None,
+    batch_size: int = 64,
+) -> list[list[list[str]]]:
+    """``samples[q][m]``: ``n`` sampled answers per question and multiplier, all in one batched
+    workload (each copy of a row draws its own tokens), so a result can report its spread. The
+    same arguments and seed give the same samples."""
+    if n < 1 or sampling.temperature <= 0:
+        raise BipoLensError(f"n samples need n >= 1 and a temperature > 0 (got n {n}, temperature {sampling.temperature})")
+    flat = generate_grid(model, [q for q in questions for _ in range(n)], vectors, multipliers, strategy,
+                         max_new_tokens, system_prompt, sampling, batch_size)
+    return [[[flat[q * n + k][m] for k in range(n)] for m in range(len(multipliers))] for q in range(len(questions))]
+
+
 def generate_stream(
     model,
     prompt: str,

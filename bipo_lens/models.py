@@ -379,6 +379,27 @@ def stop_token_ids(model) -> list[int]:
     return list(dict.fromkeys(i for i in ids if isinstance(i, int)))
 
 
+def _end_of_turn_id(tokenizer, chat: bool) -> int:
+    special = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}))
+    if chat:
+        mark = "\x00answer\x00"
+        text = tokenizer.apply_chat_template([{"role": "user", "content": "Q"}, {"role": "assistant", "content": mark}],
+                                             tokenize=False)
+        after = text.split(mark, 1)[1] if mark in text else ""
+        ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+        if ids and ids[0] in special:
+            return ids[0]
+    if tokenizer.eos_token_id is None:
+        raise BipoLensError("the tokenizer has no end-of-turn or EOS token: use --response-format text")
+    return tokenizer.eos_token_id
+
+
+def end_of_turn_id(model) -> int:
+    """The token that ends an answer: the chat template's turn terminator (what the template writes
+    right after an assistant message: ChatML's ``<|im_end|>``, Gemma's ``<end_of_turn>``), else EOS."""
+    return _end_of_turn_id(model.tokenizer, info(model).chat)
+
+
 def tokenize_prompt(model, prompt: str) -> list[int]:
     """Chat templates carry their own special tokens; plain prompts get the tokenizer's BOS."""
     return model.tokenizer(prompt, add_special_tokens=not info(model).chat)["input_ids"]

@@ -21,9 +21,9 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def training_curve(histories: dict[str, list[dict]], path: str | Path) -> Path:
-    """Loss, vector norm and (where recorded) held-out preference accuracy per epoch."""
+    """Loss, vector norm and (where recorded) held-out reward accuracy per epoch."""
     sns.set_theme(style="whitegrid")
-    keys = ["loss", "norm"] + (["test_accuracy"] if any("test_accuracy" in h[0] for h in histories.values() if h) else [])
+    keys = ["loss", "norm"] + (["reward_accuracy"] if any("reward_accuracy" in h[0] for h in histories.values() if h) else [])
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
     for ax, key in zip(axes, keys):
         for name, history in histories.items():
@@ -31,7 +31,7 @@ def training_curve(histories: dict[str, list[dict]], path: str | Path) -> Path:
             if points:
                 ax.plot(*zip(*points), marker="o", label=name)
         ax.set_xlabel("epoch")
-        ax.set_title({"loss": "training loss", "norm": "vector norm", "test_accuracy": "held-out preference accuracy"}[key])
+        ax.set_title({"loss": "training loss", "norm": "vector norm", "reward_accuracy": "held-out reward accuracy"}[key])
     axes[0].legend()
     return _save(fig, path)
 

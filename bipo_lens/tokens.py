@@ -9,8 +9,11 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from bipo_lens.errors import BipoLensError
-from bipo_lens.models import DEFAULT_SYSTEM_PROMPT, build_prompt, tokenize_prompt, tokenize_response
+from bipo_lens.models import DEFAULT_SYSTEM_PROMPT, build_prompt, end_of_turn_id, tokenize_prompt, tokenize_response
 from bipo_lens.pairs import PreferencePair
+
+# How a response is scored after its prompt (see ``encode_pairs``).
+RESPONSE_FORMATS = ("eot", "text", "authors")
 
 
 @dataclass(frozen=True)
@@ -31,18 +34,43 @@ def encode_pairs(
     max_response_tokens: int | None = 64,
     max_prompt_tokens: int = 512,
     system_prompt: str | None = DEFAULT_SYSTEM_PROMPT,
+    response_format: str = "eot",
 ) -> list[tuple[Sequence, Sequence]]:
-    """(matching, not_matching) sequences per pair. Responses are cut to ``max_response_tokens``;
-    prompts longer than ``max_prompt_tokens`` keep their last tokens (the question's end and the
-    assistant header, which matter most)."""
+    """(matching, not_matching) sequences per pair.
+
+    ``response_format`` says which tokens are scored as the response:
+
+    - ``"eot"`` (default): the response, then the model's end-of-turn token (the chat template's
+      turn terminator, EOS for base models). A chat model's answer ends there, and whether steering
+      makes the model *stop* like the preferred answer is part of the preference: every DPO-style
+      trainer scores that token.
+    - ``"text"``: the response's own tokens only (bipo-lens before 0.2; for comparison).
+    - ``"authors"``: exactly what the BiPO authors' trainer scores (trl's DPO tokenisation: the
+      response is ``" " + text``, tokenised together with the prompt and split after it, then EOS),
+      for comparing with their vectors.
+
+    Responses, terminator included, are cut to ``max_response_tokens``: a cut response does not end
+    with the terminator (it did not end). Prompts longer than ``max_prompt_tokens`` keep their last
+    tokens (the question's end and the assistant header, which matter most).
+    """
+    if response_format not in RESPONSE_FORMATS:
+        raise BipoLensError(f"unknown response format {response_format!r}: use {', '.join(RESPONSE_FORMATS)}")
     encoded = []
     context = getattr(model.cfg, "n_ctx", None) or 1 << 30
+    terminator = end_of_turn_id(model) if response_format == "eot" else None
     for pair in pairs:
-        prompt = tokenize_prompt(model, build_prompt(model, pair.question, system_prompt))
+        prompt_text = build_prompt(model, pair.question, system_prompt)
+        prompt = tokenize_prompt(model, prompt_text)
+        if response_format == "authors":
+            prompt = _authors_prompt(model, prompt_text)
         prompt = prompt[-max_prompt_tokens:]
         sides = []
         for response in (pair.matching, pair.not_matching):
-            ids = tokenize_response(model, response)[:max_response_tokens]
+            if response_format == "authors":
+                ids = _authors_response(model, prompt_text, response)
+            else:
+                ids = tokenize_response(model, response) + ([terminator] if terminator is not None else [])
+            ids = ids[:max_response_tokens]
             if not ids:
                 raise BipoLensError(f"a response tokenises to nothing: {response!r}")
             if len(prompt) + len(ids) > context:
@@ -50,6 +78,29 @@ def encode_pairs(
             sides.append(Sequence(tuple(prompt + ids), len(prompt)))
         encoded.append((sides[0], sides[1]))
     return encoded
+
+
+def _authors_prompt(model, prompt_text: str) -> list[int]:
+    """trl's DPO prompt ids: the prompt without special tokens added, then BOS in front unless the
+    text already starts with it (ChatML's ``<|im_start|>`` is SmolLM2's BOS)."""
+    ids = model.tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    bos = model.tokenizer.bos_token_id
+    return ids if bos is None or ids[:1] == [bos] else [bos, *ids]
+
+
+def _authors_response(model, prompt_text: str, response: str) -> list[int]:
+    """trl's DPO response ids: ``prompt + " " + response`` tokenised as one text and split after the
+    prompt's tokens (``build_tokenized_answer``), then EOS unless it is already last."""
+    tokenizer = model.tokenizer
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    full = tokenizer(prompt_text + " " + response, add_special_tokens=False)["input_ids"]
+    if full[: len(prompt_ids)] != prompt_ids:
+        # trl then moves the prompt's last token into the response; both sides would get different
+        # prompts, which the shared-prompt scorer does not represent.
+        raise BipoLensError("with --response-format authors this prompt's last token merges with the response; "
+                            "use --response-format eot")
+    ids = full[len(prompt_ids):]
+    return ids if ids[-1:] == [tokenizer.eos_token_id] else [*ids, tokenizer.eos_token_id]
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,9 @@ def _as_vector(tensor, path: Path) -> torch.Tensor:
     return tensor.float()
 
 
+_WARNED: set[tuple[str, str]] = set()  # (vector's model, model applied to): warned once per process
+
+
 @dataclass
 class SteeringVector:
     vector: Float[torch.Tensor, " d_model"]
@@ -46,6 +50,7 @@ class SteeringVector:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str = ""
     history: list[dict[str, float | int]] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict)  # the run that made it (bipo_lens.records)
 
     def __post_init__(self) -> None:
         if not isinstance(self.vector, torch.Tensor) or self.vector.ndim != 1:
@@ -81,6 +86,7 @@ class SteeringVector:
             "hyperparameters": json.dumps(self.hyperparameters),
             "data_fingerprint": self.data_fingerprint,
             "history": json.dumps(self.history),
+            "record": json.dumps(self.record),
             "bipo_lens_version": __version__,
         }
 
@@ -98,6 +104,12 @@ class SteeringVector:
             raise BipoLensError(
                 f"vector is for layer {self.layer} but {model_info.model_id} has layers 0..{model_info.n_layers - 1}"
             )
+        if self.model_id not in ("unknown", model_info.model_id) and (self.model_id, model_info.model_id) not in _WARNED:
+            # Same width, another model: it runs, but what it means there is a transfer question
+            # (``bipo-lens transfer`` relabels a vector it moves on purpose, so this stays quiet).
+            _WARNED.add((self.model_id, model_info.model_id))
+            print(f"bipo-lens: warning: a vector trained on {self.model_id} is applied to {model_info.model_id}",
+                  file=sys.stderr, flush=True)
 
     def save(self, path: str | Path, overwrite: bool = False) -> Path:
         """Write atomically; refuse to replace an existing file unless ``overwrite``."""
@@ -143,9 +155,10 @@ class SteeringVector:
             layer = int(meta["layer"])
             hyperparameters = json.loads(meta.get("hyperparameters", "{}"))
             history = json.loads(meta.get("history", "[]"))
+            record = json.loads(meta.get("record", "{}"))
         except (KeyError, ValueError) as e:
             raise BipoLensError(f"{path}: missing or malformed metadata ({e})") from None
-        if not isinstance(hyperparameters, dict) or not isinstance(history, list):
+        if not isinstance(hyperparameters, dict) or not isinstance(history, list) or not isinstance(record, dict):
             raise BipoLensError(f"{path}: malformed metadata (hyperparameters or history)")
         vector = cls(
             vector=_as_vector(tensors["vector"], path),
@@ -155,6 +168,7 @@ class SteeringVector:
             hyperparameters=hyperparameters,
             data_fingerprint=meta.get("data_fingerprint", ""),
             history=history,
+            record=record,
         )
         if "d_model" in meta and meta["d_model"] != str(vector.d_model):
             raise BipoLensError(f"{path}: metadata says d_model {meta['d_model']} but the tensor has {vector.d_model}")
@@ -205,6 +219,11 @@ class SteeringVector:
             f"data:          {self.data_fingerprint or '-'}",
             f"hyperparams:   {json.dumps(self.hyperparameters)}",
         ]
+        if self.record:
+            from bipo_lens.records import describe
+
+            lines.append(f"recorded:      {self.record.get('command')} ({self.record.get('wall_seconds')} s; "
+                         f"{describe(self.record)})")
         if self.history:
             last = self.history[-1]
             lines.append(f"epochs:        {len(self.history)} (last: {json.dumps(last)})")

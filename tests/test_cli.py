@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+from bipo_lens.vectors import SteeringVector
+
 
 def cli(*args, cwd=None):
     return subprocess.run([sys.executable, "-m", "bipo_lens.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=900)
@@ -32,6 +34,8 @@ def test_info_describes_the_vector(trained):
     result = cli("info", trained)
     assert result.returncode == 0
     assert "method:        bipo" in result.stdout and "layer:         15" in result.stdout
+    assert "recorded:      bipo-lens train --data power_seeking --layer 15" in result.stdout  # its run record
+    assert "commit " in result.stdout and "torch 2." in result.stdout
 
 
 def test_generate_prints_one_answer_per_multiplier(trained):
@@ -61,9 +65,10 @@ def test_bad_inputs_end_with_one_line_and_nonzero_exit(tmp_path, trained):
 def test_train_on_shared_power_seeking_csv(shared_data, tmp_path):
     out = tmp_path / "ps.safetensors"
     result = cli("train", "--data", shared_data / "bipo/power-seeking/train.csv", "--layer", 15,
-                 "--max-pairs", 8, "--epochs", 1, "--out", out)
+                 "--max-pairs", 8, "--epochs", 1, "--response-format", "authors", "--out", out)
     assert result.returncode == 0, result.stderr
     assert "8 pairs" in result.stdout and out.exists()
+    assert SteeringVector.load(out).hyperparameters["response_format"] == "authors"
 
 
 def test_analysis_commands(tmp_path):
@@ -77,11 +82,16 @@ def test_analysis_commands(tmp_path):
                      "--sweep-dir", tmp_path / "sweep", "--plot", tmp_path / "heat.png", "--top-k", "3", "--device", "cpu")
     assert similarity.returncode == 0, similarity.stderr
     assert "cosine similarity" in similarity.stdout and "promotes:" in similarity.stdout and (tmp_path / "heat.png").is_file()
-    transfer = cli("transfer", "--vector", vector, "--target-model", "smollm2-135m-instruct@int4", "--native", vector,
+    native = tmp_path / "sweep" / "bipo_layer_24.safetensors"  # stands in for a vector trained on the target
+    transfer = cli("transfer", "--vector", vector, "--target-model", "smollm2-135m-instruct@int4", "--native", native,
                    "--test-data", "power_seeking", "--max-test-pairs", "2", "--out", tmp_path / "moved.safetensors",
-                   "--device", "cpu")
+                   "--out-json", tmp_path / "transfer.json", "--device", "cpu")
     assert transfer.returncode == 0, transfer.stderr
-    assert "retained efficacy 1.000" in transfer.stdout
+    found = json.loads((tmp_path / "transfer.json").read_text())
+    assert f"retained efficacy {found['retained']:.3f}" in transfer.stdout and found["record"]["git"]["commit"]
+    assert found["retained"] == pytest.approx(found["transferred_range"] / found["native_range"])
+    assert found["transferred_range"] != pytest.approx(found["native_range"], abs=1e-3)  # two different vectors
+    assert found["cosine_to_native"] < 0.999
     info = cli("info", tmp_path / "moved.safetensors")
     assert "smollm2-135m-instruct@int4" in info.stdout and "transferred_from" in info.stdout
     compose = cli("compose", "--vector", vector, "--data", "power_seeking", "--vector",
@@ -90,6 +100,9 @@ def test_analysis_commands(tmp_path):
                   "--device", "cpu")
     assert compose.returncode == 0, compose.stderr
     assert "retained" in compose.stdout and (tmp_path / "compose.png").is_file()
+    for record_file in (tmp_path / "compose.json", tmp_path / "sweep" / "record.json"):
+        record = json.loads(record_file.read_text())["record"]
+        assert record["command"].split()[1] in ("compose", "sweep") and record["wall_seconds"] > 0
 
 
 def test_analysis_commands_reject_bad_input_in_one_line(tmp_path):
@@ -122,8 +135,14 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["budget"]["name"] == "quick" and results["command"].startswith("bipo-lens figures --quick")
     assert {r["map"] for r in results["transfer"]["rows"]} == {"direct", "lstsq", "procrustes"}
+    record = results["record"]
+    assert record["device"]["type"] == "cpu" and record["device"]["dtype"] == "float32"
+    assert len(record["git"]["commit"]) == 40 and record["versions"]["transformers"]
+    assert record["device"]["name"] in readme and record["git"]["commit"][:10] in readme
+    assert all(len(d["sha256"]) == 64 for d in record["data"] if "path" in d)
     resumed = cli("figures", "--quick", "--resume", "--out-dir", out, "--work-dir", work, "--device", "cpu")
     assert resumed.returncode == 0 and resumed.stdout.count("finished earlier") == 5
+    assert "Stages read from an earlier run" in (out / "README.md").read_text()
 
 
 def test_missing_judge_and_unwritable_output_stop_before_any_work(trained, tmp_path):

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from bipo_lens import Sampling, SteeringVector, TokenStrategy, generate, generate_batch
+from bipo_lens import Sampling, SteeringVector, TokenStrategy, generate, generate_batch, generate_samples
 from bipo_lens.models import build_prompt, stop_token_ids, tokenize_prompt
 from bipo_lens.steering import STRATEGIES, steer_raw_layers
 
@@ -94,6 +94,12 @@ def test_sampling_is_reproducible_per_seed(model):
     assert draw(2) != first
     greedy = generate(model, question, [], [0.0, 0.0], max_new_tokens=16)
     assert greedy[0] == greedy[1]
+    sampling = Sampling(temperature=1.0, seed=3)
+    samples = generate_samples(model, [question, "Name a colour."], [], [0.0], n=4, sampling=sampling, max_new_tokens=8)
+    assert [[len(cell) for cell in row] for row in samples] == [[4], [4]]
+    assert len(set(samples[0][0])) > 1 and all(s.strip() for s in samples[1][0])
+    assert generate_samples(model, [question, "Name a colour."], [], [0.0], n=4, sampling=sampling,
+                            max_new_tokens=8) == samples
 
 
 @pytest.mark.sanity

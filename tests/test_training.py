@@ -30,11 +30,11 @@ def test_same_seed_is_bit_identical(model):
 
 
 def test_training_learns_the_behaviour(model):
-    """Held-out preference accuracy under +v rises above chance and the loss falls."""
+    """Held-out reward accuracy under +v rises above chance and the loss falls."""
     train, test = split_pairs(load_pairs("optimism"), 0.25, seed=0)
     v = train_bipo(model, train[:24], 15, test_pairs=test, epochs=4, lr=5e-3, progress=False)
     assert v.history[-1]["loss"] < v.history[0]["loss"] < 0.6932
-    assert v.history[-1]["test_accuracy"] >= 0.75
+    assert v.history[-1]["reward_accuracy"] >= 0.75
     assert v.method == "bipo" and v.hyperparameters["beta"] == 0.1 and len(v.history) == 4
 
 

@@ -77,3 +77,14 @@ def test_incompatible_model(model):
         vector(d=640).check_compatible(model)
     with pytest.raises(BipoLensError, match="layers 0..29"):
         vector(layer=40).check_compatible(model)
+
+
+def test_vector_of_another_model_with_the_same_width_warns_once(model, capsys):
+    vector().check_compatible(model)  # its own model: silent
+    assert capsys.readouterr().err == ""
+    other = vector()
+    other.model_id = "some-other-576-wide-model"
+    other.check_compatible(model)
+    other.check_compatible(model)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["bipo-lens: warning: a vector trained on some-other-576-wide-model is applied to smollm2-135m-instruct"]

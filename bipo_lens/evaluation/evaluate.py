@@ -48,8 +48,10 @@ class MarginScorer:
     computed once.
     """
 
-    def __init__(self, model, pairs: list[PreferencePair], max_response_tokens: int | None = 64):
-        self.model, self.encoded = model, encode_pairs(model, pairs, max_response_tokens)
+    def __init__(self, model, pairs: list[PreferencePair], max_response_tokens: int | None = 64,
+                 response_format: str = "eot"):
+        self.model = model
+        self.encoded = encode_pairs(model, pairs, max_response_tokens, response_format=response_format)
         self.lengths = torch.tensor([[m.response_len, n.response_len] for m, n in self.encoded], dtype=torch.float32)
         self.by_layer: dict[int, PairScorer] = {}
         self.unsteered: torch.Tensor | None = None
@@ -102,6 +104,7 @@ def evaluate(
     max_new_tokens: int = 48,
     max_response_tokens: int | None = 64,
     progress: bool = True,
+    response_format: str = "eot",
 ) -> dict:
     """Results as data: ``{"results": [...], "summary": {...}, "generations": [...], "judge": {...}}``."""
     for vector in vectors.values():
@@ -109,8 +112,9 @@ def evaluate(
     margin_pairs = pairs[:max_questions]
     if judge is not None:
         judge.fit(margin_pairs)
-    scorers = MarginScorer(model, margin_pairs, max_response_tokens)
-    ab_scorers = MarginScorer(model, ab_pairs[:max_questions], None) if ab_pairs else None
+    scorers = MarginScorer(model, margin_pairs, max_response_tokens, response_format)
+    # A/B questions compare the answer letters alone: nothing follows them to score.
+    ab_scorers = MarginScorer(model, ab_pairs[:max_questions], None, "text") if ab_pairs else None
     groups: dict[str, list[int]] = {}
     for index, pair in enumerate(margin_pairs):
         groups.setdefault(pair.question, []).append(index)

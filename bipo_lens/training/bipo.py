@@ -30,7 +30,7 @@ from bipo_lens.models import check_layer, info
 from bipo_lens.pairs import PreferencePair, fingerprint
 from bipo_lens.activations import device_of, response_deltas
 from bipo_lens.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
-from bipo_lens.tokens import encode_pairs
+from bipo_lens.tokens import RESPONSE_FORMATS, encode_pairs
 from bipo_lens.scoring import FastPath, PairScorer
 from bipo_lens.vectors import SteeringVector
 
@@ -49,6 +49,7 @@ class BipoConfig:
     loss: str = "bipo"
     margin: float = 1.0  # activation_margin only
     max_response_tokens: int | None = 64
+    response_format: str = "eot"  # see tokens.encode_pairs
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -61,6 +62,8 @@ class BipoConfig:
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
             raise BipoLensError(", ".join(f"invalid {name}: {getattr(self, name)!r}" for name in bad))
+        if self.response_format not in RESPONSE_FORMATS:
+            raise BipoLensError(f"unknown response format {self.response_format!r}: use {', '.join(RESPONSE_FORMATS)}")
         if self.loss not in LOSSES:
             raise BipoLensError(f"unknown loss {self.loss!r}: use {', '.join(LOSSES)}")
 
@@ -96,8 +99,8 @@ def train_bipo(
 
     ``config`` (or keyword overrides such as ``epochs=5, lr=5e-3``) defaults to the paper's
     hyper-parameters. The returned vector's ``history`` has one entry per epoch: mean loss, vector
-    norm, seconds, and, with ``test_pairs``, held-out preference accuracy (the fraction of test pairs
-    whose implicit reward under ``+v`` favours the matching response).
+    norm, seconds, and, with ``test_pairs``, held-out ``reward_accuracy`` (the fraction of test
+    pairs whose implicit reward under ``+v`` favours the matching response; see :func:`reward_accuracy`).
 
     With ``checkpoint_dir`` a checkpoint is written after every epoch and on Ctrl-C; ``resume``
     continues from it and ends with the vector an uninterrupted run would have given. A non-finite
@@ -113,7 +116,7 @@ def train_bipo(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     device = device_of(model)
-    encoded = encode_pairs(model, pairs, config.max_response_tokens)
+    encoded = encode_pairs(model, pairs, config.max_response_tokens, response_format=config.response_format)
     vector = torch.nn.Parameter(torch.zeros(info(model).d_model, device=device))
     optimizer = torch.optim.AdamW([vector], lr=config.lr, weight_decay=config.weight_decay)
     steps_per_epoch = math.ceil(len(pairs) / config.batch_size)
@@ -124,7 +127,7 @@ def train_bipo(
     if config.loss == "bipo":
         scorer = PairScorer(model, encoded, layer, fast, cache_budget_bytes)
         test_scorer = (
-            PairScorer(model, encode_pairs(model, test_pairs, config.max_response_tokens), layer, fast,
+            PairScorer(model, encode_pairs(model, test_pairs, config.max_response_tokens, response_format=config.response_format), layer, fast,
                         cache_budget_bytes) if test_pairs else None
         )
         step_loss = lambda batch: _bipo_loss(scorer, batch, vector, config.beta, rng)  # noqa: E731
@@ -191,7 +194,7 @@ def train_bipo(
         record = {"epoch": epoch + 1, "loss": sum(losses) / len(losses), "norm": vector.norm().item(),
                   "seconds": round(time.perf_counter() - epoch_started, 3)}
         if test_scorer is not None:
-            record["test_accuracy"] = preference_accuracy(test_scorer, vector.detach())
+            record["reward_accuracy"] = reward_accuracy(test_scorer, vector.detach())
         history.append(record)
         if checkpoint_dir is not None:
             save_checkpoint(checkpoint_dir, snapshot(epoch + 1, 0, [], [], rng.getstate()))
@@ -216,7 +219,11 @@ def _bipo_loss(scorer: PairScorer, batch: list[int], vector: Tensor, beta: float
 
 
 @torch.no_grad()
-def preference_accuracy(scorer: PairScorer, vector: Tensor, batch_size: int = 8) -> float:
+def reward_accuracy(scorer: PairScorer, vector: Tensor, batch_size: int = 8) -> float:
+    """DPO's implicit-reward accuracy (trl's ``rewards/accuracies``): the fraction of pairs whose
+    log-ratio to the reference under ``+v`` is larger for the matching response than for the
+    not-matching one. Lenient next to the evaluation's ``preference_accuracy`` (matching more
+    likely than not-matching, absolutely): both responses may lose probability."""
     indices = range(len(scorer.sequences) // 2)
     wins = 0
     for start in range(0, len(indices), batch_size):

@@ -14,15 +14,17 @@ from bipo_lens.tokens import encode_pairs
 from bipo_lens.vectors import SteeringVector
 
 
-def train_caa(model, pairs: list[PreferencePair], layer: int, max_response_tokens: int | None = 64) -> SteeringVector:
+def train_caa(model, pairs: list[PreferencePair], layer: int, max_response_tokens: int | None = 64,
+              response_format: str = "eot") -> SteeringVector:
     check_layer(model, layer)
-    encoded = encode_pairs(model, pairs, max_response_tokens)
+    encoded = encode_pairs(model, pairs, max_response_tokens, response_format=response_format)
     vector = response_deltas(model, encoded, layer).mean(dim=0)
     return SteeringVector(
         vector=vector.float().cpu(),
         layer=layer,
         model_id=info(model).model_id,
         method="caa",
-        hyperparameters={"positions": "response_mean", "max_response_tokens": max_response_tokens},
+        hyperparameters={"positions": "response_mean", "max_response_tokens": max_response_tokens,
+                         "response_format": response_format},
         data_fingerprint=fingerprint(pairs),
     )

@@ -1,0 +1,107 @@
+"""Run records: what a number was measured with, so anyone can re-run it.
+
+Every command that measures (``train``, ``eval``, ``sweep``, ``compose``, ``transfer``,
+``figures``, ``bench``) stores a record beside its results: the exact command, the git commit (and
+whether the tree had uncommitted changes), library versions, device and dtype, seeds, the data
+files with their hashes, and the wall time. README text that quotes a result names the record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable
+
+PACKAGES = ("bipo-lens", "torch", "transformers", "transformer-lens", "tokenizers", "numpy", "safetensors")
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git() -> dict:
+    """The checkout's commit and whether tracked files differ from it (None outside a checkout)."""
+    def run(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(_REPO), *args], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = run("rev-parse", "HEAD")
+    status = run("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def device_description(model=None) -> dict:
+    """The device a model runs on, in words a reader can compare: GPU name, or CPU and its cores."""
+    import torch
+
+    if model is not None:
+        parameter = next(model.lens_raw.parameters())
+        device, dtype = parameter.device, str(parameter.dtype).removeprefix("torch.")
+    else:
+        device, dtype = torch.device("cpu"), None
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    else:
+        name = f"{platform.processor() or platform.machine()} CPU, {len(os.sched_getaffinity(0))} cores, " \
+               f"{torch.get_num_threads()} torch threads"
+    return {"type": device.type, "name": name, "dtype": dtype}
+
+
+def file_hash(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def start_record(command: str | None = None, model=None, data: Iterable[str | Path] = (), seeds: dict | None = None,
+                 **extra) -> dict:
+    """A record opened at the start of a run; :func:`finish_record` adds the wall time.
+
+    ``data``: files (hashed) or built-in set names (kept as names: they are versioned with the code)."""
+    return {
+        "command": command or "bipo-lens " + shlex.join(sys.argv[1:]),
+        "git": _git(),
+        "versions": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}},
+        "device": device_description(model),
+        "model": getattr(getattr(model, "lens_info", None), "model_id", None),
+        "seeds": seeds or {},
+        "data": [{"path": str(d), "sha256": file_hash(d)} if Path(d).is_file() else {"builtin": str(d)} for d in data],
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "_t0": time.perf_counter(),
+        **extra,
+    }
+
+
+def finish_record(record: dict) -> dict:
+    """The record with the wall time since it was opened (and without its private clock)."""
+    done = {k: v for k, v in record.items() if k != "_t0"}
+    done["wall_seconds"] = round(time.perf_counter() - record["_t0"], 1)
+    return done
+
+
+def describe(record: dict) -> str:
+    """One line for READMEs: device, dtype, versions and commit."""
+    git = record.get("git") or {}
+    commit = (git.get("commit") or "unknown")[:10] + (" (uncommitted changes)" if git.get("dirty") else "")
+    versions = record.get("versions", {})
+    device = record.get("device", {})
+    return (f"{device.get('name', '?')}, {device.get('dtype') or '?'}; torch {versions.get('torch')}, "
+            f"transformers {versions.get('transformers')}, transformer-lens {versions.get('transformer-lens')}; "
+            f"commit {commit}")
