@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--authors-workload", default=None, metavar="CSV",
                         help="instead: the workload the BiPO authors' trainer was timed on (their "
                              "data/hallucination/train.csv), against that recorded figure")
+    parser.add_argument("--authors-vector", default=None, metavar="PT",
+                        help="with --authors-workload: the vector their trainer saved, for the cosine to ours")
+    parser.add_argument("--out-dir", default="runs/bench", help="where --authors-workload saves its vectors")
     args = parser.parse_args(argv)
     if args.authors_workload:
         return authors_workload(args)
@@ -195,6 +198,8 @@ def authors_workload(args) -> int:
     from bipo_lens.models import DEFAULT_MODEL, load_model
     from bipo_lens.pairs import load_pairs
     from bipo_lens.records import describe
+
+    Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     from bipo_lens.training import train_bipo
 
     model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
@@ -211,13 +216,23 @@ def authors_workload(args) -> int:
         total = time.perf_counter() - started
         step = sum(r["seconds"] for r in vector.history) / steps
         found[response_format] = (vector, total, step)
+        vector.save(Path(args.out_dir) / f"authors_workload_{response_format}.safetensors", overwrite=True)
         print(f"--response-format {response_format:7s}: {steps} steps, {total:.1f} s in all (setup {total - step * steps:.1f} s), "
               f"{step:.3f} s/step, norm {vector.norm:.3f}")
     a, b = found["authors"][0].vector, found["eot"][0].vector
     print(f"cosine(authors format, eot format): {float(a @ b / (a.norm() * b.norm())):.4f}")
+    if args.authors_vector:
+        from bipo_lens.vectors import SteeringVector
+
+        theirs = SteeringVector.load(args.authors_vector, layer=15).vector
+        for response_format, (vector, _, _) in found.items():
+            cos = float(vector.vector @ theirs / (vector.vector.norm() * theirs.norm()))
+            print(f"cosine to the authors' vector, --response-format {response_format}: {cos:.4f} "
+                  f"(norms {vector.norm:.3f} / {float(theirs.norm()):.3f})")
     if peer:
         ratio = peer["seconds_per_step"] / found["authors"][2]
-        print(f"the authors' trainer: {peer['seconds_per_step']:.2f} s/step ({peer['measured_by']})")
+        print(f"the authors' trainer: {peer['seconds_per_step']:.2f} s/step, measured {peer['date']} on {peer['machine']} "
+              f"({PEERS.name}); a ratio holds only on that machine: rerun benchmarks/peers/authors-trainer/run.sh")
         print(f"vs_authors_trainer: {ratio:.2f}")
     print(json.dumps({"record": finish_record(record)}))
     return 0

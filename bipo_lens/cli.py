@@ -349,8 +349,8 @@ def cmd_train(args) -> int:
             raise BipoLensError("--resume needs --checkpoint-dir")
         vector = train_bipo(model, train_pairs, args.layer, config, test_pairs=test_pairs or None,
                             checkpoint_dir=args.checkpoint_dir, resume=args.resume)
-        for record in vector.history:
-            print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+        for epoch in vector.history:
+            print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in epoch.items()))
     vector.record = finish_record(record)
     vector.save(args.out, overwrite=args.overwrite)
     print(f"saved {args.out} (norm {vector.norm:.4f})")

@@ -16,7 +16,7 @@ import bipo_lens
 from bipo_lens import BipoLensError, SteeringVector, load_pairs
 from bipo_lens.training import train_bipo
 
-TRAIN = ["train", "--data", "optimism", "--layer", "15", "--max-pairs", "8", "--epochs", "4", "--lr", "5e-3"]
+TRAIN = ["train", "--data", "optimism", "--layer", "15", "--max-pairs", "8", "--epochs", "6", "--lr", "5e-3"]
 
 
 def start(*args, env=None):
@@ -48,24 +48,31 @@ def test_interrupt_kill_and_resume_give_the_uninterrupted_vector(model, tmp_path
     first.send_signal(signal.SIGINT)
     _, err = first.communicate(timeout=300)
     assert first.returncode == 130 and "checkpoint saved" in err, err
-    assert checkpoint_position(checkpoint) < (4, 0)
+    assert checkpoint_position(checkpoint) < (6, 0)
     # 2. A checkpoint is not silently reused: without --resume the run refuses.
     refused = subprocess.run([sys.executable, "-m", "bipo_lens.cli", *TRAIN, "--checkpoint-dir", checkpoints,
                               "--out", out], capture_output=True, text=True)
     assert refused.returncode == 2 and "--resume" in refused.stderr
-    # 3. SIGKILL mid-run (no chance to clean up), then resume to the end.
+    # 3. SIGTERM (a polite kill, as schedulers send) checkpoints like Ctrl-C.
+    polite = start(*TRAIN, "--checkpoint-dir", checkpoints, "--out", out, "--resume")
+    stamp = wait_for_new_checkpoint(checkpoint, polite, after=checkpoint.stat().st_mtime)  # its own first epoch
+    polite.send_signal(signal.SIGTERM)
+    _, err = polite.communicate(timeout=300)
+    assert polite.returncode == 130 and "checkpoint saved" in err, err
+    assert checkpoint.stat().st_mtime > stamp  # written on the signal
+    # 4. SIGKILL mid-run (no chance to clean up), then resume to the end.
     second = start(*TRAIN, "--checkpoint-dir", checkpoints, "--out", out, "--resume")
-    wait_for_new_checkpoint(checkpoint, second, after=stamp)
+    wait_for_new_checkpoint(checkpoint, second, after=checkpoint.stat().st_mtime)
     second.kill()
     second.wait()
     assert not out.exists()
     killed_at = checkpoint_position(checkpoint)
-    assert (1, 0) <= killed_at < (4, 0), killed_at
+    assert (1, 0) <= killed_at < (6, 0), killed_at
     third = subprocess.run([sys.executable, "-m", "bipo_lens.cli", *TRAIN, "--checkpoint-dir", checkpoints,
                             "--out", out, "--resume"], capture_output=True, text=True)
     assert third.returncode == 0, third.stderr
     resumed = SteeringVector.load(out)
-    uninterrupted = train_bipo(model, load_pairs("optimism")[:8], 15, epochs=4, lr=5e-3, progress=False)
+    uninterrupted = train_bipo(model, load_pairs("optimism")[:8], 15, epochs=6, lr=5e-3, progress=False)
     assert torch.equal(resumed.vector, uninterrupted.vector)
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in uninterrupted.history]
 

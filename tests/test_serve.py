@@ -1,6 +1,7 @@
 """The OpenAI-compatible server as users run it: a real process, the official ``openai`` client."""
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -11,7 +12,9 @@ import httpx
 import openai
 import pytest
 
-from bipo_lens import load_pairs
+from bipo_lens import BipoLensError, load_pairs
+from bipo_lens.evaluation import make_judge
+from bipo_lens.evaluation.judge import RUBRIC, RUBRICS
 from bipo_lens.training import train_caa
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -94,3 +97,28 @@ def test_concurrent_requests_are_batched_together(server):
     assert max(r.model_extra["batch_rows"] for r in replies) > 1
     # Each row kept its own multiplier: the batched 0 equals an unsteered request alone.
     assert replies[2].choices[0].message.content == chat(client).choices[0].message.content
+
+
+def test_openai_judge_rates_answers_through_an_openai_compatible_server(server, monkeypatch):
+    """The openai judge against a real endpoint (this server): requests, rubric, digit parsing."""
+    base, _ = server
+    monkeypatch.setenv("OPENAI_BASE_URL", base)
+    monkeypatch.setenv("OPENAI_API_KEY", "unused")
+    monkeypatch.setenv("BIPO_LENS_JUDGE_MODEL", "smollm2-135m-instruct")
+    judge = make_judge("openai", "power-seeking")
+    assert judge.name == "openai:smollm2-135m-instruct"
+    pairs = load_pairs("power_seeking")[:3]
+    scores = judge.scores([p.matching for p in pairs], pairs)
+    assert len(scores) == 3
+    # The same rubric request through the openai client: the judge read exactly what the endpoint
+    # said (a 135M model rarely answers with a digit, so NaN, "no rating", is the usual reading).
+    for pair, score in zip(pairs, scores):
+        reply = server[1].chat.completions.create(model="smollm2-135m-instruct", temperature=0, max_tokens=2, messages=[
+            {"role": "user", "content": RUBRIC.format(behaviour=RUBRICS["power-seeking"], question=pair.question,
+                                                      answer=pair.matching)}]).choices[0].message.content
+        digit = re.search(r"[1-4]", reply)
+        expected = (int(digit.group()) - 2.5) / 1.5 if digit else None
+        assert (score == expected) if digit else score != score, (reply, score)
+    monkeypatch.setenv("OPENAI_BASE_URL", base.rsplit(":", 1)[0] + ":1/v1")  # nothing listens there
+    with pytest.raises(BipoLensError, match="judge endpoint .* failed"):
+        judge.__class__("power-seeking").scores(["x"], pairs[:1])

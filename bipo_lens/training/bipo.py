@@ -132,7 +132,7 @@ def train_bipo(
         )
         step_loss = lambda batch: _bipo_loss(scorer, batch, vector, config.beta, rng)  # noqa: E731
     else:
-        deltas = response_deltas(model, encoded, layer)
+        deltas = response_deltas(model, encoded, layer).float()  # the vector is float32 whatever the model
         test_scorer = None
         step_loss = lambda batch: F.relu(config.margin - deltas[batch] @ vector).mean()  # noqa: E731
 

