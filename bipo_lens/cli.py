@@ -11,6 +11,7 @@ import time
 import warnings
 
 from bipo_lens.errors import BipoLensError
+from bipo_lens.records import finish_record, start_record
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -287,18 +288,6 @@ def _load_vectors(paths: list[str], layer: int | None):
     from bipo_lens.vectors import SteeringVector
 
     return [SteeringVector.load(p, layer=layer) for p in paths]
-
-
-def start_record(*args, **kwargs) -> dict:
-    from bipo_lens.records import start_record as start
-
-    return start(*args, **kwargs)
-
-
-def finish_record(record: dict) -> dict:
-    from bipo_lens.records import finish_record as finish
-
-    return finish(record)
 
 
 def _write_json(path, data) -> None:

@@ -44,7 +44,7 @@ def encode_pairs(
       turn terminator, EOS for base models). A chat model's answer ends there, and whether steering
       makes the model *stop* like the preferred answer is part of the preference: every DPO-style
       trainer scores that token.
-    - ``"text"``: the response's own tokens only (bipo-lens before 0.2; for comparison).
+    - ``"text"``: the response's own tokens only (what bipo-lens scored before this option; for comparison).
     - ``"authors"``: exactly what the BiPO authors' trainer scores (trl's DPO tokenisation: the
       response is ``" " + text``, tokenised together with the prompt and split after it, then EOS),
       for comparing with their vectors.
