@@ -60,14 +60,16 @@ def encode_pairs(
     terminator = end_of_turn_id(model) if response_format == "eot" else None
     for pair in pairs:
         prompt_text = build_prompt(model, pair.question, system_prompt)
-        prompt = tokenize_prompt(model, prompt_text)
         if response_format == "authors":
-            prompt = _authors_prompt(model, prompt_text)
+            raw_prompt = model.tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+            prompt = _authors_prompt(model, raw_prompt)
+        else:
+            prompt = tokenize_prompt(model, prompt_text)
         prompt = prompt[-max_prompt_tokens:]
         sides = []
         for response in (pair.matching, pair.not_matching):
             if response_format == "authors":
-                ids = _authors_response(model, prompt_text, response)
+                ids = _authors_response(model, prompt_text, raw_prompt, response)
             else:
                 ids = tokenize_response(model, response) + ([terminator] if terminator is not None else [])
             ids = ids[:max_response_tokens]
@@ -80,19 +82,17 @@ def encode_pairs(
     return encoded
 
 
-def _authors_prompt(model, prompt_text: str) -> list[int]:
-    """trl's DPO prompt ids: the prompt without special tokens added, then BOS in front unless the
-    text already starts with it (ChatML's ``<|im_start|>`` is SmolLM2's BOS)."""
-    ids = model.tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+def _authors_prompt(model, ids: list[int]) -> list[int]:
+    """trl's DPO prompt ids: the prompt tokenised without special tokens, then BOS in front unless
+    the text already starts with it (ChatML's ``<|im_start|>`` is SmolLM2's BOS)."""
     bos = model.tokenizer.bos_token_id
     return ids if bos is None or ids[:1] == [bos] else [bos, *ids]
 
 
-def _authors_response(model, prompt_text: str, response: str) -> list[int]:
+def _authors_response(model, prompt_text: str, prompt_ids: list[int], response: str) -> list[int]:
     """trl's DPO response ids: ``prompt + " " + response`` tokenised as one text and split after the
-    prompt's tokens (``build_tokenized_answer``), then EOS unless it is already last."""
+    prompt's tokens ``prompt_ids`` (``build_tokenized_answer``), then EOS unless it is already last."""
     tokenizer = model.tokenizer
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
     full = tokenizer(prompt_text + " " + response, add_special_tokens=False)["input_ids"]
     if full[: len(prompt_ids)] != prompt_ids:
         # trl then moves the prompt's last token into the response; both sides would get different
