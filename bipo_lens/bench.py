@@ -79,6 +79,77 @@ def _matmul_gflops(rows: int, d: int, ff: int, device: torch.device, dtype: torc
     return 2 * rows * d * ff * repeats / (time.perf_counter() - started) / 1e9
 
 
+def _peak_flops(device: torch.device, dtype: torch.dtype, d: int, ff: int) -> tuple[float, str]:
+    """The matmul throughput to hold a step against: on CUDA a large square product (the device's
+    practical peak in this dtype), on the CPU the model's own ``512 x d @ d x ff`` product."""
+    if device.type == "cuda":
+        return _matmul_gflops(8192, 8192, 8192, device, dtype, repeats=1), "8192^3 matmul"
+    return _matmul_gflops(512, d, ff, device, dtype), f"512x{d}x{ff} matmul"
+
+
+def fast_only(args) -> int:
+    """The fast step alone, at any size: s/step, pairs/s, tokens/s, peak memory and MFU (the
+    step's model FLOPs per second over the measured matmul peak), then optionally the full run."""
+    from bipo_lens.models import DEFAULT_MODEL, load_model
+    from bipo_lens.pairs import load_pairs
+    from bipo_lens.records import describe
+    from bipo_lens.tokens import encode_pairs
+    from bipo_lens.training import train_bipo
+    from bipo_lens.training import FastPath
+
+    name = args.model or DEFAULT_MODEL
+    steps = args.steps or 8
+    n_pairs = args.pairs or 4 * steps
+    data = args.data or _default_data()
+    import transformer_lens.model_bridge  # noqa: F401  (imports are not part of the load time)
+
+    started = time.perf_counter()
+    model = load_model(name, device=args.device, dtype=args.dtype)
+    load_s = time.perf_counter() - started
+    record = start_record(model=model, data=[data], seeds={"training": 0, "weights": 0})
+    device = next(model.lens_raw.parameters()).device
+    dtype = next(model.lens_raw.parameters()).dtype
+    all_pairs = load_pairs(data)
+    pairs = (all_pairs * (-(-n_pairs // len(all_pairs))))[:n_pairs]
+    cfg = model.lens_raw.config.get_text_config()
+    print(describe(record))
+    print(f"model {name} on {device} ({dtype}), {sum(p.numel() for p in model.lens_raw.parameters()) / 1e9:.2f} B "
+          f"parameters, built/loaded in {load_s:.1f} s; layer {args.layer} of {cfg.num_hidden_layers}; {len(pairs)} pairs, "
+          f"batch 4, responses <= {args.response_tokens} tokens; peak RSS {_peak_rss_mb():.0f} MB")
+    encoded = encode_pairs(model, pairs, args.response_tokens)
+    tokens_per_pair = sum(len(m.ids) + n.response_len for m, n in encoded) / len(encoded)
+    # what PairScorer caches: the layer-L residual of both sequences, in the model's dtype
+    cache_per_pair = sum(len(s.ids) for pair in encoded for s in pair) * cfg.hidden_size * dtype.itemsize / len(encoded)
+    print(f"tokens per pair (packed: prompt once, both responses) {tokens_per_pair:.0f}; cached residual "
+          f"{cache_per_pair / 2**20:.2f} MiB per pair in {dtype} (both sequences; cached on the device up to 2 GiB, "
+          f"recomputed per step beyond)")
+    _run(model, pairs[:4], args.layer, FastPath(), args.response_tokens)  # warm-up (kernels, allocator)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    _, total, setup, step = _run(model, pairs, args.layer, FastPath(), args.response_tokens)
+    flops = _flops_per_step(model, pairs, args.layer, args.response_tokens) * 4 / len(pairs)
+    peak, label = _peak_flops(device, dtype, cfg.hidden_size, cfg.intermediate_size)
+    achieved = flops / step / 1e9
+    memory = (f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB peak CUDA memory allocated"
+              if device.type == "cuda" else f"{_peak_rss_mb() / 1024:.1f} GiB peak RSS")
+    print(f"fast step: {step:.3f} s/step, {4 / step:.1f} pairs/s, {4 * tokens_per_pair / step:.0f} tokens/s; "
+          f"setup (activation cache, reference log-probs) {setup:.1f} s for {len(pairs)} pairs; {memory}")
+    print(f"model FLOPs per step {flops / 1e9:.1f} GFLOP -> {achieved:.1f} GFLOP/s; measured {label} "
+          f"{peak:.1f} GFLOP/s in {dtype}; MFU {achieved / peak:.1%}")
+    if args.full_run:
+        run_pairs = (all_pairs * (-(-64 // len(all_pairs))))[:64]
+        _sync(device)
+        started = time.perf_counter()
+        train_bipo(model, run_pairs, args.layer, epochs=20, lr=5e-3, max_response_tokens=args.response_tokens,
+                   progress=False)
+        _sync(device)
+        print(f"full run, 64 pairs x 20 epochs (fast, activation cache included): {time.perf_counter() - started:.1f} s")
+    print(f"peak RSS {_peak_rss_mb():.0f} MB{_peak_cuda(device)}")
+    print(f"mfu: {achieved / peak:.3f}")
+    print(json.dumps({"record": finish_record(record)}))
+    return 0
+
+
 def _peak_cuda(device: torch.device) -> str:
     if device.type != "cuda":
         return ""
@@ -103,9 +174,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--authors-vector", default=None, metavar="PT",
                         help="with --authors-workload: the vector their trainer saved, for the cosine to ours")
     parser.add_argument("--out-dir", default="runs/bench", help="where --authors-workload saves its vectors")
+    parser.add_argument("--fast-only", action="store_true",
+                        help="time the fast path alone (no naive loop, no switch table): for large models; "
+                             "implied by random:<shape> models")
     args = parser.parse_args(argv)
     if args.authors_workload:
         return authors_workload(args)
+    if args.fast_only or (args.model or "").startswith("random:"):
+        return fast_only(args)
 
     from bipo_lens.models import DEFAULT_MODEL, load_model
     from bipo_lens.pairs import load_pairs

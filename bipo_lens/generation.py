@@ -58,12 +58,15 @@ def generate_batch(
     batch_size: int = 64,
     stop_at_eos: bool = True,
     on_token: Callable[[int, int], None] | None = None,
+    compile: bool = False,
 ) -> list[str]:
     """One answer per row: ``prompts[i]`` (full prompt text, see :func:`build_prompt`) steered by
     ``steering[i]``. Rows run ``batch_size`` at a time, shortest prompts together.
     ``stop_at_eos=False`` generates exactly ``max_new_tokens`` per row (benchmarks); ``on_token(row,
     token_id)`` sees every new token of every row as it is decided (streaming; after a row's stop
-    token its row receives padding)."""
+    token its row receives padding). ``compile=True``: a static KV cache and transformers' compiled
+    decode step (``torch.compile``, CUDA graphs on a GPU): the first call per batch shape pays the
+    compilation, later ones decode without per-kernel launch overhead (GPU only; ignored elsewhere)."""
     if len(prompts) != len(steering):
         raise BipoLensError(f"{len(prompts)} prompts but {len(steering)} row steerings")
     for vector in {id(v): v for row in steering for v, _ in row}.values():  # each distinct vector once
@@ -79,7 +82,7 @@ def generate_batch(
         chunk = order[start : start + batch_size]
         texts = _generate_chunk(model, [tokens[i] for i in chunk], [steering[i] for i in chunk], strategy,
                                 max_new_tokens, sampling, seed_offset=start, stop_at_eos=stop_at_eos,
-                                streamer=_RowStreamer(chunk, on_token) if on_token else None)
+                                streamer=_RowStreamer(chunk, on_token) if on_token else None, compile=compile)
         for i, text in zip(chunk, texts):
             answers[i] = text
     return answers
@@ -101,13 +104,25 @@ def left_pad(tokens: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, t
     return input_ids, attention_mask
 
 
-def generation_config(model, max_new_tokens: int, sampling: Sampling = GREEDY, stop_at_eos: bool = True):
-    """transformers' settings for one engine call (the benchmark's plain baseline uses the same)."""
+def generation_config(model, max_new_tokens: int, sampling: Sampling = GREEDY, stop_at_eos: bool = True,
+                      compile: bool = False, compile_all_devices: bool = False):
+    """transformers' settings for one engine call (the benchmark's plain baseline uses the same).
+
+    ``compile``: a static cache and ``CompileConfig`` (reduce-overhead: CUDA graphs). transformers
+    compiles the decode step on accelerators only; ``compile_all_devices`` forces it elsewhere (tests)."""
+    from transformers import CompileConfig
+
     sample = sampling.temperature > 0
+    compiled = {}
+    if compile:
+        config = CompileConfig(fullgraph=False, dynamic=False, mode="reduce-overhead")
+        if compile_all_devices:
+            config._compile_all_devices = True
+        compiled = dict(cache_implementation="static", compile_config=config)
     return GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=sample, temperature=sampling.temperature if sample else None,
         top_p=sampling.top_p if sample else None, top_k=None, eos_token_id=stop_token_ids(model),
-        pad_token_id=pad_token_id(model), min_new_tokens=None if stop_at_eos else max_new_tokens,
+        pad_token_id=pad_token_id(model), min_new_tokens=None if stop_at_eos else max_new_tokens, **compiled,
     )
 
 
@@ -131,7 +146,7 @@ class _RowStreamer:
 
 def _generate_chunk(model, tokens: list[list[int]], steering: list[RowSteering], strategy: TokenStrategy,
                     max_new_tokens: int, sampling: Sampling, seed_offset: int, stop_at_eos: bool = True,
-                    streamer=None) -> list[str]:
+                    streamer=None, compile: bool = False) -> list[str]:
     raw = model.lens_raw
     device = next(raw.parameters()).device
     pad = pad_token_id(model)
@@ -149,7 +164,7 @@ def _generate_chunk(model, tokens: list[list[int]], steering: list[RowSteering],
     terms = [(v.layer, v.vector, multipliers[key].to(device)) for key, v in vectors.items()
              if bool(multipliers[key].any())]
     stops = stop_token_ids(model)
-    config = generation_config(model, max_new_tokens, sampling, stop_at_eos)
+    config = generation_config(model, max_new_tokens, sampling, stop_at_eos, compile)
     prompt_lengths = attention_mask.sum(1).to(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
             steer_raw_layers(model, terms, strategy, prompt_lengths):

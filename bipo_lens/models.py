@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from bipo_lens import shapes
 from bipo_lens.errors import BipoLensError
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -106,8 +107,9 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
     """A ``TransformerBridge`` in compatibility mode (legacy hook names), raw weights.
 
     ``name``: an embedded model (``smollm2-135m-instruct``, ``gemma-3-270m``), a ``.gguf`` file,
-    a local Hugging Face directory, or a hub id; ``NAME@int4`` (2..8 bits) is that model with its
-    linear weights rounded as a deployment would (see :func:`quantise_weights`).
+    a local Hugging Face directory, a hub id, or ``random:<shape>`` (a published architecture with
+    random weights, for performance work only: :mod:`bipo_lens.shapes`); ``NAME@int4`` (2..8 bits) is
+    that model with its linear weights rounded as a deployment would (see :func:`quantise_weights`).
     """
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -119,7 +121,10 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
         # packed rows change length every step, so on an H100 it doubled bf16 step and generation
         # times. The flash / memory-efficient kernels have no such cost. (Process-wide setting.)
         torch.backends.cuda.enable_cudnn_sdp(False)
-    hf_model, tokenizer, chat = _load_hf(base)
+    if shapes.is_random(base):  # built on the device, in the dtype: never an fp32 copy on the CPU
+        hf_model, tokenizer, chat = shapes.load_random(base, torch_device, torch_dtype)
+    else:
+        hf_model, tokenizer, chat = _load_hf(base)
     if bits:
         quantise_weights(hf_model, bits)
     hf_model = hf_model.to(device=torch_device, dtype=torch_dtype).eval()

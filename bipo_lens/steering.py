@@ -197,6 +197,34 @@ def steer_tensors(
         yield
 
 
+class _RawLayerSlot:
+    """The forward hook of one decoder layer of a raw model, registered once and kept: each
+    :func:`steer_raw_layers` block puts its :class:`_LayerHook` in ``active`` and takes it out again.
+
+    Why not a new hook per block: a compiled forward (``generate(..., compile=True)``: static cache,
+    CUDA graphs) guards on the hook functions it traced, so a fresh closure per call would recompile
+    the model every call; one function whose state changes is traced once."""
+
+    def __init__(self) -> None:
+        self.active: list[_LayerHook] = []
+
+    def __call__(self, module, args, kwargs, output):
+        if not self.active:
+            return output
+        hidden = output[0] if isinstance(output, tuple) else output
+        for layer_hook in self.active:
+            hidden = layer_hook(hidden, positions=kwargs.get("position_ids"))
+        return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
+
+
+def _raw_slot(raw, layer: int) -> _RawLayerSlot:
+    slots = raw.__dict__.setdefault("_bipo_lens_steering_slots", {})
+    if layer not in slots:
+        slots[layer] = _RawLayerSlot()
+        raw.model.layers[layer].register_forward_hook(slots[layer], with_kwargs=True)
+    return slots[layer]
+
+
 @contextlib.contextmanager
 def steer_raw_layers(
     model,
@@ -208,18 +236,13 @@ def steer_raw_layers(
     the generation engine run: each vector is added to its decoder layer's output, which is
     ``blocks.{L}.hook_resid_post`` (a test checks the two agree), through the same
     :class:`_LayerHook`. Positions are the ``position_ids`` the model passes to its layers."""
-    def forward_hook(layer_hook):
-        def hook(module, args, kwargs, output):
-            hidden = output[0] if isinstance(output, tuple) else output
-            hidden = layer_hook(hidden, positions=kwargs.get("position_ids"))
-            return (hidden, *output[1:]) if isinstance(output, tuple) else hidden
-        return hook
-
-    layers = model.lens_raw.model.layers
-    handles = [layers[layer].register_forward_hook(forward_hook(_LayerHook(t, strategy, prompt_lengths)), with_kwargs=True)
-               for layer, t in _by_layer(terms).items()]
+    entered: list[tuple[_RawLayerSlot, _LayerHook]] = []
     try:
+        for layer, layer_terms in _by_layer(terms).items():
+            slot, hook = _raw_slot(model.lens_raw, layer), _LayerHook(layer_terms, strategy, prompt_lengths)
+            slot.active.append(hook)
+            entered.append((slot, hook))
         yield
     finally:
-        for handle in handles:
-            handle.remove()
+        for slot, hook in entered:
+            slot.active.remove(hook)

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The GPU checks of issues 13 and 14 in one run (device machine: python3 with torch+CUDA, no network).
+# Wheels the image lacks travel in .whl/ (transformer-lens and its few missing needs, and transformers
+# at the locked version); results go to $OUT (or ./gpu-out). Every step has its own time limit.
+set -u -o pipefail
+OUT=${OUT:-gpu-out}; mkdir -p "$OUT"
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=/tmp/site:$PWD
+fi
+export PYTHONUNBUFFERED=1 BIPO_LENS_CACHE=/tmp/bipo-cache TOKENIZERS_PARALLELISM=false
+step() { local limit=$1 name=$2; shift 2; echo "=== $name: $*"; local t0=$(date +%s)
+  timeout "$limit" "$@" 2>&1 | grep -v -e "Warning" -e "warnings.warn" | tee "$OUT/$name.txt"; echo "=== $name: exit ${PIPESTATUS[0]} in $(( $(date +%s) - t0 )) s"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
+python3 -c "import torch, transformers, transformer_lens; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/device.txt"
+step 250 generate-135m python3 -m bipo_lens.cli bench generate --model random:smollm2-135m --device cuda \
+  --dtype bfloat16 --compile --repeats 2
+step 140 train-7b python3 -m bipo_lens.cli bench train --model random:llama-2-7b --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 64 --steps 8 --full-run
+step 80 train-1b python3 -m bipo_lens.cli bench train --model random:llama-3.2-1b --device cuda --dtype bfloat16 \
+  --layer 8 --response-tokens 64 --steps 8 --full-run
+step 45 train-135m python3 -m bipo_lens.cli bench train --model random:smollm2-135m --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 32 --steps 8
