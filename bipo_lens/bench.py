@@ -136,6 +136,15 @@ def fast_only(args) -> int:
           f"setup (activation cache, reference log-probs) {setup:.1f} s for {len(pairs)} pairs; {memory}")
     print(f"model FLOPs per step {flops / 1e9:.1f} GFLOP -> {achieved:.1f} GFLOP/s; measured {label} "
           f"{peak:.1f} GFLOP/s in {dtype}; MFU {achieved / peak:.1%}")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+        with profile(activities=activities) as trace:
+            _run(model, pairs[:16], args.layer, FastPath(), args.response_tokens)
+            _sync(device)
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(trace.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=60))
     if args.full_run:
         run_pairs = (all_pairs * (-(-64 // len(all_pairs))))[:64]
         _sync(device)
@@ -177,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast-only", action="store_true",
                         help="time the fast path alone (no naive loop, no switch table): for large models; "
                              "implied by random:<shape> models")
+    parser.add_argument("--profile", action="store_true",
+                        help="with --fast-only: the top kernels of a few fast steps (torch.profiler)")
     args = parser.parse_args(argv)
     if args.authors_workload:
         return authors_workload(args)

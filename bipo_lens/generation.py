@@ -104,12 +104,17 @@ def left_pad(tokens: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, t
     return input_ids, attention_mask
 
 
+CACHE_BUCKET = 256
+
+
 def generation_config(model, max_new_tokens: int, sampling: Sampling = GREEDY, stop_at_eos: bool = True,
-                      compile: bool = False, compile_all_devices: bool = False):
+                      compile: bool = False, compile_all_devices: bool = False, prompt_width: int = 0):
     """transformers' settings for one engine call (the benchmark's plain baseline uses the same).
 
     ``compile``: a static cache and ``CompileConfig`` (reduce-overhead: CUDA graphs). transformers
-    compiles the decode step on accelerators only; ``compile_all_devices`` forces it elsewhere (tests)."""
+    compiles the decode step on accelerators only; ``compile_all_devices`` forces it elsewhere (tests).
+    The cache length is rounded up to a multiple of ``CACHE_BUCKET`` so that calls with slightly
+    different prompt widths or token budgets reuse one compiled step instead of recompiling."""
     from transformers import CompileConfig
 
     sample = sampling.temperature > 0
@@ -118,7 +123,8 @@ def generation_config(model, max_new_tokens: int, sampling: Sampling = GREEDY, s
         config = CompileConfig(fullgraph=False, dynamic=False, mode="reduce-overhead")
         if compile_all_devices:
             config._compile_all_devices = True
-        compiled = dict(cache_implementation="static", compile_config=config)
+        bucketed = -(-(prompt_width + max_new_tokens) // CACHE_BUCKET) * CACHE_BUCKET
+        compiled = dict(cache_implementation="static", compile_config=config, max_cache_len=bucketed)
     return GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=sample, temperature=sampling.temperature if sample else None,
         top_p=sampling.top_p if sample else None, top_k=None, eos_token_id=stop_token_ids(model),
@@ -164,7 +170,7 @@ def _generate_chunk(model, tokens: list[list[int]], steering: list[RowSteering],
     terms = [(v.layer, v.vector, multipliers[key].to(device)) for key, v in vectors.items()
              if bool(multipliers[key].any())]
     stops = stop_token_ids(model)
-    config = generation_config(model, max_new_tokens, sampling, stop_at_eos, compile)
+    config = generation_config(model, max_new_tokens, sampling, stop_at_eos, compile, prompt_width=width)
     prompt_lengths = attention_mask.sum(1).to(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
             steer_raw_layers(model, terms, strategy, prompt_lengths):
