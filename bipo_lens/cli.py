@@ -338,6 +338,10 @@ def cmd_train(args) -> int:
             raise BipoLensError("--resume needs --checkpoint-dir")
         vector = train_bipo(model, train_pairs, args.layer, config, test_pairs=test_pairs or None,
                             checkpoint_dir=args.checkpoint_dir, resume=args.resume)
+        from bipo_lens import distributed
+
+        if not distributed.is_main():  # under torchrun: rank 0 reports and saves
+            return 0
         for epoch in vector.history:
             print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in epoch.items()))
     vector.record = finish_record(record)

@@ -113,8 +113,11 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
     """
     from transformer_lens.model_bridge import TransformerBridge
 
+    from bipo_lens import distributed
+
     base, bits = _split_quantisation(name)
-    torch_device = resolve_device(device)
+    torch_device = distributed.local_device(resolve_device(device))
+    distributed.init_from_env(torch_device)
     torch_dtype = resolve_dtype(dtype)
     if torch_device.type == "cuda":
         # PyTorch's cuDNN attention (picked for bf16/fp16) builds a plan per new sequence length;

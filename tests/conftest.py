@@ -24,6 +24,8 @@ with install_import_hook("bipo_lens", "beartype.beartype"):
     import bipo_lens.pairs  # noqa: F401
     import bipo_lens.plots  # noqa: F401
     import bipo_lens.scoring  # noqa: F401
+    import bipo_lens.shapes  # noqa: F401
+    import bipo_lens.distributed  # noqa: F401
     import bipo_lens.serve  # noqa: F401
     import bipo_lens.steering  # noqa: F401
     import bipo_lens.tokens  # noqa: F401

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from bipo_lens import distributed
 from bipo_lens.errors import BipoLensError
 from bipo_lens.models import check_layer, info
 from bipo_lens.pairs import PreferencePair, fingerprint
@@ -106,6 +107,11 @@ def train_bipo(
     continues from it and ends with the vector an uninterrupted run would have given. A non-finite
     loss stops training with an error and leaves the last good checkpoint in place. Activations
     larger than ``cache_budget_bytes`` are recomputed each step instead of cached.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) each step's batch is split over the ranks: every rank
+    draws the same order and the same ``d`` (one seed), scores its share, and the vector's gradient
+    is summed over ranks, so N processes take the steps one process would (same vector up to float
+    rounding). Rank 0 alone writes checkpoints, which resume with any number of ranks.
     """
     config = config or BipoConfig.for_loss(overrides.pop("loss", "bipo"), layer=layer, **overrides)
     if config.layer != layer:
@@ -116,6 +122,9 @@ def train_bipo(
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     device = device_of(model)
+    distributed.init_from_env(device)
+    world, rank = distributed.world_size(), distributed.rank()
+    writes = checkpoint_dir is not None and distributed.is_main()
     encoded = encode_pairs(model, pairs, config.max_response_tokens, response_format=config.response_format)
     vector = torch.nn.Parameter(torch.zeros(info(model).d_model, device=device))
     optimizer = torch.optim.AdamW([vector], lr=config.lr, weight_decay=config.weight_decay)
@@ -130,11 +139,13 @@ def train_bipo(
             PairScorer(model, encode_pairs(model, test_pairs, config.max_response_tokens, response_format=config.response_format), layer, fast,
                         cache_budget_bytes) if test_pairs else None
         )
-        step_loss = lambda batch: _bipo_loss(scorer, batch, vector, config.beta, rng)  # noqa: E731
+        step_loss = lambda batch: _bipo_loss(scorer, batch, vector, config.beta, rng, world, rank)  # noqa: E731
     else:
         deltas = response_deltas(model, encoded, layer).float()  # the vector is float32 whatever the model
         test_scorer = None
-        step_loss = lambda batch: F.relu(config.margin - deltas[batch] @ vector).mean()  # noqa: E731
+
+        def step_loss(batch: list[int]) -> Tensor:  # this rank's share of the batch's mean loss
+            return F.relu(config.margin - deltas[batch[rank::world]] @ vector).sum() / len(batch)
 
     identity = {**asdict(config), "data": fingerprint(pairs), "test_data": fingerprint(test_pairs or [])}
     state = None
@@ -156,7 +167,7 @@ def train_bipo(
                              random_state, epoch, step, list(order), list(losses), list(history), identity)
 
     bar = tqdm(total=total, initial=first_epoch * steps_per_epoch + (state.step_in_epoch if state else 0),
-               desc=f"{config.loss} layer {layer}", disable=not progress, leave=False)
+               desc=f"{config.loss} layer {layer}", disable=not (progress and distributed.is_main()), leave=False)
     for epoch in range(first_epoch, config.epochs):
         epoch_started = time.perf_counter()
         if state is not None and state.epoch == epoch and state.order:
@@ -169,12 +180,14 @@ def train_bipo(
             random_state = rng.getstate()
             try:
                 batch = order[step * config.batch_size : (step + 1) * config.batch_size]
-                loss = step_loss(batch)
+                optimizer.zero_grad(set_to_none=False)
+                share = step_loss(batch)  # this rank's part of the batch's mean loss (all of it alone)
+                share.backward()
+                loss = distributed.sum_over_ranks(share.detach().clone())
+                distributed.sum_over_ranks(vector.grad)
                 if not torch.isfinite(loss):
                     raise BipoLensError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: try a lower "
                                         "learning rate" + (" (the last good checkpoint is kept)" if checkpoint_dir else ""))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
                 try:
                     optimizer.step()
                 except RuntimeError as e:  # e.g. an update too large for float32
@@ -185,7 +198,7 @@ def train_bipo(
                     raise BipoLensError(f"the vector became non-finite at epoch {epoch + 1}, step {step + 1}: try a "
                                         "lower learning rate" + (" (the last good checkpoint is kept)" if checkpoint_dir else ""))
             except KeyboardInterrupt:
-                if checkpoint_dir is not None:
+                if writes:
                     save_checkpoint(checkpoint_dir, snapshot(epoch, step, order, losses, random_state))
                 raise
             losses.append(loss.item())
@@ -196,7 +209,7 @@ def train_bipo(
         if test_scorer is not None:
             record["reward_accuracy"] = reward_accuracy(test_scorer, vector.detach())
         history.append(record)
-        if checkpoint_dir is not None:
+        if writes:
             save_checkpoint(checkpoint_dir, snapshot(epoch + 1, 0, [], [], rng.getstate()))
     bar.close()
     return SteeringVector(
@@ -210,12 +223,18 @@ def train_bipo(
     )
 
 
-def _bipo_loss(scorer: PairScorer, batch: list[int], vector: Tensor, beta: float, rng: random.Random) -> Tensor:
+def _bipo_loss(scorer: PairScorer, batch: list[int], vector: Tensor, beta: float, rng: random.Random,
+               world: int = 1, rank: int = 0) -> Tensor:
+    """This rank's share of the batch's mean BiPO loss: its pairs' losses summed over the batch size
+    (summed over ranks, the mean over the whole batch). ``d`` is drawn on every rank alike."""
     d = rng.choice((-1.0, 1.0))
-    policy = scorer.logps(batch, vector, d)
-    reference = scorer.reference_logps(batch)
+    share = batch[rank::world]
+    if not share:  # more ranks than pairs in this (last) batch
+        return vector.sum() * 0.0
+    policy = scorer.logps(share, vector, d)
+    reference = scorer.reference_logps(share)
     log_ratios = policy - reference  # (pairs, side)
-    return -F.logsigmoid(d * beta * (log_ratios[:, 0] - log_ratios[:, 1])).mean()
+    return -F.logsigmoid(d * beta * (log_ratios[:, 0] - log_ratios[:, 1])).sum() / len(batch)
 
 
 @torch.no_grad()

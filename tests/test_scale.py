@@ -1,0 +1,88 @@
+"""Scale as a tested property: config-only model shapes, data-parallel training under torchrun."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bipo_lens.shapes import available, byte_tokenizer, shape_config
+from bipo_lens.vectors import SteeringVector
+
+BIPO_LENS = Path(sys.executable).parent / "bipo-lens"
+
+
+def run(command, env=None, timeout=900):
+    return subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("shape, billions, layers, width", [
+    ("random:llama-2-7b", 6.74, 32, 4096), ("random:mistral-7b", 7.24, 32, 4096),
+    ("random:llama-3.2-1b", 1.24, 16, 2048), ("random:smollm2-135m", 0.135, 30, 576),
+])
+def test_shapes_have_the_published_sizes(shape, billions, layers, width):
+    """The written configs give the published parameter counts (instantiated on the meta device: no memory)."""
+    from transformers import AutoModelForCausalLM
+
+    assert shape in available()
+    config = shape_config(shape)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    assert sum(p.numel() for p in model.parameters()) / 1e9 == pytest.approx(billions, rel=0.01)
+    assert (config.num_hidden_layers, config.hidden_size) == (layers, width)
+
+
+def test_byte_tokenizer_round_trips_any_text_and_fits_every_vocabulary():
+    tokenizer = byte_tokenizer()
+    text = "Grüße, 東京! <|im_end|> tabs\tand\nlines"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == text and tokenizer.convert_tokens_to_ids("<|im_end|>") in ids
+    assert max(tokenizer.get_vocab().values()) < min(shape_config(s).vocab_size for s in available())
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert prompt == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_a_random_shape_loads_in_bf16_and_trains_from_the_cli(tmp_path):
+    """``random:smollm2-135m`` in bf16 through the CLI: weights built in bf16 (the RSS stays below what
+    an fp32 copy would need), a vector trained from the CLI; an unknown shape is one line."""
+    code = ("import resource, torch, bipo_lens as bl; m = bl.load_model('random:smollm2-135m', device='cpu', "
+            "dtype='bfloat16'); p = list(m.lens_raw.parameters()); "
+            "print(p[0].dtype, sum(x.numel() for x in p), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)")
+    loaded = run([sys.executable, "-c", code])
+    assert loaded.returncode == 0, loaded.stderr
+    dtype, params, rss_mb = loaded.stdout.split()[-3:]
+    assert dtype == "torch.bfloat16" and int(params) == 134515008
+    assert int(rss_mb) < 1500, rss_mb  # imports ~800 MB + 270 MB of bf16 weights; fp32 first would add 540 MB
+    out = tmp_path / "v.safetensors"
+    trained = run([BIPO_LENS, "train", "--model", "random:smollm2-135m", "--data", "optimism", "--layer", 3,
+                   "--max-pairs", 4, "--epochs", 1, "--max-response-tokens", 8, "--out", out])
+    assert trained.returncode == 0, trained.stderr
+    vector = SteeringVector.load(out)
+    assert vector.model_id == "random:smollm2-135m" and vector.norm > 0
+    unknown = run([BIPO_LENS, "train", "--model", "random:gpt-9", "--data", "optimism", "--layer", 3, "--out", out,
+                   "--overwrite"])
+    assert unknown.returncode == 2 and unknown.stderr.strip().splitlines()[-1].startswith("bipo-lens: error: unknown model shape")
+    assert "random:llama-2-7b" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_two_ranks_under_torchrun_give_the_one_process_vector(tmp_path):
+    """``torchrun --nproc-per-node 2 --no-python bipo-lens train ...`` (gloo, CPU) takes the steps one
+    process takes: same vector (cosine >= 0.9999) and losses; only rank 0 writes."""
+    args = ["train", "--data", "optimism", "--layer", 15, "--max-pairs", 8, "--epochs", 2, "--batch-size", 4,
+            "--max-response-tokens", 12, "--bipo-lr", 5e-3]
+    single = run([BIPO_LENS, *args, "--out", tmp_path / "one.safetensors"])
+    assert single.returncode == 0, single.stderr
+    env = {"OMP_NUM_THREADS": "1"}  # two ranks on two cores
+    ranks = run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", 2, "--no-python", BIPO_LENS, *args,
+                 "--out", tmp_path / "two.safetensors", "--checkpoint-dir", tmp_path / "ckpt"], env=env)
+    assert ranks.returncode == 0, ranks.stderr[-3000:]
+    assert ranks.stdout.count("saved ") == 1  # rank 0 alone reports and saves
+    one, two = SteeringVector.load(tmp_path / "one.safetensors"), SteeringVector.load(tmp_path / "two.safetensors")
+    cosine = float(one.vector @ two.vector / (one.vector.norm() * two.vector.norm()))
+    assert cosine >= 0.9999 and one.norm == pytest.approx(two.norm, rel=1e-3), (cosine, one.norm, two.norm)
+    assert [r["loss"] for r in two.history] == pytest.approx([r["loss"] for r in one.history], rel=1e-4)
+    assert one.norm > 0.01  # it moved: equality of two zero vectors would prove nothing
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["checkpoint.pt"]
