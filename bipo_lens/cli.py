@@ -116,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="what a vector file holds")
     info.add_argument("path")
     info.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files only")
+    info.add_argument("--card", action="store_true", help="also write the vector's card as Markdown beside it (FILE.md)")
+    info.add_argument("--eval", default=None, metavar="JSON", help="with --card: an `eval --out-json` report to include")
+    info.add_argument("--overwrite", action="store_true")
     info.add_argument("--debug", action="store_true")
 
     export = commands.add_parser("export", help="vector files -> a llama.cpp control vector (GGUF)")
@@ -493,6 +496,24 @@ def cmd_info(args) -> int:
     vector = _load_vectors([args.path], args.layer)[0]
     print(f"file:          {args.path}")
     print(vector.describe())
+    if args.card:
+        import json
+        from pathlib import Path
+
+        from bipo_lens.atomic import atomic_write
+
+        evaluation = None
+        if args.eval:
+            try:
+                evaluation = json.loads(Path(args.eval).read_text())
+            except (OSError, ValueError) as e:
+                raise BipoLensError(f"{args.eval}: not a readable eval report ({type(e).__name__})") from None
+        card = Path(args.path).with_suffix(".md")
+        if card.exists() and not args.overwrite:
+            raise BipoLensError(f"{card} exists; pass --overwrite to replace it")
+        text = vector.card(Path(args.path).name, evaluation)
+        atomic_write(card, lambda tmp: Path(tmp).write_text(text))
+        print(f"card:          {card}")
     return 0
 
 

@@ -215,6 +215,37 @@ class SteeringVector:
             )
         raise BipoLensError(f"{path}: expected a tensor or a dict with 'v', found {type(obj).__name__}")
 
+    def card(self, name: str = "vector", evaluation: dict | None = None) -> str:
+        """A Markdown card: what the vector is, how it was made, from what, and (given an ``eval``
+        report) how well it steers; written beside the file by ``bipo-lens info --card``."""
+        h, record = self.hyperparameters, self.record
+        last = self.history[-1] if self.history else {}
+        rows = [
+            ("model", self.model_id), ("layer", f"{self.layer} (`{self.hook_name}`; llama.cpp `direction.{self.layer}`)"),
+            ("d_model", self.d_model), ("method", self.method), ("loss", h.get("loss", "-")),
+            ("norm", f"{self.norm:.4f}"), ("pairs used", h.get("pairs", "-")),
+            ("epochs", len(self.history) or h.get("epochs", "-")),
+            ("final loss", f"{last['loss']:.4f}" if "loss" in last else "-"),
+            ("training time", f"{record['wall_seconds']} s" if record.get("wall_seconds") is not None else "-"),
+            ("data fingerprint", self.data_fingerprint or "-"),
+        ]
+        for item in record.get("data", []):
+            rows.append(("data file", f"`{item.get('path', item.get('builtin'))}` sha256 {item.get('sha256', '-')}"))
+        if record:
+            rows += [("command", f"`{record.get('command')}`"), ("commit", (record.get("git") or {}).get("commit") or "-"),
+                     ("device", f"{(record.get('device') or {}).get('name')}, {(record.get('device') or {}).get('dtype')}")]
+        lines = [f"# Steering vector card: {name}", "", "| | |", "| --- | --- |"]
+        lines += [f"| {k} | {v} |" for k, v in rows]
+        lines += ["", "Hyper-parameters:", "", "```json", json.dumps(h, indent=2, sort_keys=True), "```"]
+        if evaluation is not None:
+            summary = evaluation.get("summary", {})
+            lines += ["", "Efficacy (`bipo-lens eval`; slope and range against the multiplier, Spearman rho):", "",
+                      "| vector | metric | slope | range | spearman |", "| --- | --- | ---: | ---: | ---: |"]
+            for vector_name, metrics in summary.items():
+                for metric, m in metrics.items():
+                    lines.append(f"| {vector_name} | {metric} | {m['slope']:+.3f} | {m['range']:+.3f} | {m['spearman']:+.2f} |")
+        return "\n".join(lines) + "\n"
+
     def describe(self) -> str:
         lines = [
             f"method:        {self.method}",
@@ -222,6 +253,8 @@ class SteeringVector:
             f"layer:         {self.layer} ({self.hook_name})",
             f"d_model:       {self.d_model}",
             f"norm:          {self.norm:.4f}",
+            f"loss:          {self.hyperparameters.get('loss', '-')}",
+            f"pairs used:    {self.hyperparameters.get('pairs', '-')}",
             f"data:          {self.data_fingerprint or '-'}",
             f"hyperparams:   {json.dumps(self.hyperparameters)}",
         ]
@@ -230,6 +263,8 @@ class SteeringVector:
 
             lines.append(f"recorded:      {self.record.get('command')} ({self.record.get('wall_seconds')} s; "
                          f"{describe(self.record)})")
+        for item in self.record.get("data", []):
+            lines.append(f"data file:     {item.get('path', item.get('builtin'))} (sha256 {item.get('sha256', '-')})")
         if self.history:
             last = self.history[-1]
             lines.append(f"epochs:        {len(self.history)} (last: {json.dumps(last)})")

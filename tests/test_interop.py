@@ -99,3 +99,22 @@ def test_importing_what_is_not_a_control_vector_is_one_line(tmp_path):
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and lines[-1].startswith("bipo-lens: error:") and fragment in lines[-1], result.stderr
         assert "Traceback" not in result.stderr and not (tmp_path / "x.safetensors").exists()
+
+
+def test_info_card_shows_how_the_vector_was_made_and_how_it_steers(tmp_path, capsys):
+    v = vector(15, 0)
+    v.hyperparameters.update(loss="bipo", pairs=64)
+    v.record.update(data=[{"path": "../shared/data/bipo/power-seeking/train.csv", "sha256": "6e09e0e2" + "0" * 56}],
+                    git={"commit": "a" * 40, "dirty": False}, device={"name": "x86_64 CPU", "dtype": "float32"})
+    path = v.save(tmp_path / "power.safetensors")
+    report = tmp_path / "eval.json"
+    report.write_text('{"summary": {"power": {"logprob_margin": {"slope": 1.25, "range": 5.0, "spearman": 1.0}}}}')
+    assert main(["info", str(path), "--card", "--eval", str(report)]) == 0
+    shown = capsys.readouterr().out
+    assert "pairs used:    64" in shown and "loss:          bipo" in shown and "6e09e0e2" in shown
+    card = (tmp_path / "power.md").read_text()
+    for fragment in ("| model | smollm2-135m-instruct |", "`blocks.15.hook_resid_post`; llama.cpp `direction.15`",
+                     "| pairs used | 64 |", "| final loss | 0.6900 |", "| training time | 1.0 s |",
+                     "train.csv` sha256 6e09e0e2", "| power | logprob_margin | +1.250 | +5.000 | +1.00 |"):
+        assert fragment in card, fragment
+    assert main(["info", str(path), "--card"]) == 2  # the card is not overwritten silently

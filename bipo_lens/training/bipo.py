@@ -217,7 +217,8 @@ def train_bipo(
         layer=layer,
         model_id=info(model).model_id,
         method="bipo" if config.loss == "bipo" else "bipo-activation-margin",
-        hyperparameters={**asdict(config), **({"fast_path": asdict(fast)} if config.loss == "bipo" else {})},
+        hyperparameters={**asdict(config), "pairs": len(pairs),
+                         **({"fast_path": asdict(fast)} if config.loss == "bipo" else {})},
         data_fingerprint=fingerprint(pairs),
         history=history,
     )

@@ -25,6 +25,6 @@ def train_caa(model, pairs: list[PreferencePair], layer: int, max_response_token
         model_id=info(model).model_id,
         method="caa",
         hyperparameters={"positions": "response_mean", "max_response_tokens": max_response_tokens,
-                         "response_format": response_format},
+                         "response_format": response_format, "pairs": len(pairs)},
         data_fingerprint=fingerprint(pairs),
     )
