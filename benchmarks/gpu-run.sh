@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The GPU checks of issues 13 and 14 in one run (device machine: python3 with torch+CUDA, no network).
+# The GPU checks of issues 13 and 14 (device machine: python3 with torch+CUDA, no network).
+# Usage: benchmarks/gpu-run.sh 1 (the first call), benchmarks/gpu-run.sh 2 (the second: the generation
+# benchmark after the cache-length buckets, a profile of the 7B step, the Mistral shape).
 # Wheels the image lacks travel in .whl/ (transformer-lens and its few missing needs, and transformers
 # at the locked version); results go to $OUT (or ./gpu-out). Every step has its own time limit.
 set -u -o pipefail
@@ -13,6 +15,8 @@ step() { local limit=$1 name=$2; shift 2; echo "=== $name: $*"; local t0=$(date 
   timeout "$limit" "$@" 2>&1 | grep -v -e "Warning" -e "warnings.warn" | tee "$OUT/$name.txt"; echo "=== $name: exit ${PIPESTATUS[0]} in $(( $(date +%s) - t0 )) s"; }
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUT/device.txt"
 python3 -c "import torch, transformers, transformer_lens; print('torch', torch.__version__, 'transformers', transformers.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/device.txt"
+part=${1:-1}
+if [ "$part" = 1 ]; then
 step 250 generate-135m python3 -m bipo_lens.cli bench generate --model random:smollm2-135m --device cuda \
   --dtype bfloat16 --compile --repeats 2
 step 140 train-7b python3 -m bipo_lens.cli bench train --model random:llama-2-7b --device cuda --dtype bfloat16 \
@@ -21,3 +25,11 @@ step 80 train-1b python3 -m bipo_lens.cli bench train --model random:llama-3.2-1
   --layer 8 --response-tokens 64 --steps 8 --full-run
 step 45 train-135m python3 -m bipo_lens.cli bench train --model random:smollm2-135m --device cuda --dtype bfloat16 \
   --layer 15 --response-tokens 32 --steps 8
+else
+step 200 generate-135m-b python3 -m bipo_lens.cli bench generate --model random:smollm2-135m --device cuda \
+  --dtype bfloat16 --compile --repeats 3
+step 90 profile-7b python3 -m bipo_lens.cli bench train --model random:llama-2-7b --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 64 --steps 8 --profile
+step 60 train-mistral-7b python3 -m bipo_lens.cli bench train --model random:mistral-7b --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 64 --steps 8
+fi
