@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="vector files -> a llama.cpp control vector (GGUF)")
     export.add_argument("vectors", nargs="+", help="vector files, one per layer")
     export.add_argument("--format", choices=["gguf"], default="gguf")
-    export.add_argument("--out", required=True, help="the .gguf to write (llama.cpp: --control-vector-scaled OUT SCALE)")
+    export.add_argument("--out", required=True, help="the .gguf to write (llama.cpp: --control-vector-scaled OUT:SCALE)")
     export.add_argument("--model-hint", default=None, help="controlvector.model_hint (default: from the vector's model)")
     export.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files only")
     export.add_argument("--overwrite", action="store_true")
@@ -523,7 +523,7 @@ def cmd_export(args) -> int:
     vectors = _load_vectors(args.vectors, args.layer)
     out = export_gguf(vectors, args.out, hint=args.model_hint, overwrite=args.overwrite)
     print(f"saved {out}: {len(vectors)} direction(s) at layer(s) {', '.join(str(v.layer) for v in vectors)} "
-          f"(llama.cpp: --control-vector-scaled {out} 1.0)")
+          f"(llama.cpp: --control-vector-scaled {out}:1.0)")
     return 0
 
 

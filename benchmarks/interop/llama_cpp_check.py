@@ -44,7 +44,7 @@ def start_server(server: str, gguf: Path, control: Path | None, scale: float) ->
         port = s.getsockname()[1]
     command = [server, "-m", str(gguf), "--port", str(port), "-c", "2048", "-t", "2", "--no-warmup"]
     if control is not None:
-        command += ["--control-vector-scaled", str(control), str(scale)]
+        command += ["--control-vector-scaled", f"{control}:{scale}"]  # FNAME:SCALE in current llama.cpp
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for _ in range(600):
         try:
@@ -87,7 +87,9 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     model = bl.load_model(device="cpu")
     gguf = _embedded_gguf(EMBEDDED_MODELS["smollm2-135m-instruct"])
-    vector = bl.train_caa(model, bl.load_pairs("power_seeking"), args.layer)
+    from bipo_lens.training import train_caa
+
+    vector = train_caa(model, bl.load_pairs("power_seeking"), args.layer)
     control = export_gguf([vector], out / "caa_power_seeking.gguf", overwrite=True)
     print(f"vector: CAA at layer {args.layer}, norm {vector.norm:.3f}; exported to {control}; model GGUF {gguf.name}")
     failures, gaps = [], {}
@@ -105,12 +107,20 @@ def main() -> int:
                 ours = logits.log_softmax(-1)
                 gap = max(abs(theirs[i] - float(ours[i])) for i in theirs)
                 gaps[scale] = max(gaps[scale], gap)
+                neighbours = {}  # the mapping check: the same vector one layer off fits llama.cpp worse
+                for other in (args.layer - 1, args.layer + 1) if scale else ():
+                    with torch.no_grad(), steer_raw_layers(model, [(other, vector.vector, scale)]):
+                        shifted = model.lens_raw(torch.tensor([ids])).logits[0, -1].float().log_softmax(-1)
+                    neighbours[other] = max(abs(theirs[i] - float(shifted[i])) for i in theirs)
+                    if neighbours[other] <= gap:
+                        failures.append(f"scale {scale}: layer {other} fits llama.cpp's direction.{args.layer} as well as layer {args.layer}")
                 top_ours = ours.topk(TOP).indices.tolist()
                 overlap = len(set(top_ours) & set(theirs)) / TOP
                 ours_text = bl.generate(model, question, [vector], [scale], max_new_tokens=NEW_TOKENS)[0]
                 theirs_text = reply["content"].strip()
                 print(f"\nscale {scale:+.0f} | {question[:60]}...")
-                print(f"  top-{TOP} next tokens shared: {overlap:.0%}; largest log-prob gap {gap:.3f} nats")
+                print(f"  top-{TOP} next tokens shared: {overlap:.0%}; largest log-prob gap {gap:.3f} nats"
+                      + "".join(f"; vector at layer {k} instead: {g:.3f}" for k, g in neighbours.items()))
                 print(f"  bipo-lens: {ours_text}")
                 print(f"  llama.cpp: {theirs_text}")
                 first_ours = model.tokenizer.decode(top_ours[:1])
