@@ -76,7 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-strength", type=float, default=1.0)
     generate.add_argument("--max-new-tokens", type=int, default=48)
     generate.add_argument("--system-prompt", default=None)
+    generate.add_argument("--out-json", default=None, help="also write the answers (and the run record) as JSON")
     _common(generate)
+
+    for name, help_text in (("tasks", "wisent-guard's `tasks ... --steering-mode` command line, as written"),
+                            ("bipo-train", "the BiPO model card's bipo_train command line (also a console script)"),
+                            ("bipo-inference", "the BiPO model card's bipo_inference command line (also a console script)")):
+        compat = commands.add_parser(name, help=help_text, add_help=False)
+        compat.add_argument("compat_args", nargs=argparse.REMAINDER)
 
     chat = commands.add_parser("chat", help="a steered chat in the terminal, streamed (/help inside)")
     chat.add_argument("--vector", "--load-steering-vector", default=None)
@@ -229,11 +236,14 @@ def _layers(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected layers like 0-29:3 or 5,10,15, got {text!r}") from None
 
 
+NUMBER_LIST_FLAGS = ("--multipliers", "--weights", "--magnitudes", "--steering-strength")
+
+
 def _join_negative_values(argv: list[str]) -> list[str]:
     """Let ``--multipliers -2,-1,0`` through: argparse would read ``-2,-1,0`` as an option."""
     joined: list[str] = []
     for token in argv:
-        if joined and joined[-1] in ("--multipliers", "--weights") and token.startswith("-") and token[1:2].isdigit():
+        if joined and joined[-1] in NUMBER_LIST_FLAGS and token.startswith("-") and token[1:2].isdigit():
             joined[-1] = f"{joined[-1]}={token}"
         else:
             joined.append(token)
@@ -383,11 +393,16 @@ def cmd_generate(args) -> int:
     for vector in vectors:
         vector.check_compatible(model)
     multipliers = [m * args.strength for m in args.multipliers]
+    found = []
     for prompt in args.prompt:
         answers = generate(model, prompt, vectors, multipliers, strategy, args.max_new_tokens, args.system_prompt)
         print(f"\n### {prompt}")
         for multiplier, answer in zip(multipliers, answers):
             print(f"[{multiplier:+.2f}] {answer}")
+            found.append({"prompt": prompt, "multiplier": multiplier, "answer": answer})
+    if args.out_json:
+        _write_json(args.out_json, {"answers": found, "vectors": [str(p) for p in args.vector],
+                                    "token_strategy": strategy.name})
     return 0
 
 
@@ -736,6 +751,13 @@ def cmd_figures(args) -> int:
     return 0
 
 
+def cmd_compat(args) -> int:
+    from bipo_lens import compat
+
+    run = {"tasks": compat.tasks, "bipo-train": compat.bipo_train, "bipo-inference": compat.bipo_inference}
+    return run[args.command](args.compat_args)
+
+
 def cmd_bench(args) -> int:
     if args.what == "generate":
         from bipo_lens.bench_generation import main as bench_main
@@ -748,7 +770,8 @@ def cmd_bench(args) -> int:
 
 COMMANDS = {"train": cmd_train, "generate": cmd_generate, "chat": cmd_chat, "serve": cmd_serve, "eval": cmd_eval, "info": cmd_info, "export": cmd_export, "import": cmd_import, "demo": cmd_demo,
             "sweep": cmd_sweep, "similarity": cmd_similarity, "transfer": cmd_transfer, "compose": cmd_compose,
-            "figures": cmd_figures, "bench": cmd_bench}
+            "figures": cmd_figures, "bench": cmd_bench, "tasks": cmd_compat, "bipo-train": cmd_compat,
+            "bipo-inference": cmd_compat}
 
 if __name__ == "__main__":
     sys.exit(main())

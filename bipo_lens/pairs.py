@@ -120,8 +120,25 @@ def _pairs_from_records(rows: list, path: Path) -> list[PreferencePair | None]:
         if "answer_matching_behavior" in row:  # Anthropic model-written evals
             pairs.append(_anthropic_pair(row, index, path))
         else:
-            pairs.append(_pair_from_row(row, index, path, found=list(row)))
+            pairs.append(_pair_from_row(_aliased(row), index, path, found=list(row)))
     return pairs
+
+
+KEY_ALIASES = {  # other tools' names for the three fields (wisent-guard's QA pairs, DPO's prompt/chosen/rejected)
+    "question": ("prompt", "instruction"),
+    "matching": ("correct_answer", "positive", "positive_response", "chosen"),
+    "not_matching": ("incorrect_answer", "negative", "negative_response", "rejected"),
+}
+
+
+def _aliased(row: dict) -> dict:
+    out = dict(row)
+    for key, aliases in KEY_ALIASES.items():
+        if key not in out:
+            found = next((a for a in aliases if a in row), None)
+            if found is not None:
+                out[key] = row[found]
+    return out
 
 
 def _anthropic_pair(row: dict, index: int, path: Path) -> PreferencePair | None:

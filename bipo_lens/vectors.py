@@ -203,6 +203,8 @@ class SteeringVector:
             try:
                 found_layer = int(found_layer)
                 hyperparameters = json.loads(config.get("hyperparameters", "{}"))
+                history = json.loads(config.get("history", "[]"))  # ours write the same metadata as .safetensors
+                record = json.loads(config.get("record", "{}"))
             except (TypeError, ValueError):
                 raise BipoLensError(f"{path}: malformed config") from None
             return cls(
@@ -212,6 +214,8 @@ class SteeringVector:
                 method=str(config.get("method", "bipo")),
                 hyperparameters=hyperparameters if isinstance(hyperparameters, dict) else {},
                 data_fingerprint=str(config.get("data_fingerprint", "")),
+                history=history if isinstance(history, list) else [],
+                record=record if isinstance(record, dict) else {},
             )
         raise BipoLensError(f"{path}: expected a tensor or a dict with 'v', found {type(obj).__name__}")
 
