@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from bipo_lens.atomic import atomic_write
 from bipo_lens.errors import BipoLensError
@@ -36,6 +36,17 @@ def _as_vector(tensor, path: Path) -> torch.Tensor:
     if not torch.isfinite(tensor).all():
         raise BipoLensError(f"{path}: the vector holds NaN or infinite values")
     return tensor.float()
+
+
+def _canonical_safetensors(data: bytes) -> bytes:
+    """The same file with its JSON header's keys sorted: safetensors writes the metadata in hash-map
+    order, which changes from process to process; sorted, equal vectors give byte-identical files
+    (a file's SHA-256 then identifies the vector and its provenance). Offsets are relative to the
+    data, so only the header changes; it stays padded to 8 bytes as the format asks."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.dumps(json.loads(data[8 : 8 + n]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)
+    return len(header).to_bytes(8, "little") + header + data[8 + n :]
 
 
 _WARNED: set[tuple[str, str]] = set()  # (vector's model, model applied to): warned once per process
@@ -121,7 +132,8 @@ class SteeringVector:
             payload = {"v": tensor, "config": {"layer_idx": self.layer, **self.metadata()}}
             atomic_write(path, lambda tmp: torch.save(payload, tmp))
         else:
-            atomic_write(path, lambda tmp: save_file({"vector": tensor}, tmp, metadata=self.metadata()))
+            data = _canonical_safetensors(save({"vector": tensor}, metadata=self.metadata()))
+            atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
         return path
 
     @classmethod

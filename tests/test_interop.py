@@ -37,10 +37,12 @@ def test_export_then_import_gives_back_every_bit_and_the_provenance(tmp_path, ca
     assert int(reader.fields["controlvector.layer_count"].parts[-1][0]) == 2
     assert {t.name: t.tensor_type.name for t in reader.tensors} == {"direction.15": "F32", "direction.20": "F32"}
     assert main(["import", str(gguf_path), "--out", str(tmp_path / "back.safetensors")]) == 0
-    for original, layer in ((a, 15), (b, 20)):
+    for original, layer, name in ((a, 15, "a"), (b, 20, "b")):
         back = SteeringVector.load(tmp_path / f"back_L{layer}.safetensors")
         assert torch.equal(bits(back.vector), bits(original.vector))
         assert back.metadata() == original.metadata()
+        # bit for bit: the file written from the imported vector is the original file
+        assert (tmp_path / f"back_L{layer}.safetensors").read_bytes() == (tmp_path / f"{name}.safetensors").read_bytes()
     assert main(["export", str(tmp_path / "a.safetensors"), "--out", str(gguf_path)]) == 2  # no silent overwrite
     assert "exists" in capsys.readouterr().err
 
