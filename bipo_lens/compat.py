@@ -34,12 +34,6 @@ class _Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _join_negative_values(argv: list[str]) -> list[str]:
-    from bipo_lens.cli import _join_negative_values as join
-
-    return join(argv)
-
-
 def _optional(flag: str, value) -> list:
     return [] if value is None else [flag, value]
 
@@ -77,6 +71,8 @@ def tasks(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default=None)
     p.add_argument("--show-memory-usage", action="store_true")
     p.add_argument("--debug", action="store_true")
+    from bipo_lens.cli import _join_negative_values  # "--magnitudes -2,..." is a value, not a flag
+
     args = p.parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
     common = ["--device", args.device, *_optional("--dtype", args.dtype)]
     common += ["--show-memory-usage"] if args.show_memory_usage else []
@@ -211,6 +207,8 @@ def bipo_inference(argv: list[str] | None = None) -> int:
     p.add_argument("--test_generation", action="store_true", help="accepted: generation is what this does")
     p.add_argument("--device", default="auto")
     p.add_argument("--debug", action="store_true")
+    from bipo_lens.cli import _join_negative_values  # "--magnitudes -2,..." is a value, not a flag
+
     args = p.parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
     command = ["generate", "--vector", args.steering_vector, *_optional("--layer", args.layer_idx),
                *_optional("--model", args.model_name), "--multipliers", args.magnitudes,
