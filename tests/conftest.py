@@ -36,6 +36,22 @@ warnings.filterwarnings("ignore")
 SHARED_DATA = Path(os.environ.get("BIPO_LENS_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true",
+                     help="also run the long checks (marked slow); the default run and CI leave them out")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long checks (``@pytest.mark.slow``) are deselected unless ``--slow`` is given: the default run
+    stays within the suite's time budget, and ``./dev test --slow`` runs everything."""
+    if config.getoption("--slow"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 @pytest.fixture(scope="session")
 def model():
     import transformers

@@ -23,7 +23,12 @@ def test_notebook_is_stored_without_outputs(path):
             assert cell.outputs == [] and cell.execution_count is None, f"{path.name}: strip outputs before committing"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+# The quickstart runs in every default run; the analysis notebooks (about 3.5 min together, their
+# API covered by test_analysis and the figures test) are long checks: ./dev test --slow.
+RUNS = [pytest.param(p, id=p.stem, marks=() if p.stem == "01_quickstart" else pytest.mark.slow) for p in NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", RUNS)
 def test_notebook_runs_top_to_bottom(path, tmp_path, monkeypatch):
     monkeypatch.setenv("BIPO_LENS_QUICK", "1")
     monkeypatch.setenv("SWEEP_DIR", str(tmp_path / "sweep"))

@@ -120,6 +120,7 @@ def test_two_processes_fill_an_empty_cache_at_once(tmp_path):
     assert "model.safetensors" in manifest["files"] and not _cache_entry_valid(entries[0])
 
 
+@pytest.mark.slow  # 80 s; the two-process race test stays in the default run
 def test_a_build_killed_midway_leaves_nothing_that_trips_a_later_load(tmp_path):
     env = {**os.environ, "BIPO_LENS_CACHE": str(tmp_path)}
     code = "import bipo_lens; m = bipo_lens.load_model(device='cpu'); print(m.lens_info.d_model)"
