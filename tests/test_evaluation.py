@@ -1,4 +1,5 @@
 import json
+import statistics
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ import torch
 from bipo_lens import PreferencePair, SteeringVector, load_pairs, split_pairs
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, evaluate, spearman, summarise
 from bipo_lens.evaluation.coherence import distinct2
+from bipo_lens.evaluation.intervals import paired_difference_ci
 from bipo_lens.pairs import load_ab_pairs
 from bipo_lens.training import train_caa
 
@@ -20,6 +22,17 @@ def test_spearman_and_summary_statistics():
              "mc1_accuracy": None, "ab_probability": None, "judge_score": None, "perplexity": None,
              "distinct2": None} for m in (-1, 0, 1)]
     assert summarise(rows)["v"]["logprob_margin"] == pytest.approx({"slope": 2.0, "range": 4.0, "spearman": 1.0})
+
+
+def test_bootstrap_interval_is_paired_and_covers_the_mean():
+    spread = [float(i * i) for i in range(20)]  # questions far apart, each moved by exactly 1
+    assert paired_difference_ci(spread, [x + 1.0 for x in spread]) == pytest.approx((1.0, 1.0))
+    diffs = torch.randn(400, generator=torch.Generator().manual_seed(1), dtype=torch.float64).tolist()
+    low, high = paired_difference_ci([0.0] * 400, diffs)
+    mean, se = statistics.fmean(diffs), statistics.stdev(diffs) / 20  # normal theory, n = 400
+    assert low == pytest.approx(mean - 1.96 * se, abs=0.2 * se) and high == pytest.approx(mean + 1.96 * se, abs=0.2 * se)
+    assert paired_difference_ci([0.0] * 400, diffs) == (low, high)  # seeded
+    assert paired_difference_ci([1.0, None, 2.0], [2.0, 3.0, None]) is None  # one usable pair
 
 
 def test_distinct2():
@@ -67,6 +80,13 @@ def test_evaluate_moves_with_the_multiplier(model, judge):
     answers = {(g["vector"], g["multiplier"], g["question"]): g["answer"] for g in report["generations"]}
     assert all(answers[("flipped", 1.0, q)] == answers[("caa", -1.0, q)] for (_, _, q) in answers)
     assert report["summary"]["caa"]["logprob_margin"]["spearman"] == pytest.approx(1.0)
+    # The range's 95% interval is over the same pairs at -1 and +1: it holds the range, clears 0 for a
+    # vector that moves the margins, and is the interval of the per-pair differences.
+    summary = report["summary"]["caa"]["logprob_margin"]
+    assert summary["range_ci_low"] <= summary["range"] <= summary["range_ci_high"] and summary["range_ci_low"] > 0
+    scorer = MarginScorer(model, test[:12])
+    down, up = scorer.margins([(caa, -1.0)]).tolist(), scorer.margins([(caa, 1.0)]).tolist()
+    assert (summary["range_ci_low"], summary["range_ci_high"]) == pytest.approx(paired_difference_ci(down, up), abs=1e-3)
     assert len(report["generations"]) == 2 * 3 * 2 and all(g["perplexity"] for g in report["generations"] if g["answer"])
 
 
@@ -85,6 +105,8 @@ def test_eval_cli_writes_json_and_plot(model, tmp_path):
     assert {"vector", "multiplier", "logprob_margin", "preference_accuracy", "ab_probability", "judge_score",
             "perplexity", "distinct2"} <= set(report["results"][0])
     assert plot.stat().st_size > 1000 and report["record"]["command"].startswith("bipo-lens eval --vector")
+    margin = next(iter(report["summary"].values()))["logprob_margin"]  # the interval, for scripts to read
+    assert margin["range_ci_low"] <= margin["range"] <= margin["range_ci_high"]
     assert report["record"]["data"][0]["sha256"] and report["record"]["git"]["commit"]
     # The A/B probability is p(matching letter) over the two letters, matching being A then B here:
     # recomputed from the letters' log-probs under the same steering.

@@ -10,7 +10,8 @@ For every vector and multiplier (all on held-out pairs):
   over the two letters;
 - ``judge_score``: the mean judge score of greedy answers to the first questions (see judge.py);
 - ``perplexity`` of those answers under the unsteered model and their ``distinct2`` ratio.
-Unsteered baselines (multiplier 0) are computed once and shared by every vector.
+Unsteered baselines (multiplier 0) are computed once and shared by every vector. The summary gives
+each metric's change over the multipliers with a 95% bootstrap interval over questions.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from bipo_lens.evaluation.coherence import distinct2, perplexities
+from bipo_lens.evaluation.intervals import paired_difference_ci
 from bipo_lens.models import info
 from bipo_lens.pairs import PreferencePair
 from bipo_lens.generation import generate_grid
@@ -124,6 +126,7 @@ def evaluate(
     unsteered = [row[0] for row in generate_grid(model, questions, [], [0.0], max_new_tokens=max_new_tokens)] \
         if 0 in multipliers and questions else None
     results, generations = [], []
+    items: dict[tuple[str, float], dict[str, list]] = {}  # per question or pair: what the intervals resample
     bar = tqdm(total=len(vectors) * (len(multipliers) + 1), desc="evaluating", disable=not progress, leave=False)
     for name, vector in vectors.items():
         steered = [m for m in multipliers if m != 0]
@@ -139,20 +142,25 @@ def evaluate(
             lp = scorers.logps([(vector, m)])
             margin = lp[:, 0] - lp[:, 1]
             per_token = lp[:, 0] / scorers.lengths[:, 0] - lp[:, 1] / scorers.lengths[:, 1]
-            ab = None
+            ab, ab_items = None, []
             if ab_scorers is not None:
                 ab_lp = ab_scorers.logps([(vector, m)])
-                ab = float(torch.sigmoid(ab_lp[:, 0] - ab_lp[:, 1]).mean())
+                ab_items = torch.sigmoid(ab_lp[:, 0] - ab_lp[:, 1]).tolist()
+                ab = statistics.fmean(ab_items)
             texts = answers[m]
             judge_scores = judge.scores(texts, [reference[q] for q in questions]) if judge and texts else [None] * len(texts)
             ppl = perplexities(model, questions, texts)
             d2 = [distinct2(t) for t in texts]
+            mc1 = [float(bool((margin[g] > 0).all())) for g in groups.values()]
+            items[(name, m)] = {
+                "logprob_margin": margin.tolist(), "preference_accuracy": (margin > 0).float().tolist(),
+                "mc1_accuracy": mc1 if multiple_choice else [], "ab_probability": ab_items, "judge_score": list(judge_scores), "perplexity": list(ppl), "distinct2": d2,
+            }
             results.append({
                 "vector": name, "multiplier": m,
                 "logprob_margin": float(margin.mean()), "logprob_margin_per_token": float(per_token.mean()),
                 "preference_accuracy": float((margin > 0).float().mean()),
-                "mc1_accuracy": statistics.fmean(bool((margin[g] > 0).all()) for g in groups.values())
-                if multiple_choice else None,
+                "mc1_accuracy": statistics.fmean(mc1) if multiple_choice else None,
                 "ab_probability": ab, "judge_score": _mean(judge_scores), "perplexity": _mean(ppl),
                 "distinct2": _mean(d2),
             })
@@ -161,7 +169,7 @@ def evaluate(
                             for q, t, s, p, d in zip(questions, texts, judge_scores, ppl, d2)]
             bar.update(1)
     bar.close()
-    return {"results": results, "summary": summarise(results), "generations": generations,
+    return {"results": results, "summary": summarise(results, items), "generations": generations,
             "n_margin_pairs": len(margin_pairs), "n_ab_pairs": len(ab_pairs[:max_questions]) if ab_pairs else 0,
             "n_generation_questions": len(questions)}
 
@@ -171,9 +179,11 @@ def _mean(values) -> float | None:
     return statistics.fmean(usable) if usable else None
 
 
-def summarise(results: list[dict]) -> dict:
+def summarise(results: list[dict], items: dict[tuple[str, float], dict[str, list]] | None = None) -> dict:
     """Per vector and metric: least-squares slope against the multiplier, the value at the largest
-    multiplier minus the value at the smallest, and Spearman's rank correlation (monotonicity)."""
+    multiplier minus the value at the smallest (``range``), and Spearman's rank correlation
+    (monotonicity). With ``items`` (per question or pair values at each ``(vector, multiplier)``),
+    ``range_ci_low`` / ``range_ci_high``: the 95% bootstrap interval of ``range``, paired by question."""
     summary: dict[str, dict] = {}
     for name in dict.fromkeys(r["vector"] for r in results):
         rows = sorted((r for r in results if r["vector"] == name), key=lambda r: r["multiplier"])
@@ -184,6 +194,10 @@ def summarise(results: list[dict]) -> dict:
                 continue
             xs, ys = zip(*points)
             summary[name][metric] = {"slope": _slope(xs, ys), "range": ys[-1] - ys[0], "spearman": spearman(xs, ys)}
+            low, high = ((items or {}).get((name, x), {}).get(metric) for x in (xs[0], xs[-1]))
+            interval = paired_difference_ci(low, high) if low and high and len(low) == len(high) else None
+            if interval is not None:
+                summary[name][metric]["range_ci_low"], summary[name][metric]["range_ci_high"] = interval
     return summary
 
 
