@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--data", required=True, help="pairs file (BiPO CSV, A/B CSV, JSON/JSONL, TruthfulQA) or a built-in set")
     train.add_argument("--layer", type=int, required=True)
     train.add_argument("--model", default=None, help="default: smollm2-135m-instruct")
-    train.add_argument("--method", choices=["bipo", "caa"], default="bipo")
+    train.add_argument("--method", choices=["bipo", "caa", "pca"], default="bipo",
+                       help="caa: mean activation difference; pca: repeng's first principal component of the differences")
     train.add_argument("--loss", choices=["bipo", "activation_margin"], default="bipo",
                        help="bipo: the paper's objective; activation_margin: wisent-guard's variant")
     train.add_argument("--epochs", "--bipo-epochs", type=int, default=None)
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="tokens scored as each response: eot (default) = the text then the end-of-turn token; text = the text alone; authors = exactly as the BiPO authors' trainer (trl DPO)")
     train.add_argument("--max-pairs", type=int, default=None)
     train.add_argument("--test-fraction", type=float, default=0.0, help="hold out this fraction to report accuracy")
+    train.add_argument("--patience", type=int, default=None,
+                       help="early stopping: stop once the held-out loss has not fallen for N epochs and keep the "
+                            "best epoch's vector (needs --test-fraction)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", "--save-steering-vector", required=True, help=".safetensors (or .pt, BiPO format)")
     train.add_argument("--overwrite", action="store_true")
@@ -336,7 +340,7 @@ def _write_json(path, data) -> None:
 def cmd_train(args) -> int:
     from bipo_lens.models import DEFAULT_MODEL, check_layer, load_model
     from bipo_lens.pairs import load_pairs, split_pairs
-    from bipo_lens.training import BipoConfig, train_bipo, train_caa
+    from bipo_lens.training import BipoConfig, train_bipo, train_caa, train_pca
 
     if os.path.exists(args.out) and not args.overwrite:
         raise BipoLensError(f"{args.out} exists; pass --overwrite to replace it")
@@ -354,8 +358,11 @@ def cmd_train(args) -> int:
     check_layer(model, args.layer)
     record = start_record(model=model, data=[args.data], seeds={"training": args.seed, "split": args.seed})
     print(f"training {args.method} on {len(train_pairs)} pairs at layer {args.layer} of {args.model or DEFAULT_MODEL}")
-    if args.method == "caa":
-        vector = train_caa(model, train_pairs, args.layer, args.max_response_tokens or 64, args.response_format)
+    if args.method in ("caa", "pca"):
+        if args.patience is not None:
+            raise BipoLensError(f"--patience is for --method bipo: {args.method.upper()} has no training loop to stop")
+        baseline = train_caa if args.method == "caa" else train_pca
+        vector = baseline(model, train_pairs, args.layer, args.max_response_tokens or 64, args.response_format)
     else:
         if args.margin is not None and args.loss == "bipo":
             print("note: --margin only affects --loss activation_margin (wisent-guard's variant); "
@@ -364,7 +371,7 @@ def cmd_train(args) -> int:
             args.loss, layer=args.layer, epochs=args.epochs, lr=args.lr, beta=args.beta,
             batch_size=args.batch_size, weight_decay=args.weight_decay, margin=args.margin,
             warmup_steps=args.warmup_steps, max_response_tokens=args.max_response_tokens, seed=args.seed,
-            response_format=args.response_format,
+            response_format=args.response_format, patience=args.patience,
         )
         if args.resume and not args.checkpoint_dir:
             raise BipoLensError("--resume needs --checkpoint-dir")
@@ -376,6 +383,9 @@ def cmd_train(args) -> int:
             return 0
         for epoch in vector.history:
             print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in epoch.items()))
+        if "best_epoch" in vector.hyperparameters:
+            print(f"early stopping: kept epoch {vector.hyperparameters['best_epoch']} (lowest held-out loss) of "
+                  f"{vector.hyperparameters['epochs_run']} run")
     vector.record = finish_record(record)
     vector.save(args.out, overwrite=args.overwrite)
     print(f"saved {args.out} (norm {vector.norm:.4f})")
@@ -499,7 +509,9 @@ def cmd_eval(args) -> int:
         for metric in ("logprob_margin", "judge_score", "ab_probability", "mc1_accuracy"):
             if metric in metrics:
                 m = metrics[metric]
-                print(f"{name}: {metric} slope {m['slope']:+.3f}, range {m['range']:+.3f}, spearman {m['spearman']:+.2f}")
+                interval = f" [{m['range_ci_low']:+.3f}, {m['range_ci_high']:+.3f}]" if "range_ci_low" in m else ""
+                print(f"{name}: {metric} slope {m['slope']:+.3f}, range {m['range']:+.3f}{interval}, "
+                      f"spearman {m['spearman']:+.2f}")
     if args.plot:
         steering_curve(report["results"], args.plot, title=Path(args.data).name)
         print(f"plot: {args.plot}")

@@ -21,7 +21,8 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def training_curve(histories: dict[str, list[dict]], path: str | Path) -> Path:
-    """Loss, vector norm and (where recorded) held-out reward accuracy per epoch."""
+    """Loss (training, and held-out where recorded: convergence shows as the held-out curve levelling
+    off), vector norm and held-out reward accuracy per epoch."""
     sns.set_theme(style="whitegrid")
     keys = ["loss", "norm"] + (["reward_accuracy"] if any("reward_accuracy" in h[0] for h in histories.values() if h) else [])
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4))
@@ -29,7 +30,10 @@ def training_curve(histories: dict[str, list[dict]], path: str | Path) -> Path:
         for name, history in histories.items():
             points = [(r["epoch"], r[key]) for r in history if key in r]
             if points:
-                ax.plot(*zip(*points), marker="o", label=name)
+                line, = ax.plot(*zip(*points), marker="o", label=name)
+            held_out = [(r["epoch"], r["held_out_loss"]) for r in history if "held_out_loss" in r]
+            if key == "loss" and held_out:
+                ax.plot(*zip(*held_out), marker="s", linestyle="--", color=line.get_color(), label=f"{name} (held-out)")
         ax.set_xlabel("epoch")
         ax.set_title({"loss": "training loss", "norm": "vector norm", "reward_accuracy": "held-out reward accuracy"}[key])
     axes[0].legend()

@@ -1,7 +1,11 @@
+import pytest
 import torch
 
 from bipo_lens import load_pairs, split_pairs
-from bipo_lens.training import FastPath, train_bipo, train_caa
+from bipo_lens.errors import BipoLensError
+from bipo_lens.activations import response_deltas
+from bipo_lens.evaluation import MarginScorer
+from bipo_lens.training import FastPath, train_bipo, train_caa, train_pca
 from bipo_lens.training.bipo import cosine_with_warmup
 from bipo_lens.tokens import encode_pairs
 
@@ -38,6 +42,25 @@ def test_training_learns_the_behaviour(model):
     assert v.method == "bipo" and v.hyperparameters["beta"] == 0.1 and len(v.history) == 4
 
 
+def test_early_stopping_keeps_the_best_epoch_and_resumes_to_it(model, tmp_path):
+    """With ``patience``, training stops once the held-out BiPO loss has not fallen for that many
+    epochs and returns the vector of the epoch where it was lowest, not the last one; the checkpoint
+    of a stopped run resumes to that same vector."""
+    train, test = split_pairs(load_pairs("optimism"), 0.25, seed=0)
+    kwargs = dict(test_pairs=test[:6], epochs=10, lr=0.2, patience=2, warmup_steps=0, max_response_tokens=8,
+                  progress=False)
+    v = train_bipo(model, train[:8], 15, checkpoint_dir=tmp_path, **kwargs)
+    losses = [r["held_out_loss"] for r in v.history]
+    best = v.hyperparameters["best_epoch"]
+    assert len(losses) == v.hyperparameters["epochs_run"] < 10, losses  # it stopped
+    assert best == losses.index(min(losses)) + 1 and len(losses) - best == 2
+    assert v.norm == pytest.approx(v.history[best - 1]["norm"]) and v.norm != pytest.approx(v.history[-1]["norm"])
+    again = train_bipo(model, train[:8], 15, checkpoint_dir=tmp_path, resume=True, **kwargs)
+    assert torch.equal(again.vector, v.vector) and again.history == v.history
+    with pytest.raises(BipoLensError, match="held-out pairs"):
+        train_bipo(model, train[:8], 15, epochs=2, patience=2, progress=False)
+
+
 def test_caa_is_the_mean_response_activation_difference(model):
     """Checked against the bridge's own hook, one unpadded sequence at a time."""
     pairs = load_pairs("formality")[:6]
@@ -50,6 +73,22 @@ def test_caa_is_the_mean_response_activation_difference(model):
             means.append(cache["blocks.9.hook_resid_post"][0, s.prompt_len:].mean(0))
     means = torch.stack(means)
     assert torch.allclose(v.vector, (means[0::2] - means[1::2]).mean(0), atol=1e-4)
+
+
+def test_pca_baseline_is_the_first_component_of_the_differences_and_steers(model):
+    """repeng's pca_diff: the centred differences' first principal component (checked against an
+    eigendecomposition of their scatter matrix), signed by the majority of pairs, on CAA's scale; it moves held-out margins."""
+    train, test = split_pairs(load_pairs("optimism"), 0.25, seed=0)
+    pca, caa = train_pca(model, train[:24], 15), train_caa(model, train[:24], 15)
+    deltas = response_deltas(model, encode_pairs(model, train[:24]), 15).float()
+    direction = pca.vector / pca.norm
+    centred = (deltas - deltas.mean(dim=0)).double()
+    top = torch.linalg.eigh(centred.T @ centred).eigenvectors[:, -1]  # the scatter matrix's top eigenvector
+    assert abs(cosine(direction.double(), top)) > 0.9999
+    projections = deltas @ direction
+    assert (projections > 0).float().mean() > 0.5 and pca.norm == pytest.approx(float(projections.mean()), rel=1e-4)
+    assert pca.method == "pca" and 0 < cosine(pca.vector, caa.vector) < 0.999  # related to CAA, not CAA
+    assert MarginScorer(model, test[:8]).margin_range(pca) > 0
 
 
 def test_activation_margin_variant_uses_its_defaults_and_learns(model):

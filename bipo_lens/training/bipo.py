@@ -52,6 +52,7 @@ class BipoConfig:
     max_response_tokens: int | None = 64
     response_format: str = "eot"  # see tokens.encode_pairs
     seed: int = 0
+    patience: int | None = None  # early stopping: epochs without a lower held-out loss (needs test pairs)
 
     def __post_init__(self) -> None:
         checks = {
@@ -59,6 +60,7 @@ class BipoConfig:
             "beta": 0 < self.beta < math.inf, "weight_decay": 0 <= self.weight_decay < math.inf,
             "warmup_steps": self.warmup_steps >= 0, "margin": math.isfinite(self.margin),
             "max_response_tokens": self.max_response_tokens is None or self.max_response_tokens >= 1,
+            "patience": self.patience is None or self.patience >= 1,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
@@ -100,8 +102,12 @@ def train_bipo(
 
     ``config`` (or keyword overrides such as ``epochs=5, lr=5e-3``) defaults to the paper's
     hyper-parameters. The returned vector's ``history`` has one entry per epoch: mean loss, vector
-    norm, seconds, and, with ``test_pairs``, held-out ``reward_accuracy`` (the fraction of test
-    pairs whose implicit reward under ``+v`` favours the matching response; see :func:`reward_accuracy`).
+    norm, seconds, and, with ``test_pairs``, ``reward_accuracy`` (and with ``patience`` also
+    ``held_out_loss``; see :func:`held_out_metrics`).
+
+    With ``patience`` (and ``test_pairs``) training stops once the held-out loss has not fallen for
+    that many epochs, and the vector of the epoch with the lowest held-out loss is returned (its
+    ``hyperparameters`` name ``best_epoch`` and ``epochs_run``): a converged vector, not the last one.
 
     With ``checkpoint_dir`` a checkpoint is written after every epoch and on Ctrl-C; ``resume``
     continues from it and ends with the vector an uninterrupted run would have given. A non-finite
@@ -119,6 +125,8 @@ def train_bipo(
     check_layer(model, layer)
     if not pairs:
         raise BipoLensError("no training pairs")
+    if config.patience is not None and (config.loss != "bipo" or not test_pairs):
+        raise BipoLensError("early stopping (patience) needs the bipo loss and held-out pairs (--test-fraction)")
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     device = device_of(model)
@@ -154,17 +162,17 @@ def train_bipo(
         if state is not None and not resume:
             raise BipoLensError(f"{checkpoint_dir} holds a checkpoint of this run: pass --resume to continue it, "
                                 "or use another --checkpoint-dir")
-    history, first_epoch = [], 0
+    history, first_epoch, best = [], 0, None  # best: the lowest held-out loss so far (early stopping)
     if state is not None:
         vector.data.copy_(state.vector.to(device))
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
         rng.setstate(state.random_state)
-        history, first_epoch = list(state.history), state.epoch
+        history, first_epoch, best = list(state.history), state.epoch, state.best
 
     def snapshot(epoch: int, step: int, order: list[int], losses: list[float], random_state) -> TrainingState:
         return TrainingState(vector.detach().cpu().clone(), optimizer.state_dict(), scheduler.state_dict(),
-                             random_state, epoch, step, list(order), list(losses), list(history), identity)
+                             random_state, epoch, step, list(order), list(losses), list(history), identity, best)
 
     bar = tqdm(total=total, initial=first_epoch * steps_per_epoch + (state.step_in_epoch if state else 0),
                desc=f"{config.loss} layer {layer}", disable=not (progress and distributed.is_main()), leave=False)
@@ -207,17 +215,25 @@ def train_bipo(
         record = {"epoch": epoch + 1, "loss": sum(losses) / len(losses), "norm": vector.norm().item(),
                   "seconds": round(time.perf_counter() - epoch_started, 3)}
         if test_scorer is not None:
-            record["reward_accuracy"] = reward_accuracy(test_scorer, vector.detach())
+            record.update(held_out_metrics(test_scorer, vector.detach(), config.beta, config.patience is not None))
         history.append(record)
-        if writes:
-            save_checkpoint(checkpoint_dir, snapshot(epoch + 1, 0, [], [], rng.getstate()))
+        stop = False
+        if config.patience is not None:
+            if best is None or record["held_out_loss"] < best["loss"]:
+                best = {"vector": vector.detach().cpu().clone(), "loss": record["held_out_loss"], "epoch": epoch + 1}
+            stop = epoch + 1 - best["epoch"] >= config.patience
+        if writes:  # a stopped run's checkpoint is a finished one: --resume returns its best vector
+            save_checkpoint(checkpoint_dir, snapshot(config.epochs if stop else epoch + 1, 0, [], [], rng.getstate()))
+        if stop:
+            break
     bar.close()
+    stopping = {"best_epoch": best["epoch"], "epochs_run": len(history)} if best is not None else {}
     return SteeringVector(
-        vector=vector.detach().cpu().clone(),
+        vector=best["vector"].clone() if best is not None else vector.detach().cpu().clone(),
         layer=layer,
         model_id=info(model).model_id,
         method="bipo" if config.loss == "bipo" else "bipo-activation-margin",
-        hyperparameters={**asdict(config), "pairs": len(pairs),
+        hyperparameters={**asdict(config), "pairs": len(pairs), **stopping,
                          **({"fast_path": asdict(fast)} if config.loss == "bipo" else {})},
         data_fingerprint=fingerprint(pairs),
         history=history,
@@ -239,15 +255,25 @@ def _bipo_loss(scorer: PairScorer, batch: list[int], vector: Tensor, beta: float
 
 
 @torch.no_grad()
-def reward_accuracy(scorer: PairScorer, vector: Tensor, batch_size: int = 8) -> float:
-    """DPO's implicit-reward accuracy (trl's ``rewards/accuracies``): the fraction of pairs whose
-    log-ratio to the reference under ``+v`` is larger for the matching response than for the
-    not-matching one. Lenient next to the evaluation's ``preference_accuracy`` (matching more
-    likely than not-matching, absolutely): both responses may lose probability."""
-    indices = range(len(scorer.sequences) // 2)
-    wins = 0
-    for start in range(0, len(indices), batch_size):
-        part = list(indices[start : start + batch_size])
-        ratios = scorer.logps(part, vector, 1.0) - scorer.reference_logps(part)
-        wins += int((ratios[:, 0] > ratios[:, 1]).sum())
-    return wins / len(indices)
+def held_out_metrics(scorer: PairScorer, vector: Tensor, beta: float, with_loss: bool = True,
+                     batch_size: int = 8) -> dict[str, float]:
+    """On held-out pairs: ``reward_accuracy``, DPO's implicit-reward accuracy (trl's
+    ``rewards/accuracies``): the fraction of pairs whose log-ratio to the reference under ``+v`` is
+    larger for the matching response than for the not-matching one; lenient next to the
+    evaluation's ``preference_accuracy`` (matching more likely than not-matching, absolutely), since
+    both responses may lose probability. ``with_loss`` adds ``held_out_loss``: the BiPO loss averaged
+    over both directions d = +1 and -1 (the objective's expectation over d; what early stopping
+    watches). It costs a second pass, under ``-v``, so only early stopping asks for it."""
+    count = len(scorer.sequences) // 2
+    wins, loss = 0, 0.0
+    for start in range(0, count, batch_size):
+        part = list(range(start, min(count, start + batch_size)))
+        reference = scorer.reference_logps(part)
+        for d in (1.0, -1.0) if with_loss else (1.0,):
+            ratios = scorer.logps(part, vector, d) - reference
+            gap = ratios[:, 0] - ratios[:, 1]
+            loss += float(-F.logsigmoid(d * beta * gap).sum()) / 2
+            if d > 0:
+                wins += int((gap > 0).sum())
+    return {"held_out_loss": loss / count, "reward_accuracy": wins / count} if with_loss else \
+        {"reward_accuracy": wins / count}

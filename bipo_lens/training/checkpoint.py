@@ -30,6 +30,7 @@ class TrainingState:
     losses: list[float]  # that epoch's losses so far
     history: list[dict]
     identity: dict  # config + data fingerprint: a checkpoint only resumes the same run
+    best: dict | None = None  # early stopping: the best epoch's vector, held-out loss and number
 
 
 def save_checkpoint(directory: str | Path, state: TrainingState) -> Path:
