@@ -126,8 +126,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
         torch.backends.cuda.enable_cudnn_sdp(False)
     if shapes.is_random(base):  # built on the device, in the dtype: never an fp32 copy on the CPU
         hf_model, tokenizer, chat = shapes.load_random(base, torch_device, torch_dtype)
-    else:
-        hf_model, tokenizer, chat = _load_hf(base)
+    else:  # in the dtype from the start (a 7B in bf16 never passes through fp32); rounding wants fp32
+        hf_model, tokenizer, chat = _load_hf(base, torch.float32 if bits else torch_dtype)
     if bits:
         quantise_weights(hf_model, bits)
     hf_model = hf_model.to(device=torch_device, dtype=torch_dtype).eval()
@@ -197,28 +197,29 @@ def _bridge_name(name: str) -> str:
     return Path(name).name if os.path.exists(name) else name
 
 
-def _load_hf(name: str):
-    """(model, tokenizer, is_chat) from the cache, building the cache entry when needed."""
+def _load_hf(name: str, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer, is_chat) in ``dtype``: GGUF files from the dequantised cache (built when
+    needed), local directories and hub ids in place."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if name in EMBEDDED_MODELS:
         spec = EMBEDDED_MODELS[name]
         gguf = _embedded_gguf(spec)
-        return _load_gguf_cached(name, gguf, spec.architecture, spec.chat)
+        return _load_gguf_cached(name, gguf, spec.architecture, spec.chat, dtype)
     path = Path(name)
     if path.suffix == ".gguf":
         if not path.is_file():
             raise BipoLensError(f"GGUF file not found: {name}")
-        return _load_gguf_cached(path.stem, path.resolve(), None, None)
+        return _load_gguf_cached(path.stem, path.resolve(), None, None, dtype)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise BipoLensError(f"{name} is a directory without config.json: not a Hugging Face model")
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
         return model, tokenizer, tokenizer.chat_template is not None
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
     except Exception as e:  # offline, unknown id, gated repo: all end here
         raise BipoLensError(
             f"could not load model {name!r} ({type(e).__name__}); embedded models that work "
@@ -250,14 +251,15 @@ def _cache_key(label: str, gguf: Path) -> str:
     return f"{label}-{hashlib.sha256(raw.encode()).hexdigest()[:12]}"
 
 
-def _load_gguf_cached(label: str, gguf: Path, architecture: str | None, chat: bool | None):
+def _load_gguf_cached(label: str, gguf: Path, architecture: str | None, chat: bool | None,
+                      dtype: torch.dtype = torch.float32):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     entry = cache_root() / _cache_key(label, gguf)
     if not _cache_entry_valid(entry):
         _build_cache_entry_locked(entry, gguf, architecture)
     tokenizer = AutoTokenizer.from_pretrained(entry)
-    model = AutoModelForCausalLM.from_pretrained(entry, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(entry, dtype=dtype)
     if chat is None:
         chat = tokenizer.chat_template is not None
     return model, tokenizer, chat

@@ -1,8 +1,10 @@
 """Scale as a tested property: config-only model shapes, data-parallel training under torchrun."""
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -68,21 +70,56 @@ def test_a_random_shape_loads_in_bf16_and_trains_from_the_cli(tmp_path):
     assert "random:llama-2-7b" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
-def test_two_ranks_under_torchrun_give_the_one_process_vector(tmp_path):
+TRAIN = ["train", "--data", "optimism", "--layer", 15, "--max-pairs", 8, "--epochs", 4, "--batch-size", 4,
+         "--max-response-tokens", 12, "--bipo-lr", 5e-3]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", 2, "--no-python", BIPO_LENS]
+TWO_CORES = {"OMP_NUM_THREADS": "1"}  # two ranks on two cores
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory) -> SteeringVector:
+    """The reference: the same training in a single process, uninterrupted."""
+    out = tmp_path_factory.mktemp("one") / "one.safetensors"
+    single = run([BIPO_LENS, *TRAIN, "--out", out])
+    assert single.returncode == 0, single.stderr
+    vector = SteeringVector.load(out)
+    assert vector.norm > 0.01  # it moved: equality of two zero vectors would prove nothing
+    return vector
+
+
+def assert_same_training(one: SteeringVector, other: SteeringVector) -> None:
+    cosine = float(one.vector @ other.vector / (one.vector.norm() * other.vector.norm()))
+    assert cosine >= 0.9999 and one.norm == pytest.approx(other.norm, rel=1e-3), (cosine, one.norm, other.norm)
+    assert [r["loss"] for r in other.history] == pytest.approx([r["loss"] for r in one.history], rel=1e-4)
+
+
+def test_two_ranks_under_torchrun_give_the_one_process_vector(one_process, tmp_path):
     """``torchrun --nproc-per-node 2 --no-python bipo-lens train ...`` (gloo, CPU) takes the steps one
     process takes: same vector (cosine >= 0.9999) and losses; only rank 0 writes."""
-    args = ["train", "--data", "optimism", "--layer", 15, "--max-pairs", 8, "--epochs", 2, "--batch-size", 4,
-            "--max-response-tokens", 12, "--bipo-lr", 5e-3]
-    single = run([BIPO_LENS, *args, "--out", tmp_path / "one.safetensors"])
-    assert single.returncode == 0, single.stderr
-    env = {"OMP_NUM_THREADS": "1"}  # two ranks on two cores
-    ranks = run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", 2, "--no-python", BIPO_LENS, *args,
-                 "--out", tmp_path / "two.safetensors", "--checkpoint-dir", tmp_path / "ckpt"], env=env)
+    ranks = run([*TORCHRUN, *TRAIN, "--out", tmp_path / "two.safetensors", "--checkpoint-dir", tmp_path / "ckpt"],
+                env=TWO_CORES)
     assert ranks.returncode == 0, ranks.stderr[-3000:]
     assert ranks.stdout.count("saved ") == 1  # rank 0 alone reports and saves
-    one, two = SteeringVector.load(tmp_path / "one.safetensors"), SteeringVector.load(tmp_path / "two.safetensors")
-    cosine = float(one.vector @ two.vector / (one.vector.norm() * two.vector.norm()))
-    assert cosine >= 0.9999 and one.norm == pytest.approx(two.norm, rel=1e-3), (cosine, one.norm, two.norm)
-    assert [r["loss"] for r in two.history] == pytest.approx([r["loss"] for r in one.history], rel=1e-4)
-    assert one.norm > 0.01  # it moved: equality of two zero vectors would prove nothing
+    assert_same_training(one_process, SteeringVector.load(tmp_path / "two.safetensors"))
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["checkpoint.pt"]
+
+
+def test_a_two_rank_run_stopped_midway_resumes_in_one_process(one_process, tmp_path):
+    """A checkpoint holds the global state (vector, optimiser, schedule, pair order, random state),
+    not a rank's: a torchrun job stopped with SIGTERM (as a scheduler stops it) after its first epoch
+    resumes in a single process, and ends with the vector of a run that was never stopped."""
+    checkpoint, out = tmp_path / "ckpt" / "checkpoint.pt", tmp_path / "resumed.safetensors"
+    job = subprocess.Popen([str(c) for c in [*TORCHRUN, *TRAIN, "--out", out, "--checkpoint-dir", checkpoint.parent]],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **TWO_CORES})
+    deadline = time.monotonic() + 600
+    while not checkpoint.exists():  # the end of the first epoch
+        assert job.poll() is None and time.monotonic() < deadline, job.communicate()[1][-3000:]
+        time.sleep(0.02)
+    job.send_signal(signal.SIGTERM)
+    _, err = job.communicate(timeout=300)
+    assert job.returncode != 0 and not out.exists(), err[-3000:]
+    state = torch.load(checkpoint, weights_only=True)
+    assert (1, 0) <= (state["epoch"], state["step_in_epoch"]) < (4, 0), (state["epoch"], state["step_in_epoch"])
+    resumed = run([BIPO_LENS, *TRAIN, "--out", out, "--checkpoint-dir", checkpoint.parent, "--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert_same_training(one_process, SteeringVector.load(out))
