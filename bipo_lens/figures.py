@@ -46,7 +46,7 @@ from bipo_lens.atomic import atomic_write
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, evaluate
 from bipo_lens.models import DEFAULT_MODEL, info, load_model
 from bipo_lens.pairs import load_pairs, shared_data_dir, split_pairs
-from bipo_lens.records import describe, finish_record, start_record
+from bipo_lens.records import describe, finish_record, git_state, start_record
 from bipo_lens.training import train_bipo, train_caa
 from bipo_lens.vectors import SteeringVector
 
@@ -116,6 +116,7 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
                  command: str | None = None) -> dict:
     """Run every stage; write the PNGs, ``results.json`` and ``README.md`` into ``out_dir``."""
     started = time.time()
+    code = git_state()  # before this run rewrites figures/ (tracked files): the code's state, not the outputs'
     budget = QUICK if quick else FULL
     out, work = Path(out_dir), Path(work_dir)
     judge = EmbeddingJudge()  # before anything is deleted or computed: a missing package stops here
@@ -141,6 +142,7 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
     run.model = load_model(DEFAULT_MODEL, device=device)
     record = start_record(run.command, run.model, [*data_files, "optimism", "formality"],
                           seeds={"split": 0, "training": 0}, budget=budget.name)
+    record["git"] = code
     run.results["seconds"] = {}
     resumed = {}
     for name, (compute, draw) in STAGES.items():

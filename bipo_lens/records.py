@@ -31,8 +31,9 @@ def _version(package: str) -> str | None:
         return None
 
 
-def _git() -> dict:
-    """The checkout's commit and whether tracked files differ from it (None outside a checkout)."""
+def git_state() -> dict:
+    """The checkout's commit, whether tracked files differ from it (None outside a checkout), and
+    which (``changed``, the first 20): a reader can tell a code change from, say, a rewritten output."""
     def run(*args: str) -> str | None:
         try:
             done = subprocess.run(["git", "-C", str(_REPO), *args], capture_output=True, text=True, timeout=10)
@@ -42,7 +43,8 @@ def _git() -> dict:
 
     commit = run("rev-parse", "HEAD")
     status = run("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+    changed = [line[3:] for line in status.splitlines()][:20] if status else []
+    return {"commit": commit, "dirty": bool(status) if status is not None else None, "changed": changed}
 
 
 def device_description(model=None) -> dict:
@@ -77,7 +79,7 @@ def start_record(command: str | None = None, model=None, data: Iterable[str | Pa
     ``data``: files (hashed) or built-in set names (kept as names: they are versioned with the code)."""
     return {
         "command": command or "bipo-lens " + shlex.join(sys.argv[1:]),
-        "git": _git(),
+        "git": git_state(),
         "versions": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}},
         "device": device_description(model),
         "model": getattr(getattr(model, "lens_info", None), "model_id", None),

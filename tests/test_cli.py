@@ -138,6 +138,7 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     record = results["record"]
     assert record["device"]["type"] == "cpu" and record["device"]["dtype"] == "float32"
     assert len(record["git"]["commit"]) == 40 and record["versions"]["transformers"]
+    assert record["git"]["dirty"] == bool(record["git"]["changed"])  # what was uncommitted, by name
     assert record["device"]["name"] in readme and record["git"]["commit"][:10] in readme
     assert all(len(d["sha256"]) == 64 for d in record["data"] if "path" in d)
     resumed = cli("figures", "--quick", "--resume", "--out-dir", out, "--work-dir", work, "--device", "cpu")
