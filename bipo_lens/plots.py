@@ -35,7 +35,9 @@ def training_curve(histories: dict[str, list[dict]], path: str | Path) -> Path:
             if key == "loss" and held_out:
                 ax.plot(*zip(*held_out), marker="s", linestyle="--", color=line.get_color(), label=f"{name} (held-out)")
         ax.set_xlabel("epoch")
-        ax.set_title({"loss": "training loss", "norm": "vector norm", "reward_accuracy": "held-out reward accuracy"}[key])
+        held_out_drawn = key == "loss" and any("held_out_loss" in r for h in histories.values() for r in h)
+        ax.set_title({"loss": "loss (dashed: held-out)" if held_out_drawn else "training loss", "norm": "vector norm",
+                      "reward_accuracy": "held-out reward accuracy"}[key])
     axes[0].legend()
     return _save(fig, path)
 
