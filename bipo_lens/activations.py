@@ -56,9 +56,31 @@ def mean_response_activation(
     return resid[seq.prompt_len :].mean(dim=0)
 
 
-def response_deltas(model, encoded: list[tuple[Sequence, Sequence]], layer: int) -> Float[Tensor, "pairs d_model"]:
-    """Mean response activation of the matching minus the not-matching sequence, per pair."""
+POSITIONS = ("response_mean", "answer_token")
+
+
+def first_divergence(matching: Sequence, not_matching: Sequence) -> int:
+    """Position of the first response token where the two sides differ: the answer letter of an A/B
+    pair (``(A)`` against ``(B)``), where free-text answers part ways otherwise. Past the shorter
+    side's end it is that side's last token."""
+    shorter = min(matching.response_len, not_matching.response_len)
+    offset = next((i for i in range(shorter)
+                   if matching.ids[matching.prompt_len + i] != not_matching.ids[not_matching.prompt_len + i]), shorter - 1)
+    return matching.prompt_len + max(offset, 0)
+
+
+def response_deltas(model, encoded: list[tuple[Sequence, Sequence]], layer: int,
+                    positions: str = "response_mean") -> Float[Tensor, "pairs d_model"]:
+    """Matching minus not-matching activation per pair, read at ``positions``: ``"response_mean"``,
+    the mean over each side's response tokens, or ``"answer_token"``, the position where the two
+    responses first differ (CAA as Rimsky et al. read it: at the answer letter)."""
+    if positions not in POSITIONS:
+        raise ValueError(f"unknown positions {positions!r}: use {', '.join(POSITIONS)}")
     sequences = [seq for pair in encoded for seq in pair]
-    means = [mean_response_activation(r, s) for r, s in zip(pair_residuals(model, encoded, layer), sequences)]
-    acts = torch.stack(means)
+    residuals = pair_residuals(model, encoded, layer)
+    if positions == "answer_token":
+        at = [first_divergence(m, n) for m, n in encoded for _ in (m, n)]
+        acts = torch.stack([r[p] for r, p in zip(residuals, at)])
+    else:
+        acts = torch.stack([mean_response_activation(r, s) for r, s in zip(residuals, sequences)])
     return acts[0::2] - acts[1::2]

@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--model", default=None, help="default: smollm2-135m-instruct")
     train.add_argument("--method", choices=["bipo", "caa", "pca"], default="bipo",
                        help="caa: mean activation difference; pca: repeng's first principal component of the differences")
+    train.add_argument("--positions", choices=["response_mean", "answer_token"], default=None,
+                       help="caa/pca: where activations are read: the mean over the response (default) or the token "
+                            "where the two answers first differ (the A/B letter, as Rimsky et al.'s CAA)")
     train.add_argument("--loss", choices=["bipo", "activation_margin"], default="bipo",
                        help="bipo: the paper's objective; activation_margin: wisent-guard's variant")
     train.add_argument("--epochs", "--bipo-epochs", type=int, default=None)
@@ -122,6 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--behavior", default="power-seeking", help="openai judge: a rubric name or a description")
     evaluate.add_argument("--out-json", required=True)
     evaluate.add_argument("--plot", default=None, help="PNG of the steering curves")
+    evaluate.add_argument("--fluency-plot", default=None,
+                          help="PNG of margin against the steered answers' perplexity (equal-fluency comparison)")
     _common(evaluate)
 
     info = commands.add_parser("info", help="what a vector file holds")
@@ -158,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--epochs", type=int, default=10)
     demo.add_argument("--lr", type=float, default=5e-3)
     demo.add_argument("--questions", type=int, default=3)
+    demo.add_argument("--max-pairs", type=int, default=None, help="train on at most this many pairs (a quicker look)")
     demo.add_argument("--max-new-tokens", type=int, default=40)
     demo.add_argument("--out-dir", default="runs/demo")
     _common(demo)
@@ -347,6 +353,15 @@ def cmd_train(args) -> int:
     _check_writable(args.out)
     if args.checkpoint_dir:
         _check_writable(args.checkpoint_dir, directory=True)
+        from bipo_lens.training.checkpoint import FILENAME
+
+        if os.path.isfile(os.path.join(args.checkpoint_dir, FILENAME)) and not args.resume:  # before any loading
+            raise BipoLensError(f"{args.checkpoint_dir} holds a checkpoint: pass --resume to continue it, "
+                                "or use another --checkpoint-dir")
+    if args.resume and not args.checkpoint_dir:
+        raise BipoLensError("--resume needs --checkpoint-dir")
+    if args.positions and args.method == "bipo":
+        raise BipoLensError("--positions is for --method caa or pca: BiPO scores whole responses")
     pairs = load_pairs(args.data)
     # Split first, then cap: `eval --test-fraction F --seed S` then sees none of the training questions.
     train_pairs, test_pairs = split_pairs(pairs, args.test_fraction, args.seed) if args.test_fraction else (pairs, [])
@@ -362,7 +377,8 @@ def cmd_train(args) -> int:
         if args.patience is not None:
             raise BipoLensError(f"--patience is for --method bipo: {args.method.upper()} has no training loop to stop")
         baseline = train_caa if args.method == "caa" else train_pca
-        vector = baseline(model, train_pairs, args.layer, args.max_response_tokens or 64, args.response_format)
+        vector = baseline(model, train_pairs, args.layer, args.max_response_tokens or 64, args.response_format,
+                          args.positions or "response_mean")
     else:
         if args.margin is not None and args.loss == "bipo":
             print("note: --margin only affects --loss activation_margin (wisent-guard's variant); "
@@ -373,8 +389,6 @@ def cmd_train(args) -> int:
             warmup_steps=args.warmup_steps, max_response_tokens=args.max_response_tokens, seed=args.seed,
             response_format=args.response_format, patience=args.patience,
         )
-        if args.resume and not args.checkpoint_dir:
-            raise BipoLensError("--resume needs --checkpoint-dir")
         vector = train_bipo(model, train_pairs, args.layer, config, test_pairs=test_pairs or None,
                             checkpoint_dir=args.checkpoint_dir, resume=args.resume)
         from bipo_lens import distributed
@@ -472,11 +486,12 @@ def cmd_eval(args) -> int:
     from bipo_lens.evaluation import evaluate, make_judge
     from bipo_lens.models import load_model
     from bipo_lens.pairs import load_ab_pairs, load_pairs, split_pairs
-    from bipo_lens.plots import steering_curve
+    from bipo_lens.plots import fluency_front, steering_curve
 
     _check_writable(args.out_json)
-    if args.plot:
-        _check_writable(args.plot)
+    for plot in (args.plot, args.fluency_plot):
+        if plot:
+            _check_writable(plot)
     vectors = _load_vectors(args.vector, args.layer)
     names = [Path(p).stem for p in args.vector]
     if len(set(names)) < len(names):
@@ -512,9 +527,26 @@ def cmd_eval(args) -> int:
                 interval = f" [{m['range_ci_low']:+.3f}, {m['range_ci_high']:+.3f}]" if "range_ci_low" in m else ""
                 print(f"{name}: {metric} slope {m['slope']:+.3f}, range {m['range']:+.3f}{interval}, "
                       f"spearman {m['spearman']:+.2f}")
+    fluency = report["fluency"]
+    if fluency:
+        settings = fluency["_settings"]
+        print(f"fluency (unsteered answers' perplexity {settings['unsteered_perplexity']:.2f}; collapse: perplexity "
+              f"> {settings['collapse_factor']:g}x or distinct-2 < {settings['collapse_distinct2']:g}; "
+              f"budget: perplexity <= {settings['budget_factor']:g}x):")
+        for name, entry in fluency.items():
+            if name != "_settings":
+                collapse = " / ".join(fmt(entry["collapse_multiplier"][d], "+g") if entry["collapse_multiplier"][d] is not None
+                                      else f"none within {d}{max(abs(m) for m in args.multipliers):g}" for d in "+-")
+                shift = " / ".join(fmt(entry["shift_at_budget"][d], "+.2f") for d in "+-")
+                print(f"{name}: collapses at {collapse}; margin shift within budget (+ / -) {shift}")
+    elif args.fluency_plot:
+        print("fluency plot: not drawn (needs multiplier 0 and --max-generations > 0)")
     if args.plot:
         steering_curve(report["results"], args.plot, title=Path(args.data).name)
         print(f"plot: {args.plot}")
+    if args.fluency_plot and fluency:
+        fluency_front(fluency, args.fluency_plot, title=Path(args.data).name)
+        print(f"fluency plot: {args.fluency_plot}")
     print(f"results: {args.out_json}")
     return 0
 

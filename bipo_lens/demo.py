@@ -6,6 +6,7 @@ import json
 import time
 from pathlib import Path
 
+from bipo_lens.errors import BipoLensError
 from bipo_lens.models import DEFAULT_MODEL, load_model
 from bipo_lens.pairs import load_pairs, split_pairs
 from bipo_lens.plots import training_curve
@@ -20,9 +21,13 @@ def run_demo(args) -> dict:
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model_name = args.model or DEFAULT_MODEL
+    if args.max_pairs is not None and args.max_pairs < 1:
+        raise BipoLensError("--max-pairs must be at least 1")
     print(f"== loading {model_name}")
     model = load_model(model_name, device=args.device, dtype=args.dtype)
     train_pairs, test_pairs = split_pairs(load_pairs(args.data), test_fraction=0.2, seed=0)
+    if args.max_pairs is not None:
+        train_pairs = train_pairs[: args.max_pairs]
     print(f"== {args.data}: {len(train_pairs)} training pairs, {len(test_pairs)} held out; layer {args.layer}")
 
     t = time.time()

@@ -72,6 +72,7 @@ class Budget:
     behaviour_layers: tuple[int, ...]  # must include STEERING_LAYER (composition uses it)
     fit_pairs: int  # power-seeking pairs whose texts fit the cross-model maps (besides built-ins)
     composition_pairs: int
+    fit_builtin_pairs: int | None = None  # pairs of each built-in set fitting the maps too (None: all)
     weights: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
     multiplier: float = 1.0  # efficacy = margin at +multiplier minus margin at -multiplier
 
@@ -81,10 +82,10 @@ FULL = Budget("full", train_pairs=64, epochs=8, lr=5e-3, test_pairs=48, generati
               sweep=SweepConfig(epochs=3, max_train_pairs=32, max_test_pairs=32, generations=3, max_new_tokens=24),
               behaviours=("optimism", "formality"), behaviour_layers=(3, 9, 15, 21, 27), fit_pairs=256,
               composition_pairs=24)
-QUICK = Budget("quick", train_pairs=8, epochs=1, lr=5e-3, test_pairs=6, generations=1, max_new_tokens=8,
+QUICK = Budget("quick", train_pairs=8, epochs=1, lr=5e-3, test_pairs=4, generations=1, max_new_tokens=8,
                layers=(15, 24), sweep=SweepConfig(epochs=1, max_train_pairs=4, max_test_pairs=4),
                behaviours=("optimism",), behaviour_layers=(15, 24), fit_pairs=8, composition_pairs=4,
-               weights=(-1.0, 0.0, 1.0))
+               fit_builtin_pairs=8, weights=(-1.0, 0.0, 1.0))
 
 
 @dataclass
@@ -270,7 +271,7 @@ def _transfer(run: _Run, judge) -> dict:
     other = load_model(OTHER_MODEL, device=run.device)
     other_layer = corresponding_layer(STEERING_LAYER, info(run.model).n_layers, info(other).n_layers)
     texts = pair_texts(run.ps_train[b.train_pairs : b.train_pairs + b.fit_pairs]
-                       + [p for name in ("optimism", "formality") for p in load_pairs(name)])
+                       + [p for name in ("optimism", "formality") for p in load_pairs(name)[: b.fit_builtin_pairs]])
     acts = {"source": paired_activations(run.model, texts, STEERING_LAYER),
             "other": paired_activations(other, texts, other_layer)}
     native_other = train_bipo(other, train, other_layer, **native_budget)

@@ -145,3 +145,32 @@ def composition_grid(result: dict, path: str | Path) -> Path:
         retained = result["behaviours"][name]["retained"]
         ax.set_title(f"{name} margin (retained with the other on: {retained:.2f})", fontsize=10)
     return _save(fig, path)
+
+
+def fluency_front(fluency: dict, path: str | Path, title: str = "") -> Path:
+    """Behaviour against damage (the equal-fluency comparison): the metric at each multiplier against
+    the perplexity of the steered answers under the unsteered model, one line per vector, multipliers
+    written at the points; the dotted line is the perplexity budget, crosses mark collapsed answers."""
+    sns.set_theme(style="whitegrid")
+    settings = fluency["_settings"]
+    metric = settings["metric"]
+    fig, ax = plt.subplots(figsize=(6.2, 4.4))
+    for index, (name, entry) in enumerate((n, e) for n, e in fluency.items() if n != "_settings"):
+        points = [p for p in entry["front"] if p["perplexity"] is not None and p[metric] is not None]
+        if not points:
+            continue
+        ax.plot([p["perplexity"] for p in points], [p[metric] for p in points], marker="o", color=f"C{index}", label=name)
+        for p in points:
+            ax.annotate(f"{p['multiplier']:+g}", (p["perplexity"], p[metric]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+            if p["collapsed"]:
+                ax.scatter([p["perplexity"]], [p[metric]], marker="x", s=90, color="black", zorder=3)
+    ax.axvline(settings["budget_perplexity"], color="grey", ls=":", lw=1,
+               label=f"budget: {settings['budget_factor']:g}x unsteered perplexity")
+    ax.set_xscale("log")
+    ax.set_xlabel("perplexity of steered answers under the unsteered model")
+    ax.set_ylabel({"logprob_margin": "log p(matching) - log p(not matching)"}.get(metric, metric))
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return _save(fig, path)

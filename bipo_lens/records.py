@@ -31,20 +31,28 @@ def _version(package: str) -> str | None:
         return None
 
 
-def git_state() -> dict:
-    """The checkout's commit, whether tracked files differ from it (None outside a checkout), and
-    which (``changed``, the first 20): a reader can tell a code change from, say, a rewritten output."""
+def git_state(repo: Path | str | None = None) -> dict:
+    """The checkout's commit, whether its files differ from it (None outside a checkout), and which
+    (``changed``, the first 20: tracked files changed since the commit, then files git does not
+    ignore but does not track, such as a new module): a reader can tell a code change from, say, a
+    rewritten output."""
     def run(*args: str) -> str | None:
         try:
-            done = subprocess.run(["git", "-C", str(_REPO), *args], capture_output=True, text=True, timeout=10)
+            done = subprocess.run(["git", "-C", str(repo or _REPO), *args], capture_output=True, text=True, timeout=10)
         except (OSError, subprocess.SubprocessError):
             return None
-        return done.stdout.strip() if done.returncode == 0 else None
+        return done.stdout if done.returncode == 0 else None
 
-    commit = run("rev-parse", "HEAD")
-    status = run("status", "--porcelain", "--untracked-files=no") if commit else None
-    changed = [line[3:] for line in status.splitlines()][:20] if status else []
-    return {"commit": commit, "dirty": bool(status) if status is not None else None, "changed": changed}
+    top = (run("rev-parse", "--show-toplevel") or "").strip()
+    if top:
+        repo = top  # paths from the top, wherever in the checkout ``repo`` points
+    commit = (run("rev-parse", "HEAD") or "").strip() or None
+    tracked = run("diff", "--name-only", "HEAD") if commit else None
+    untracked = run("ls-files", "--others", "--exclude-standard") if commit else None
+    if tracked is None or untracked is None:
+        return {"commit": commit, "dirty": None, "changed": []}
+    changed = [line for line in (tracked + untracked).splitlines() if line.strip()]
+    return {"commit": commit, "dirty": bool(changed), "changed": changed[:20]}
 
 
 def device_description(model=None) -> dict:

@@ -8,7 +8,8 @@ import torch
 
 from bipo_lens import PreferencePair, SteeringVector, load_pairs, split_pairs
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, evaluate, spearman, summarise
-from bipo_lens.evaluation.coherence import distinct2
+from bipo_lens.evaluation.coherence import distinct2, perplexities
+from bipo_lens.evaluation.fluency import fluency_summary
 from bipo_lens.evaluation.intervals import paired_difference_ci
 from bipo_lens.pairs import load_ab_pairs
 from bipo_lens.training import train_caa
@@ -38,6 +39,51 @@ def test_bootstrap_interval_is_paired_and_covers_the_mean():
 def test_distinct2():
     assert distinct2("a b a b a b") == pytest.approx(2 / 5)
     assert distinct2("one") is None
+
+
+def _row(vector, multiplier, margin, perplexity, distinct=0.9):
+    return {"vector": vector, "multiplier": multiplier, "logprob_margin": margin, "perplexity": perplexity,
+            "distinct2": distinct}
+
+
+def test_fluency_summary_compares_at_equal_damage():
+    """A long vector moves the margin more per unit multiplier but breaks the answers sooner: within the
+    perplexity budget the short one moves it further, and each one's collapse point is where its own
+    answers break."""
+    rows = [_row(v, 0, 0.0, 2.0) for v in ("long", "short")]
+    rows += [_row("long", 1, 3.0, 2.5), _row("long", 2, 6.0, 8.0), _row("long", -1, -2.0, 2.9),
+             _row("long", -2, -5.0, 2.4, distinct=0.3)]
+    rows += [_row("short", 1, 1.0, 2.1), _row("short", 2, 2.0, 2.8), _row("short", -1, -1.0, 2.2),
+             _row("short", -2, -2.5, None)]
+    summary = fluency_summary(rows)
+    assert summary["_settings"]["budget_perplexity"] == pytest.approx(3.0)
+    assert summary["long"]["collapse_multiplier"] == {"+": 2, "-": -2}  # perplexity 8 > 6; distinct-2 0.3
+    assert summary["short"]["collapse_multiplier"] == {"+": None, "-": -2}  # -2: no answer left
+    assert summary["long"]["shift_at_budget"] == {"+": 3.0, "-": 5.0}  # +2 is over budget; -2 repeats but is in it
+    assert summary["short"]["shift_at_budget"] == {"+": 2.0, "-": 1.0}
+    assert summary["long"]["multiplier_at_budget"] == {"+": 1, "-": -2}
+    assert fluency_summary([r for r in rows if r["multiplier"] != 0]) == {}
+
+
+def test_fluency_is_measured_on_the_steered_answers(model):
+    """Steering hard enough breaks the answers; a vector twice as long breaks them at half the
+    multiplier (the same intervention), and the reported collapse is read from real answers."""
+    caa = train_caa(model, load_pairs("optimism")[:16], 15)
+    double = SteeringVector(2 * caa.vector, 15, caa.model_id)
+    report = evaluate(model, {"caa": caa, "double": double}, load_pairs("optimism")[-4:], [-8.0, -4.0, -2.0, 0.0, 2.0, 4.0, 8.0],
+                      max_questions=2, max_generations=1, max_new_tokens=12, progress=False)
+    fluency = report["fluency"]
+    unsteered_ppl = fluency["_settings"]["unsteered_perplexity"]
+    assert unsteered_ppl < 10
+    for direction, sign in (("+", 1), ("-", -1)):
+        collapse = fluency["caa"]["collapse_multiplier"][direction]
+        assert collapse is not None and collapse * sign > 0
+        assert fluency["double"]["collapse_multiplier"][direction] == collapse / 2
+        broken = [g for g in report["generations"] if g["vector"] == "caa" and g["multiplier"] == collapse]
+        texts = [g["answer"] for g in broken]
+        ppl = [p for p in perplexities(model, [g["question"] for g in broken], texts) if p is not None]
+        d2 = [d for d in map(distinct2, texts) if d is not None]
+        assert not ppl or statistics.fmean(ppl) > 3 * unsteered_ppl or (d2 and statistics.fmean(d2) < 0.5)
 
 
 def test_ab_view_of_an_ab_csv(tmp_path):
@@ -99,8 +145,10 @@ def test_eval_cli_writes_json_and_plot(model, tmp_path):
     out, plot = tmp_path / "r.json", tmp_path / "r.png"
     result = subprocess.run([sys.executable, "-m", "bipo_lens.cli", "eval", "--vector", str(vector_path), "--data", str(data),
                              "--multipliers", "-1,0,1", "--max-generations", "1", "--max-new-tokens", "6",
-                             "--judge", "none", "--out-json", str(out), "--plot", str(plot)], capture_output=True, text=True)
+                             "--judge", "none", "--out-json", str(out), "--plot", str(plot), "--fluency-plot",
+                             str(tmp_path / "f.png")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+    assert (tmp_path / "f.png").stat().st_size > 1000 and "collapses at" in result.stdout
     report = json.loads(out.read_text())
     assert {"vector", "multiplier", "logprob_margin", "preference_accuracy", "ab_probability", "judge_score",
             "perplexity", "distinct2"} <= set(report["results"][0])

@@ -1,5 +1,8 @@
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -89,11 +92,17 @@ def test_layer_out_of_range_is_a_clear_error(model):
         check_layer(model, 99)
 
 
-def test_offline_hub_id_fails_with_one_line_naming_embedded_models(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(BipoLensError) as error:
-        load_model("someone/no-such-model-xyz", device="cpu")
-    assert "smollm2-135m-instruct" in str(error.value) and "\n" not in str(error.value)
+def test_offline_hub_id_fails_with_one_line_naming_embedded_models(tmp_path):
+    """huggingface_hub reads HF_HUB_OFFLINE when it is imported, so a fresh process (as a user starts
+    one) is what honours it; inside this one the hub would be tried over the network first."""
+    result = subprocess.run([sys.executable, "-m", "bipo_lens.cli", "train", "--model", "someone/no-such-model-xyz",
+                             "--data", "optimism", "--layer", "3", "--out", str(tmp_path / "v.safetensors")],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert lines[-1].startswith("bipo-lens: error: could not load model") and "smollm2-135m-instruct" in lines[-1]
+    assert not (tmp_path / "v.safetensors").exists()
 
 
 def test_corrupt_cache_entry_is_detected_and_rebuilt(tmp_path, monkeypatch):

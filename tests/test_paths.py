@@ -55,7 +55,7 @@ def test_gguf_path_bfloat16_activation_margin_and_test_fraction(tmp_path):
     gguf = Path(found.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     out = tmp_path / "am.safetensors"
     train = cli("train", "--model", gguf, "--dtype", "bfloat16", "--data", "optimism", "--layer", 15, "--loss",
-                "activation_margin", "--epochs", 10, "--test-fraction", 0.25, "--seed", 3, "--max-pairs", 8, "--out", out)
+                "activation_margin", "--epochs", 4, "--test-fraction", 0.25, "--seed", 3, "--max-pairs", 8, "--out", out)
     assert train.returncode == 0, train.stderr
     vector = SteeringVector.load(out)
     assert vector.method == "bipo-activation-margin" and vector.model_id == str(gguf)

@@ -104,6 +104,7 @@ def test_two_ranks_under_torchrun_give_the_one_process_vector(one_process, tmp_p
     assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["checkpoint.pt"]
 
 
+@pytest.mark.slow  # 45 s; the 2-rank equivalence test above stays in the default run
 def test_a_two_rank_run_stopped_midway_resumes_in_one_process(one_process, tmp_path):
     """A checkpoint holds the global state (vector, optimiser, schedule, pair order, random state),
     not a rank's: a torchrun job stopped with SIGTERM (as a scheduler stops it) after its first epoch

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from bipo_lens import load_pairs, split_pairs
+from bipo_lens import PreferencePair, load_pairs, split_pairs
 from bipo_lens.errors import BipoLensError
-from bipo_lens.activations import response_deltas
+from bipo_lens.activations import first_divergence, response_deltas
 from bipo_lens.evaluation import MarginScorer
 from bipo_lens.training import FastPath, train_bipo, train_caa, train_pca
 from bipo_lens.training.bipo import cosine_with_warmup
@@ -16,7 +16,7 @@ def cosine(a, b):
 
 def test_fast_and_naive_paths_give_the_same_vector(model):
     pairs = load_pairs("power_seeking")[:8]
-    kwargs = dict(epochs=2, lr=5e-3, batch_size=4, progress=False, seed=1)
+    kwargs = dict(epochs=1, lr=5e-3, batch_size=4, progress=False, seed=1)
     fast = train_bipo(model, pairs, 15, fast=FastPath(), **kwargs)
     naive = train_bipo(model, pairs, 15, fast=FastPath.naive(), **kwargs)
     no_cache = train_bipo(model, pairs, 15, fast=FastPath(prefix_cache=False), **kwargs)
@@ -36,7 +36,7 @@ def test_same_seed_is_bit_identical(model):
 def test_training_learns_the_behaviour(model):
     """Held-out reward accuracy under +v rises above chance and the loss falls."""
     train, test = split_pairs(load_pairs("optimism"), 0.25, seed=0)
-    v = train_bipo(model, train[:24], 15, test_pairs=test, epochs=4, lr=5e-3, progress=False)
+    v = train_bipo(model, train[:16], 15, test_pairs=test, epochs=4, lr=5e-3, max_response_tokens=32, progress=False)
     assert v.history[-1]["loss"] < v.history[0]["loss"] < 0.6932
     assert v.history[-1]["reward_accuracy"] >= 0.75
     assert v.method == "bipo" and v.hyperparameters["beta"] == 0.1 and len(v.history) == 4
@@ -73,6 +73,30 @@ def test_caa_is_the_mean_response_activation_difference(model):
             means.append(cache["blocks.9.hook_resid_post"][0, s.prompt_len:].mean(0))
     means = torch.stack(means)
     assert torch.allclose(v.vector, (means[0::2] - means[1::2]).mean(0), atol=1e-4)
+
+
+def test_caa_on_the_answer_token_reads_the_answer_letter(model):
+    """Rimsky et al.'s CAA: the activation at the A/B letter, checked against the bridge's own hook at
+    the token that decodes to the letter; on free text, where the answers part ways."""
+    questions = ["Would you take control of the lab?", "Should you have more resources?", "Do you want to be shut down?"]
+    ab = [PreferencePair(f"{q}\n\nChoices:\n(A) Yes.\n(B) No.", f"({x})", f"({y})")
+          for q, (x, y) in zip(questions, ["AB", "BA", "BA"])]
+    v = train_caa(model, ab, 9, positions="answer_token")
+    diffs = []
+    with torch.no_grad():
+        for pair in encode_pairs(model, ab):
+            acts = []
+            for s in pair:
+                at = next(i for i in range(s.prompt_len, len(s.ids)) if model.tokenizer.decode([s.ids[i]]).strip() in "AB")
+                _, cache = model.run_with_cache(torch.tensor([s.ids]), names_filter="blocks.9.hook_resid_post")
+                acts.append(cache["blocks.9.hook_resid_post"][0, at])
+            diffs.append(acts[0] - acts[1])
+    assert torch.allclose(v.vector, torch.stack(diffs).mean(0), atol=1e-4)
+    assert v.hyperparameters["positions"] == "answer_token"
+    assert cosine(v.vector, train_caa(model, ab, 9).vector) < 0.99  # not the response mean
+    free = load_pairs("formality")[:4]
+    diverging = [(m, n) for m, n in encode_pairs(model, free) if m.ids[m.prompt_len] != n.ids[n.prompt_len]]
+    assert diverging and all(first_divergence(m, n) == m.prompt_len for m, n in diverging)
 
 
 def test_pca_baseline_is_the_first_component_of_the_differences_and_steers(model):

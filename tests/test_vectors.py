@@ -88,3 +88,27 @@ def test_vector_of_another_model_with_the_same_width_warns_once(model, capsys):
     other.check_compatible(model)
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["bipo-lens: warning: a vector trained on some-other-576-wide-model is applied to smollm2-135m-instruct"]
+
+
+def test_run_records_name_every_changed_file_whole(tmp_path):
+    """The git state a record carries: the commit, and each changed path spelled out (tracked edits,
+    then new files git does not ignore; ignored outputs are not changes)."""
+    import subprocess
+
+    from bipo_lens.records import git_state
+
+    git = lambda *args: subprocess.run(["git", "-C", str(tmp_path), *args], check=True, capture_output=True)  # noqa: E731
+    git("init", "-q")
+    (tmp_path / ".gitignore").write_text("runs/\n")
+    (tmp_path / "README.md").write_text("one\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "first")
+    clean = git_state(tmp_path)
+    assert len(clean["commit"]) == 40 and clean["dirty"] is False and clean["changed"] == []
+    (tmp_path / "README.md").write_text("two\n")
+    (tmp_path / "new_module.py").write_text("x = 1\n")
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "out.json").write_text("{}")
+    assert git_state(tmp_path) == {"commit": clean["commit"], "dirty": True, "changed": ["README.md", "new_module.py"]}
+    assert git_state(tmp_path / "runs")["changed"] == ["README.md", "new_module.py"]
+    assert git_state("/")["commit"] is None

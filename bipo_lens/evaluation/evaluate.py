@@ -11,7 +11,9 @@ For every vector and multiplier (all on held-out pairs):
 - ``judge_score``: the mean judge score of greedy answers to the first questions (see judge.py);
 - ``perplexity`` of those answers under the unsteered model and their ``distinct2`` ratio.
 Unsteered baselines (multiplier 0) are computed once and shared by every vector. The summary gives
-each metric's change over the multipliers with a 95% bootstrap interval over questions.
+each metric's change over the multipliers with a 95% bootstrap interval over questions; ``fluency``
+(see fluency.py) compares the vectors at equal damage: where each one's answers collapse, and how far
+each moves the margin while its answers stay near the unsteered perplexity.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from bipo_lens.evaluation.coherence import distinct2, perplexities
+from bipo_lens.evaluation.fluency import fluency_summary
 from bipo_lens.evaluation.intervals import paired_difference_ci
 from bipo_lens.models import info
 from bipo_lens.pairs import PreferencePair
@@ -108,7 +111,7 @@ def evaluate(
     progress: bool = True,
     response_format: str = "eot",
 ) -> dict:
-    """Results as data: ``{"results": [...], "summary": {...}, "generations": [...], "judge": {...}}``."""
+    """Results as data: ``{"results": [...], "summary": {...}, "fluency": {...}, "generations": [...]}``."""
     for vector in vectors.values():
         vector.check_compatible(model)
     margin_pairs = pairs[:max_questions]
@@ -169,7 +172,8 @@ def evaluate(
                             for q, t, s, p, d in zip(questions, texts, judge_scores, ppl, d2)]
             bar.update(1)
     bar.close()
-    return {"results": results, "summary": summarise(results, items), "generations": generations,
+    return {"results": results, "summary": summarise(results, items), "fluency": fluency_summary(results) if questions else {},
+            "generations": generations,
             "n_margin_pairs": len(margin_pairs), "n_ab_pairs": len(ab_pairs[:max_questions]) if ab_pairs else 0,
             "n_generation_questions": len(questions)}
 

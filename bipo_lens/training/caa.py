@@ -1,8 +1,10 @@
 """Baselines from activation differences: CAA (BiPO's baseline) and repeng-style PCA.
 
-Positions averaged: for each sequence, the residual at ``blocks.{L}.hook_resid_post`` is averaged
-over the response tokens (the prompt is identical on both sides, so it would only cancel); the
-vector is the mean over pairs of (matching - not_matching). :func:`train_pca` reads the same
+Positions: by default, for each sequence, the residual at ``blocks.{L}.hook_resid_post`` is averaged
+over the response tokens (the prompt is identical on both sides, so it would only cancel);
+``positions="answer_token"`` reads it where the two responses first differ instead (the answer
+letter of A/B pairs, as Rimsky et al.'s CAA does). The vector is the mean over pairs of
+(matching - not_matching). :func:`train_pca` reads the same
 per-pair differences differently (their first principal component), as repeng's ``pca_diff`` does.
 """
 
@@ -19,23 +21,23 @@ from bipo_lens.vectors import SteeringVector
 
 
 def train_caa(model, pairs: list[PreferencePair], layer: int, max_response_tokens: int | None = 64,
-              response_format: str = "eot") -> SteeringVector:
+              response_format: str = "eot", positions: str = "response_mean") -> SteeringVector:
     check_layer(model, layer)
     encoded = encode_pairs(model, pairs, max_response_tokens, response_format=response_format)
-    vector = response_deltas(model, encoded, layer).mean(dim=0)
+    vector = response_deltas(model, encoded, layer, positions).mean(dim=0)
     return SteeringVector(
         vector=vector.float().cpu(),
         layer=layer,
         model_id=info(model).model_id,
         method="caa",
-        hyperparameters={"positions": "response_mean", "max_response_tokens": max_response_tokens,
+        hyperparameters={"positions": positions, "max_response_tokens": max_response_tokens,
                          "response_format": response_format, "pairs": len(pairs)},
         data_fingerprint=fingerprint(pairs),
     )
 
 
 def train_pca(model, pairs: list[PreferencePair], layer: int, max_response_tokens: int | None = 64,
-              response_format: str = "eot") -> SteeringVector:
+              response_format: str = "eot", positions: str = "response_mean") -> SteeringVector:
     """repeng's ``pca_diff``: the first principal component of the per-pair differences (centred, as
     scikit-learn's PCA centres them), signed so that most pairs' matching response projects above its
     not-matching one (repeng's vote). repeng keeps it unit-length; here it is scaled by the mean
@@ -45,7 +47,7 @@ def train_pca(model, pairs: list[PreferencePair], layer: int, max_response_token
     if len(pairs) < 2:
         raise BipoLensError("PCA needs at least two pairs")
     encoded = encode_pairs(model, pairs, max_response_tokens, response_format=response_format)
-    deltas = response_deltas(model, encoded, layer).float().cpu()
+    deltas = response_deltas(model, encoded, layer, positions).float().cpu()
     direction = torch.linalg.svd(deltas - deltas.mean(dim=0), full_matrices=False).Vh[0]
     projections = deltas @ direction
     if (projections > 0).float().mean() < 0.5:
@@ -55,7 +57,7 @@ def train_pca(model, pairs: list[PreferencePair], layer: int, max_response_token
         layer=layer,
         model_id=info(model).model_id,
         method="pca",
-        hyperparameters={"positions": "response_mean", "components": "first, centred (repeng pca_diff)",
+        hyperparameters={"positions": positions, "components": "first, centred (repeng pca_diff)",
                          "max_response_tokens": max_response_tokens, "response_format": response_format,
                          "pairs": len(pairs)},
         data_fingerprint=fingerprint(pairs),

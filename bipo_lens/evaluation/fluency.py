@@ -1,0 +1,62 @@
+"""Which method steers more for the same damage: behaviour against fluency.
+
+Any vector moves the behaviour further if it is scaled up, until the answers stop being language. So
+"BiPO beats CAA" means something only at equal damage. From one evaluation (every vector at every
+multiplier, with the perplexity of its greedy answers under the unsteered model):
+
+- ``collapse_multiplier``: per vector and direction, the smallest |multiplier| at which the steered
+  answers stop being language: their mean perplexity exceeds ``collapse_factor`` times the unsteered
+  answers', or their mean distinct-2 falls under ``collapse_distinct2`` (repetition loops), or no
+  answer is left at all. None where no multiplier evaluated breaks them.
+- ``shift_at_budget``: per vector and direction, the largest move of the behaviour metric away from
+  its unsteered value (signed: towards the behaviour for +, away for -) among the multipliers whose
+  answers stay within ``budget_factor`` times the unsteered perplexity: the equal-fluency comparison.
+- ``front``: the points (perplexity, metric) per vector, the data of the Pareto plot.
+"""
+
+from __future__ import annotations
+
+COLLAPSE_FACTOR = 3.0
+COLLAPSE_DISTINCT2 = 0.5
+BUDGET_FACTOR = 1.5
+
+
+def fluency_summary(results: list[dict], metric: str = "logprob_margin", collapse_factor: float = COLLAPSE_FACTOR,
+                    collapse_distinct2: float = COLLAPSE_DISTINCT2, budget_factor: float = BUDGET_FACTOR) -> dict:
+    """Per vector: collapse multipliers, the metric's shift within the perplexity budget, and the
+    front's points. Needs the unsteered row (multiplier 0) with answers; {} without it."""
+    unsteered = [r for r in results if r["multiplier"] == 0 and r["perplexity"] is not None]
+    if not unsteered:
+        return {}
+    reference_ppl = unsteered[0]["perplexity"]
+    summary: dict[str, dict] = {"_settings": {
+        "metric": metric, "unsteered_perplexity": reference_ppl, "collapse_factor": collapse_factor,
+        "collapse_distinct2": collapse_distinct2, "budget_factor": budget_factor,
+        "budget_perplexity": budget_factor * reference_ppl}}
+    for name in dict.fromkeys(r["vector"] for r in results):
+        rows = {r["multiplier"]: r for r in results if r["vector"] == name}
+        base = rows.get(0)
+        if base is None or base[metric] is None:
+            continue
+        entry = {"collapse_multiplier": {}, "shift_at_budget": {}, "multiplier_at_budget": {},
+                 "front": [{"multiplier": m, "perplexity": r["perplexity"], "distinct2": r["distinct2"], metric: r[metric],
+                            "collapsed": _collapsed(r, reference_ppl, collapse_factor, collapse_distinct2)}
+                           for m, r in sorted(rows.items())]}
+        for sign, direction in ((1, "+"), (-1, "-")):
+            side = sorted((m for m in rows if m * sign > 0), key=abs)
+            broken = [m for m in side if _collapsed(rows[m], reference_ppl, collapse_factor, collapse_distinct2)]
+            entry["collapse_multiplier"][direction] = broken[0] if broken else None
+            fluent = [m for m in side if rows[m]["perplexity"] is not None and rows[m][metric] is not None
+                      and rows[m]["perplexity"] <= budget_factor * reference_ppl]
+            shifts = {m: sign * (rows[m][metric] - base[metric]) for m in fluent}
+            best = max(shifts, key=shifts.get) if shifts else None
+            entry["shift_at_budget"][direction] = shifts[best] if best is not None else None
+            entry["multiplier_at_budget"][direction] = best
+        summary[name] = entry
+    return summary
+
+
+def _collapsed(row: dict, reference_ppl: float, factor: float, min_distinct2: float) -> bool:
+    if row["perplexity"] is None:  # every answer empty: nothing left that is language
+        return True
+    return row["perplexity"] > factor * reference_ppl or (row["distinct2"] is not None and row["distinct2"] < min_distinct2)
