@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from jaxtyping import Float
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -240,6 +241,12 @@ def train_bipo(
     )
 
 
+def bipo_objective(log_ratios: Float[Tensor, "pairs 2"], d: float, beta: float) -> Float[Tensor, " pairs"]:
+    """The paper's per-pair loss, -log sigmoid(d * beta * [log-ratio(matching) - log-ratio(not)]), from
+    each side's log pi(r | A + d v) - log pi(r | A): what training minimises and early stopping watches."""
+    return -F.logsigmoid(d * beta * (log_ratios[:, 0] - log_ratios[:, 1]))
+
+
 def _bipo_loss(scorer: PairScorer, batch: list[int], vector: Tensor, beta: float, rng: random.Random,
                world: int = 1, rank: int = 0) -> Tensor:
     """This rank's share of the batch's mean BiPO loss: its pairs' losses summed over the batch size
@@ -250,8 +257,7 @@ def _bipo_loss(scorer: PairScorer, batch: list[int], vector: Tensor, beta: float
         return vector.sum() * 0.0
     policy = scorer.logps(share, vector, d)
     reference = scorer.reference_logps(share)
-    log_ratios = policy - reference  # (pairs, side)
-    return -F.logsigmoid(d * beta * (log_ratios[:, 0] - log_ratios[:, 1])).sum() / len(batch)
+    return bipo_objective(policy - reference, d, beta).sum() / len(batch)
 
 
 @torch.no_grad()
@@ -271,9 +277,8 @@ def held_out_metrics(scorer: PairScorer, vector: Tensor, beta: float, with_loss:
         reference = scorer.reference_logps(part)
         for d in (1.0, -1.0) if with_loss else (1.0,):
             ratios = scorer.logps(part, vector, d) - reference
-            gap = ratios[:, 0] - ratios[:, 1]
-            loss += float(-F.logsigmoid(d * beta * gap).sum()) / 2
+            loss += float(bipo_objective(ratios, d, beta).sum()) / 2
             if d > 0:
-                wins += int((gap > 0).sum())
+                wins += int((ratios[:, 0] > ratios[:, 1]).sum())
     return {"held_out_loss": loss / count, "reward_accuracy": wins / count} if with_loss else \
         {"reward_accuracy": wins / count}
