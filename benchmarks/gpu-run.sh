@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 13 and 14 (device machine: python3 with torch+CUDA, no network).
 # Usage: benchmarks/gpu-run.sh 1 (the first call), benchmarks/gpu-run.sh 2 (the second: the generation
-# benchmark after the cache-length buckets, a profile of the 7B step, the Mistral shape).
+# benchmark after the cache-length buckets, a profile of the 7B step, the Mistral shape),
+# benchmarks/gpu-run.sh 3 (balanced packing, and the step with the blocks compiled: FastPath(compile=True)).
 # Wheels the image lacks travel in .whl/ (transformer-lens and its few missing needs, and transformers
 # at the locked version); results go to $OUT (or ./gpu-out). Every step has its own time limit.
 set -u -o pipefail
@@ -25,6 +26,24 @@ step 80 train-1b python3 -m bipo_lens.cli bench train --model random:llama-3.2-1
   --layer 8 --response-tokens 64 --steps 8 --full-run
 step 45 train-135m python3 -m bipo_lens.cli bench train --model random:smollm2-135m --device cuda --dtype bfloat16 \
   --layer 15 --response-tokens 32 --steps 8
+elif [ "$part" = 3 ]; then
+step 110 train-7b-eager python3 -m bipo_lens.cli bench train --model random:llama-2-7b --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 64 --steps 8
+step 170 train-7b-compiled python3 -m bipo_lens.cli bench train --model random:llama-2-7b --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 64 --steps 8 --compile --full-run
+step 70 train-135m-compiled python3 -m bipo_lens.cli bench train --model random:smollm2-135m --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 32 --steps 8 --compile
+step 40 train-135m-eager python3 -m bipo_lens.cli bench train --model random:smollm2-135m --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 32 --steps 8
+step 90 train-1b-compiled python3 -m bipo_lens.cli bench train --model random:llama-3.2-1b --device cuda --dtype bfloat16 \
+  --layer 8 --response-tokens 64 --steps 8 --compile
+elif [ "$part" = 4 ]; then
+step 120 profile-7b-compiled python3 -m bipo_lens.cli bench train --model random:llama-2-7b --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 64 --steps 8 --compile --profile
+step 90 train-7b-compiled-b8 python3 -m bipo_lens.cli bench train --model random:llama-2-7b --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 64 --steps 8 --compile --batch-size 8
+step 70 profile-135m-compiled python3 -m bipo_lens.cli bench train --model random:smollm2-135m --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 32 --steps 8 --compile --profile
 else
 step 200 generate-135m-b python3 -m bipo_lens.cli bench generate --model random:smollm2-135m --device cuda \
   --dtype bfloat16 --compile --repeats 3

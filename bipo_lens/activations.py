@@ -38,14 +38,16 @@ def pair_residuals(
             continue
         batch = make_packed_batch(chunk, pad, device_of(model), MAX_ROW_TOKENS)
         resid = run_to_layer(model, batch.tokens, layer, batch.attention_mask, batch.position_ids)
+        by_pair: dict[int, tuple[Tensor, Tensor]] = {}  # rows hold pairs in any order
         for row, members in enumerate(batch.packing):
             offset = 0
             for index in members:
                 matching, not_matching = chunk[index]
                 p, end = matching.prompt_len, offset + len(matching.ids) + not_matching.response_len
-                found.append(resid[row, offset : offset + len(matching.ids)].clone())
-                found.append(torch.cat([resid[row, offset : offset + p], resid[row, offset + len(matching.ids) : end]]))
+                by_pair[index] = (resid[row, offset : offset + len(matching.ids)].clone(),
+                                  torch.cat([resid[row, offset : offset + p], resid[row, offset + len(matching.ids) : end]]))
                 offset = end
+        found += [side for index in range(len(chunk)) for side in by_pair[index]]
     return found
 
 

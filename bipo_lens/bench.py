@@ -31,16 +31,16 @@ def _default_data() -> str:
     return str(root / SHARED_TRAIN) if (root / SHARED_TRAIN).is_file() else "power_seeking"
 
 
-def _run(model, pairs, layer, fast, response_tokens, epochs=1):
+def _run(model, pairs, layer, fast, response_tokens, epochs=1, batch_size=4):
     """(vector, total seconds, setup seconds, seconds per step after setup)."""
     from bipo_lens.training import train_bipo
 
     started = time.perf_counter()
-    vector = train_bipo(model, pairs, layer, fast=fast, epochs=epochs, lr=5e-3, batch_size=4,
+    vector = train_bipo(model, pairs, layer, fast=fast, epochs=epochs, lr=5e-3, batch_size=batch_size,
                         max_response_tokens=response_tokens, progress=False, seed=0)
     total = time.perf_counter() - started
     training = sum(r["seconds"] for r in vector.history)
-    return vector, total, total - training, training / (-(-len(pairs) // 4) * epochs)
+    return vector, total, total - training, training / (-(-len(pairs) // batch_size) * epochs)
 
 
 def _flops_per_step(model, pairs, layer, response_tokens) -> float:
@@ -99,7 +99,8 @@ def fast_only(args) -> int:
 
     name = args.model or DEFAULT_MODEL
     steps = args.steps or 8
-    n_pairs = args.pairs or 4 * steps
+    batch = args.batch_size
+    n_pairs = args.pairs or batch * steps
     data = args.data or _default_data()
     import transformer_lens.model_bridge  # noqa: F401  (imports are not part of the load time)
 
@@ -115,7 +116,7 @@ def fast_only(args) -> int:
     print(describe(record))
     print(f"model {name} on {device} ({dtype}), {sum(p.numel() for p in model.lens_raw.parameters()) / 1e9:.2f} B "
           f"parameters, built/loaded in {load_s:.1f} s; layer {args.layer} of {cfg.num_hidden_layers}; {len(pairs)} pairs, "
-          f"batch 4, responses <= {args.response_tokens} tokens; peak RSS {_peak_rss_mb():.0f} MB")
+          f"batch {batch}, responses <= {args.response_tokens} tokens; peak RSS {_peak_rss_mb():.0f} MB")
     encoded = encode_pairs(model, pairs, args.response_tokens)
     tokens_per_pair = sum(len(m.ids) + n.response_len for m, n in encoded) / len(encoded)
     # what PairScorer caches: the layer-L residual of both sequences, in the model's dtype
@@ -123,16 +124,21 @@ def fast_only(args) -> int:
     print(f"tokens per pair (packed: prompt once, both responses) {tokens_per_pair:.0f}; cached residual "
           f"{cache_per_pair / 2**20:.2f} MiB per pair in {dtype} (both sequences; cached on the device up to 2 GiB, "
           f"recomputed per step beyond)")
-    _run(model, pairs[:4], args.layer, FastPath(), args.response_tokens)  # warm-up (kernels, allocator)
+    fast = FastPath(compile=args.compile)
+    started = time.perf_counter()
+    # warm-up: one epoch over the same pairs, so that every batch shape has met the kernels' plans and
+    # the compiler (a recompilation inside the timed epoch would count as a slow step)
+    _run(model, pairs, args.layer, fast, args.response_tokens, batch_size=batch)
+    print(f"warm-up (an epoch{', compilation included' if args.compile else ''}): {time.perf_counter() - started:.1f} s")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    _, total, setup, step = _run(model, pairs, args.layer, FastPath(), args.response_tokens)
-    flops = _flops_per_step(model, pairs, args.layer, args.response_tokens) * 4 / len(pairs)
+    _, total, setup, step = _run(model, pairs, args.layer, fast, args.response_tokens, batch_size=batch)
+    flops = _flops_per_step(model, pairs, args.layer, args.response_tokens) * batch / len(pairs)
     peak, label = _peak_flops(device, dtype, cfg.hidden_size, cfg.intermediate_size)
     achieved = flops / step / 1e9
     memory = (f"{torch.cuda.max_memory_allocated(device) / 2**30:.1f} GiB peak CUDA memory allocated"
               if device.type == "cuda" else f"{_peak_rss_mb() / 1024:.1f} GiB peak RSS")
-    print(f"fast step: {step:.3f} s/step, {4 / step:.1f} pairs/s, {4 * tokens_per_pair / step:.0f} tokens/s; "
+    print(f"fast step: {step:.3f} s/step, {batch / step:.1f} pairs/s, {batch * tokens_per_pair / step:.0f} tokens/s; "
           f"setup (activation cache, reference log-probs) {setup:.1f} s for {len(pairs)} pairs; {memory}")
     print(f"model FLOPs per step {flops / 1e9:.1f} GFLOP -> {achieved:.1f} GFLOP/s; measured {label} "
           f"{peak:.1f} GFLOP/s in {dtype}; MFU {achieved / peak:.1%}")
@@ -141,16 +147,21 @@ def fast_only(args) -> int:
 
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
         with profile(activities=activities) as trace:
-            _run(model, pairs[:16], args.layer, FastPath(), args.response_tokens)
+            profiled = time.perf_counter()
+            _run(model, pairs[: 4 * batch], args.layer, fast, args.response_tokens, batch_size=batch)
             _sync(device)
+            profiled = time.perf_counter() - profiled
         key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         print(trace.key_averages().table(sort_by=key, row_limit=18, max_name_column_width=60))
+        if device.type == "cuda":  # a launch-bound step: the GPU idles while Python prepares the next kernel
+            busy = sum(e.self_device_time_total for e in trace.key_averages()) / 1e6
+            print(f"profiled run: {profiled:.2f} s wall (with the profiler's overhead), GPU busy {busy:.2f} s ({busy / profiled:.0%})")
     if args.full_run:
         run_pairs = (all_pairs * (-(-64 // len(all_pairs))))[:64]
         _sync(device)
         started = time.perf_counter()
         train_bipo(model, run_pairs, args.layer, epochs=20, lr=5e-3, max_response_tokens=args.response_tokens,
-                   progress=False)
+                   progress=False, fast=fast)
         _sync(device)
         print(f"full run, 64 pairs x 20 epochs (fast, activation cache included): {time.perf_counter() - started:.1f} s")
     print(f"peak RSS {_peak_rss_mb():.0f} MB{_peak_cuda(device)}")
@@ -186,6 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fast-only", action="store_true",
                         help="time the fast path alone (no naive loop, no switch table): for large models; "
                              "implied by random:<shape> models")
+    parser.add_argument("--batch-size", type=int, default=4, help="with --fast-only: pairs per step (the paper's 4)")
+    parser.add_argument("--compile", action="store_true",
+                        help="with --fast-only: the blocks after L through torch.compile (FastPath(compile=True))")
     parser.add_argument("--profile", action="store_true",
                         help="with --fast-only: the top kernels of a few fast steps (torch.profiler)")
     args = parser.parse_args(argv)

@@ -432,15 +432,30 @@ def check_layer(model, layer: int) -> None:
         raise BipoLensError(f"layer {layer} is out of range: {info(model).model_id} has layers 0..{n_layers - 1}")
 
 
+def _compiled_blocks(model, blocks: slice) -> list[torch.nn.Module]:
+    """``torch.compile``d wrappers of the raw model's blocks (same weights), made once per block and
+    kept on the model. Why compile: on a GPU a block's many small elementwise kernels (RMSNorm's
+    float32 round trip, rotary, gating, residual adds) cost as much as its matmuls; the compiler
+    fuses them. ``dynamic=True``: every batch has other lengths, and one graph serves them all."""
+    raw = model.lens_raw
+    made = raw.__dict__.setdefault("_bipo_lens_compiled", {})
+    layers = raw.model.layers
+    for index in range(len(layers))[blocks]:
+        if index not in made:
+            made[index] = torch.compile(layers[index], dynamic=True)
+    return [made[index] for index in range(len(layers))[blocks]]
+
+
 @contextlib.contextmanager
-def _only_blocks(model, blocks: slice):
-    """The raw model's decoder with only ``blocks`` in place, restored on exit."""
+def _only_blocks(model, blocks: slice, compiled: bool = False):
+    """The raw model's decoder with only ``blocks`` in place (their compiled wrappers with
+    ``compiled``), restored on exit."""
     inner = model.lens_raw.model
     layers, config = inner.layers, inner.config
     # Models with mixed attention (Gemma 3: sliding and full) look up each block's type by its
     # index in the list, so the per-block types are sliced with the blocks.
     layer_types = getattr(config, "layer_types", None)
-    inner.layers = torch.nn.ModuleList(list(layers)[blocks])
+    inner.layers = torch.nn.ModuleList(_compiled_blocks(model, blocks) if compiled else list(layers)[blocks])
     if layer_types is not None:
         config.layer_types = list(layer_types)[blocks]
     try:
@@ -466,13 +481,14 @@ def run_to_layer(model, tokens, layer: int, attention_mask=None, position_ids=No
     return captured[0]
 
 
-def run_from_layer(model, resid, layer: int, attention_mask=None, position_ids=None):
+def run_from_layer(model, resid, layer: int, attention_mask=None, position_ids=None, compiled: bool = False):
     """Final-normed hidden states from the residual stream after block ``layer``.
 
     Runs only blocks ``layer+1..`` of the raw model: TransformerBridge's ``start_at_layer`` still
-    executes the earlier blocks, which is what the fast trainer must avoid.
+    executes the earlier blocks, which is what the fast trainer must avoid. ``compiled``: through
+    the blocks' ``torch.compile``d wrappers (see :func:`_compiled_blocks`).
     """
-    with _only_blocks(model, slice(layer + 1, None)) as inner:
+    with _only_blocks(model, slice(layer + 1, None), compiled) as inner:
         return inner(
             inputs_embeds=resid, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state

@@ -29,15 +29,16 @@ class FastPath:
     prefix_cache: bool = True  # blocks 0..L do not see the vector: run them once per pair
     response_logits_only: bool = True  # unembed only where a response token is predicted
     share_prompt: bool = True  # one row per pair: the prompt once, both responses after it
+    compile: bool = False  # the blocks after L through torch.compile (GPU: fused elementwise kernels)
 
     @classmethod
     def naive(cls) -> "FastPath":
-        return cls(False, False, False, False)
+        return cls(False, False, False, False, False)
 
     @property
     def split(self) -> bool:
         """Run blocks after L on their own (every saving but ``reference_once`` needs this)."""
-        return self.prefix_cache or self.response_logits_only or self.share_prompt
+        return self.prefix_cache or self.response_logits_only or self.share_prompt or self.compile
 
 
 class PairScorer:
@@ -111,7 +112,8 @@ class PairScorer:
         resid = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
         if vector is not None:
             resid = add_steering(resid, vector, d)
-        hidden = run_from_layer(self.model, resid, self.layer, batch.attention_mask, batch.position_ids)
+        hidden = run_from_layer(self.model, resid, self.layer, batch.attention_mask, batch.position_ids,
+                                compiled=self.fast.compile)
         if self.fast.response_logits_only:
             logits = unembed(self.model, hidden[batch.target_rows, batch.target_positions])
         else:

@@ -137,6 +137,24 @@ def make_batch(sequences: list[Sequence], pad_id: int, device: torch.device) -> 
                       as_tensor(targets), as_tensor(rows), len(sequences))
 
 
+def _balanced_rows(sizes: list[int], max_row_tokens: int) -> list[list[int]]:
+    """Pair indices per row: as few rows as the tokens need, filled evenly (longest pair first into
+    the emptiest row), so that the rows are about equally long. Why: every row is padded to the
+    longest, and filling rows in order (3 pairs, then 1) wasted up to half of each step's compute.
+    A pair longer than ``max_row_tokens`` gets a row of its own."""
+    rows: list[list[int]] = [[] for _ in range(max(1, -(-sum(sizes) // max_row_tokens)))]
+    used = [0] * len(rows)
+    for index in sorted(range(len(sizes)), key=lambda i: (-sizes[i], i)):
+        row = min(range(len(rows)), key=lambda r: (used[r], r))
+        if used[row] and used[row] + sizes[index] > max_row_tokens:
+            rows.append([])
+            used.append(0)
+            row = len(rows) - 1
+        rows[row].append(index)
+        used[row] += sizes[index]
+    return [sorted(members) for members in rows if members]
+
+
 def make_packed_batch(
     pairs: list[tuple[Sequence, Sequence]], pad_id: int, device: torch.device, max_row_tokens: int = 1024
 ) -> TokenBatch:
@@ -149,15 +167,7 @@ def make_packed_batch(
     the not-matching ones. So every log-probability equals the one from the pair's two separate
     sequences.
     """
-    segments: list[list[int]] = [[]]  # pair indices per row
-    used = 0
-    for index, (matching, not_matching) in enumerate(pairs):
-        size = len(matching.ids) + not_matching.response_len
-        if segments[-1] and used + size > max_row_tokens:
-            segments.append([])
-            used = 0
-        segments[-1].append(index)
-        used += size
+    segments = _balanced_rows([len(m.ids) + n.response_len for m, n in pairs], max_row_tokens)
     length = max(sum(len(pairs[i][0].ids) + pairs[i][1].response_len for i in row) for row in segments)
     tokens = torch.full((len(segments), length), pad_id, dtype=torch.long)
     position_ids = torch.zeros((len(segments), length), dtype=torch.long)

@@ -15,7 +15,7 @@ from bipo_lens import SteeringVector, load_pairs, split_pairs
 from bipo_lens.activations import MAX_ROW_TOKENS
 from bipo_lens.models import load_model, packing_allowed
 from bipo_lens.scoring import FastPath, PairScorer
-from bipo_lens.tokens import encode_pairs
+from bipo_lens.tokens import _balanced_rows, encode_pairs
 
 
 def cli(*args):
@@ -42,6 +42,42 @@ def fast_and_naive(model, layer: int, norm: float, fast: FastPath):
 
 def test_unpacked_padded_fast_path_equals_the_naive_loop(model):
     fast_and_naive(model, 15, 6.0, FastPath(share_prompt=False))
+
+
+def test_balanced_rows_fill_evenly_and_keep_every_pair_once():
+    assert _balanced_rows([293] * 4, 1024) == [[0, 2], [1, 3]]  # not 3 + 1: half of the second row padding
+    rows = _balanced_rows([500, 90, 1500, 300, 310, 20], 1024)
+    assert sorted(i for row in rows for i in row) == list(range(6))
+    assert [2] in rows  # longer than a row: a row of its own
+    assert all(sum([500, 90, 1500, 300, 310, 20][i] for i in row) <= 1024 for row in rows if row != [2])
+
+
+def test_packed_rows_out_of_pair_order_equal_the_naive_loop(model, monkeypatch):
+    """Narrow rows: five pairs over several balanced rows, which hold pairs out of their order."""
+    import bipo_lens.activations
+    import bipo_lens.scoring
+
+    for module in (bipo_lens.activations, bipo_lens.scoring):
+        monkeypatch.setattr(module, "MAX_ROW_TOKENS", 260)
+    encoded = encode_pairs(model, load_pairs("power_seeking")[:5])
+    rows = _balanced_rows([len(m.ids) + n.response_len for m, n in encoded], 260)
+    assert len(rows) > 2 and any(row != sorted(row) or row[0] != i for i, row in enumerate(rows))
+    fast_and_naive(model, 15, 6.0, FastPath())
+
+
+@pytest.mark.slow
+def test_compiled_blocks_give_the_eager_log_probs_and_gradient(model):
+    """``FastPath(compile=True)`` (torch.compile of the blocks after L; for GPUs) changes the speed,
+    never the numbers: log-probs and the vector's gradient as the eager path gives them."""
+    encoded = encode_pairs(model, load_pairs("power_seeking")[:4], 16)
+    v = random_vector(model.lens_info.d_model, 15, 6.0).requires_grad_(True)
+    found = []
+    for fast in (FastPath(), FastPath(compile=True)):
+        logps = PairScorer(model, encoded, 15, fast, None).logps(range(4), v, 1.0)
+        found.append((logps.detach(), torch.autograd.grad(logps.sum(), v)[0]))
+    (eager, eager_grad), (compiled, compiled_grad) = found
+    torch.testing.assert_close(compiled, eager, atol=3e-3, rtol=1e-4)
+    assert torch.cosine_similarity(compiled_grad, eager_grad, 0) > 0.9999
 
 
 def test_gemma_takes_the_unpacked_fast_path_and_it_equals_the_naive_loop():
