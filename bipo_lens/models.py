@@ -305,12 +305,23 @@ def _sha256(path: Path) -> str:
 
 
 def _cache_entry_valid(entry: Path) -> bool:
-    """A complete entry has a manifest whose hashes match every file it lists."""
+    """A complete entry has a manifest whose hashes match every file it lists.
+
+    A file whose size and modification time are still the ones the manifest recorded when the entry
+    was built is taken as unchanged; any other is hashed. Why: hashing Gemma's 1 GB of weights took
+    4.6 s of every load, while a partial write or a later edit changes the size or the time."""
     manifest_path = entry / "manifest.json"
     try:
         manifest = json.loads(manifest_path.read_text())
-        files = manifest["files"]
-        return bool(files) and all(_sha256(entry / name) == digest for name, digest in files.items())
+        files, stamps = manifest["files"], manifest.get("stamps", {})
+
+        def intact(name: str, digest: str) -> bool:
+            stat = (entry / name).stat()
+            if stamps.get(name) == [stat.st_size, stat.st_mtime_ns]:
+                return True
+            return _sha256(entry / name) == digest
+
+        return bool(files) and all(intact(name, digest) for name, digest in files.items())
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
 
@@ -377,13 +388,17 @@ def _build_cache_entry(entry: Path, gguf: Path, architecture: str | None) -> Non
             config_dict["architectures"] = [architecture or type(model).__name__]
         (tmp / "config.json").write_text(json.dumps(config_dict, indent=2))
         tokenizer.save_pretrained(tmp)
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-        (tmp / "manifest.json").write_text(
-            json.dumps({"source": str(gguf), "format": CACHE_FORMAT, "files": files}, indent=2)
-        )
         for p in tmp.iterdir():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
+        listed = [p for p in sorted(tmp.iterdir()) if p.is_file()]
+        files = {p.name: _sha256(p) for p in listed}
+        stamps = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in listed}  # see _cache_entry_valid
+        (tmp / "manifest.json").write_text(
+            json.dumps({"source": str(gguf), "format": CACHE_FORMAT, "files": files, "stamps": stamps}, indent=2)
+        )
+        with open(tmp / "manifest.json", "rb") as f:
+            os.fsync(f.fileno())
         if entry.exists():  # a corrupt or partial entry (checked invalid under the lock): replace it
             stale = Path(tempfile.mkdtemp(prefix=f".{entry.name}-stale-", dir=entry.parent))
             os.rename(entry, stale / "old")

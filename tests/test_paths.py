@@ -98,7 +98,7 @@ def test_gguf_path_bfloat16_activation_margin_and_test_fraction(tmp_path):
     assert vector.record["device"]["dtype"] == "bfloat16" and vector.history[-1]["loss"] < vector.history[0]["loss"]
     report_path = tmp_path / "eval.json"
     evaluation = cli("eval", "--vector", out, "--model", gguf, "--dtype", "bfloat16", "--data", "optimism",
-                     "--test-fraction", 0.25, "--seed", 3, "--max-questions", 6, "--multipliers", "-1,0,1", "--max-generations", 2,
+                     "--test-fraction", 0.25, "--seed", 3, "--max-questions", 2, "--multipliers", "-1,0,1", "--max-generations", 2,
                      "--max-new-tokens", 8, "--judge", "none", "--out-json", report_path)
     assert evaluation.returncode == 0, evaluation.stderr
     report = json.loads(report_path.read_text())

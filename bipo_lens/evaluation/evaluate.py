@@ -60,6 +60,7 @@ class MarginScorer:
         self.lengths = torch.tensor([[m.response_len, n.response_len] for m, n in self.encoded], dtype=torch.float32)
         self.by_layer: dict[int, PairScorer] = {}
         self.unsteered: torch.Tensor | None = None
+        self.ranges: dict[tuple, tuple[SteeringVector, float]] = {}  # margin_range of a vector alone
 
     def _scorer(self, layer: int) -> PairScorer:
         if layer not in self.by_layer:
@@ -91,10 +92,19 @@ class MarginScorer:
 
     def margin_range(self, vector: SteeringVector, multiplier: float = 1.0, others: list[Term] = ()) -> float:
         """Steering efficacy in one number: mean margin at ``+multiplier`` minus at ``-multiplier``
-        (with ``others`` held fixed), in nats. The analyses compare vectors by it."""
+        (with ``others`` held fixed), in nats. The analyses compare vectors by it.
+
+        A vector alone is scored once per multiplier: transfer compares every mapped vector with the
+        same native one, whose range would otherwise be recomputed for each map."""
+        key = (id(vector), vector.vector._version, float(multiplier))
+        if not others and key in self.ranges and self.ranges[key][0] is vector:
+            return self.ranges[key][1]
         up = self.margins([(vector, multiplier), *others]).mean()
         down = self.margins([(vector, -multiplier), *others]).mean()
-        return float(up - down)
+        found = float(up - down)
+        if not others:
+            self.ranges[key] = (vector, found)  # the vector is kept: its id cannot be reused meanwhile
+        return found
 
 
 def evaluate(
