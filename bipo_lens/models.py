@@ -333,8 +333,8 @@ def _gguf_read_once():
     Why: transformers parses the whole file (every vocabulary entry, in Python) for the config, again
     for the tokenizer and again for the weights, and rebuilds gguf's tensor-name map for every module
     it visits: a build took 36 s for SmolLM2 and 108 s for Gemma-3 (dequantising itself 3-6 s), 17 and
-    56 s with this, writing the same files (``benchmarks/cache_build.py``). Both are pure reads. Should a library version no
-    longer look them up here, the build is only slower."""
+    56 s with this, writing the same files (``benchmarks/cache_build.py``). Both are pure reads.
+    Should a library version no longer look them up here, the build is only slower."""
     import functools
 
     import gguf
