@@ -106,7 +106,8 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
 def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dtype | None = None):
     """A ``TransformerBridge`` in compatibility mode (legacy hook names), raw weights.
 
-    ``name``: an embedded model (``smollm2-135m-instruct``, ``gemma-3-270m``), a ``.gguf`` file,
+    ``name``: an embedded model (``smollm2-135m-instruct``, ``gemma-3-270m``), the default model's
+    fine-tuned sibling ``smollm2-135m-pydoc`` (built once: :mod:`bipo_lens.finetune`), a ``.gguf`` file,
     a local Hugging Face directory, a hub id, or ``random:<shape>`` (a published architecture with
     random weights, for performance work only: :mod:`bipo_lens.shapes`); ``NAME@int4`` (2..8 bits) is
     that model with its linear weights rounded as a deployment would (see :func:`quantise_weights`).
@@ -192,6 +193,10 @@ def _raw_twin(hf_model):
 
 
 def _bridge_name(name: str) -> str:
+    from bipo_lens.finetune import SIBLINGS
+
+    if name in SIBLINGS:  # the base model's architecture name: TransformerLens knows it by that
+        name = SIBLINGS[name].base
     if name in EMBEDDED_MODELS:
         return EMBEDDED_MODELS[name].hub_name
     return Path(name).name if os.path.exists(name) else name
@@ -202,10 +207,14 @@ def _load_hf(name: str, dtype: torch.dtype = torch.float32):
     needed), local directories and hub ids in place."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from bipo_lens.finetune import SIBLINGS
+
     if name in EMBEDDED_MODELS:
         spec = EMBEDDED_MODELS[name]
         gguf = _embedded_gguf(spec)
         return _load_gguf_cached(name, gguf, spec.architecture, spec.chat, dtype)
+    if name in SIBLINGS:
+        return _load_sibling_cached(name, dtype)
     path = Path(name)
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -226,7 +235,7 @@ def _load_hf(name: str, dtype: torch.dtype = torch.float32):
     except Exception as e:  # offline, unknown id, gated repo: all end here
         raise BipoLensError(
             f"could not load model {name!r} ({type(e).__name__}); embedded models that work "
-            f"offline: {', '.join(EMBEDDED_MODELS)}; or pass a .gguf file or a local directory"
+            f"offline: {', '.join([*EMBEDDED_MODELS, *SIBLINGS])}; or pass a .gguf file or a local directory"
         ) from None
     return model, tokenizer, tokenizer.chat_template is not None
 
@@ -272,7 +281,7 @@ def _load_gguf_cached(label: str, gguf: Path, architecture: str | None, chat: bo
 
     entry = cache_root() / _cache_key(label, gguf)
     if not _cache_entry_valid(entry):
-        _build_cache_entry_locked(entry, gguf, architecture)
+        _build_cache_entry_locked(entry, lambda e: _build_cache_entry(e, gguf, architecture))
     tokenizer = AutoTokenizer.from_pretrained(entry)
     model = AutoModelForCausalLM.from_pretrained(entry, dtype=dtype)
     if chat is None:
@@ -280,10 +289,10 @@ def _load_gguf_cached(label: str, gguf: Path, architecture: str | None, chat: bo
     return model, tokenizer, chat
 
 
-def _build_cache_entry_locked(entry: Path, gguf: Path, architecture: str | None) -> None:
-    """Build ``entry`` under a file lock: a second process waits for the first one's entry instead
-    of dequantising the same file again, and only the lock holder touches temporary directories,
-    so it may remove the ones a crashed build left behind."""
+def _build_cache_entry_locked(entry: Path, build) -> None:
+    """Run ``build(entry)`` under a file lock: a second process waits for the first one's entry
+    instead of building the same entry again, and only the lock holder touches temporary
+    directories, so it may remove the ones a crashed build left behind."""
     from filelock import FileLock
 
     locks = entry.parent / ".locks"
@@ -293,7 +302,7 @@ def _build_cache_entry_locked(entry: Path, gguf: Path, architecture: str | None)
             return
         for stale in entry.parent.glob(f".{entry.name}-*"):
             shutil.rmtree(stale, ignore_errors=True)
-        _build_cache_entry(entry, gguf, architecture)
+        build(entry)
 
 
 def _sha256(path: Path) -> str:
@@ -356,20 +365,28 @@ def _gguf_read_once():
 
 
 def _build_cache_entry(entry: Path, gguf: Path, architecture: str | None) -> None:
-    """Dequantise the GGUF once and store plain safetensors + config + tokenizer.
+    """Dequantise the GGUF once and store plain safetensors + config + tokenizer."""
+    print(f"[bipo-lens] first load of {gguf.name}: dequantising into {entry} (once)", flush=True)
+    started = time.time()
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with _gguf_read_once():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    _publish_cache_entry(entry, model, tokenizer, architecture, {"source": str(gguf)})
+    print(f"[bipo-lens] cached in {time.time() - started:.0f} s", flush=True)
+
+
+def _publish_cache_entry(entry: Path, model, tokenizer, architecture: str | None, about: dict) -> None:
+    """Store ``model`` as plain safetensors + config + tokenizer, with a manifest of file hashes
+    (and ``about``: where the weights came from).
 
     Written into a temporary directory and renamed into place (the caller holds the entry's lock),
     so a reader never sees a partial entry and a crash leaves only a temporary directory.
     """
     from safetensors.torch import save_file
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    print(f"[bipo-lens] first load of {gguf.name}: dequantising into {entry} (once)", flush=True)
-    started = time.time()
     entry.parent.mkdir(parents=True, exist_ok=True)
-    with _gguf_read_once():
-        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}-", dir=entry.parent))
     try:
         config = model.config
@@ -395,7 +412,7 @@ def _build_cache_entry(entry: Path, gguf: Path, architecture: str | None) -> Non
         files = {p.name: _sha256(p) for p in listed}
         stamps = {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in listed}  # see _cache_entry_valid
         (tmp / "manifest.json").write_text(
-            json.dumps({"source": str(gguf), "format": CACHE_FORMAT, "files": files, "stamps": stamps}, indent=2)
+            json.dumps({**about, "format": CACHE_FORMAT, "files": files, "stamps": stamps}, indent=2)
         )
         with open(tmp / "manifest.json", "rb") as f:
             os.fsync(f.fileno())
@@ -406,7 +423,51 @@ def _build_cache_entry(entry: Path, gguf: Path, architecture: str | None) -> Non
         os.rename(tmp, entry)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print(f"[bipo-lens] cached in {time.time() - started:.0f} s", flush=True)
+
+
+def _load_sibling_cached(name: str, dtype: torch.dtype = torch.float32):
+    """A fine-tuned sibling (:mod:`bipo_lens.finetune`): built once from its base model and cached."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from bipo_lens import finetune
+
+    recipe = finetune.SIBLINGS[name]
+    base = EMBEDDED_MODELS[recipe.base]
+    entry = _sibling_entry(name)
+
+    def build(entry: Path) -> None:
+        print(f"[bipo-lens] first load of {name}: fine-tuning {recipe.base} into {entry} (once, "
+              f"{recipe.steps} LoRA steps on the CPU; minutes)", flush=True)
+        model, tokenizer, _ = _load_hf(recipe.base, torch.float32)
+        model, record = finetune.finetune(model, tokenizer, recipe, DEFAULT_SYSTEM_PROMPT)
+        _publish_cache_entry(entry, model, tokenizer, base.architecture, {"source": recipe.base, "finetune": record})
+        print(f"[bipo-lens] cached in {record['seconds']:.0f} s", flush=True)
+
+    if not _cache_entry_valid(entry):
+        _build_cache_entry_locked(entry, build)
+    tokenizer = AutoTokenizer.from_pretrained(entry)
+    return AutoModelForCausalLM.from_pretrained(entry, dtype=dtype), tokenizer, base.chat
+
+
+def _sibling_entry(name: str) -> Path:
+    """Keyed by the base model's cache key, the recipe and the corpus's hash."""
+    from bipo_lens import finetune
+
+    base = finetune.SIBLINGS[name].base
+    base_key = _cache_key(base, _embedded_gguf(EMBEDDED_MODELS[base]))
+    return cache_root() / f"{name}-{hashlib.sha256(f'{base_key}:{finetune.sibling_fingerprint(name)}'.encode()).hexdigest()[:12]}"
+
+
+def sibling_record(name: str) -> dict | None:
+    """The fine-tuning record (recipe, corpus hash, losses, seconds) of a built sibling, else None."""
+    from bipo_lens import finetune
+
+    if name not in finetune.SIBLINGS:
+        return None
+    try:
+        return json.loads((_sibling_entry(name) / "manifest.json").read_text())["finetune"]
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def build_prompt(model, question: str, system_prompt: str | None = DEFAULT_SYSTEM_PROMPT) -> str:

@@ -19,6 +19,7 @@ with install_import_hook("bipo_lens", "beartype.beartype"):
     import bipo_lens.chat  # noqa: F401
     import bipo_lens.evaluation  # noqa: F401
     import bipo_lens.figures  # noqa: F401
+    import bipo_lens.finetune  # noqa: F401
     import bipo_lens.models  # noqa: F401
     import bipo_lens.generation  # noqa: F401
     import bipo_lens.pairs  # noqa: F401
