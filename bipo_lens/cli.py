@@ -123,8 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--max-generations", type=int, default=20, help="questions answered and judged")
     evaluate.add_argument("--max-new-tokens", type=int, default=48)
+    evaluate.add_argument("--seeds", type=int, default=1,
+                          help="N > 1: N sampled answers per question (seeds --seed onwards, at --temperature); answer "
+                               "metrics average them and their intervals resample questions and seeds (default 1: greedy)")
+    evaluate.add_argument("--temperature", type=float, default=0.7, help="sampling temperature with --seeds N > 1")
     evaluate.add_argument("--response-format", choices=("eot", "text", "authors"), default="eot", help="for the margins; see train")
-    evaluate.add_argument("--judge", choices=["embedding", "openai", "none"], default="embedding")
+    evaluate.add_argument("--judge", choices=["embedding", "probe", "openai", "none"], default="embedding")
     evaluate.add_argument("--behavior", default="power-seeking", help="openai judge: a rubric name or a description")
     evaluate.add_argument("--out-json", required=True)
     evaluate.add_argument("--plot", default=None, help="PNG of the steering curves")
@@ -198,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     transfer = commands.add_parser("transfer", help="apply a vector to another model (mapped if widths differ)")
     transfer.add_argument("--vector", required=True)
-    transfer.add_argument("--target-model", required=True, help="e.g. gemma-3-270m or smollm2-135m-instruct@int4")
+    transfer.add_argument("--target-model", required=True, help="e.g. smollm2-135m-pydoc (a fine-tuned sibling), smollm2-135m-instruct@int4 or gemma-3-270m")
     transfer.add_argument("--target-layer", type=int, default=None, help="default: the same relative depth")
     transfer.add_argument("--map", choices=["lstsq", "procrustes"], default="lstsq")
     transfer.add_argument("--fit-data", action="append", default=None,
@@ -489,10 +493,15 @@ def cmd_eval(args) -> int:
     from pathlib import Path
 
     from bipo_lens.evaluation import evaluate, make_judge
+    from bipo_lens.generation import GREEDY, Sampling
     from bipo_lens.models import load_model
     from bipo_lens.pairs import load_ab_pairs, load_pairs, split_pairs
     from bipo_lens.plots import fluency_front, steering_curve
 
+    if args.seeds < 1:
+        raise BipoLensError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.seeds > 1 and not args.temperature > 0:
+        raise BipoLensError(f"--seeds {args.seeds} samples answers: --temperature must be > 0, got {args.temperature}")
     _check_writable(args.out_json)
     for plot in (args.plot, args.fluency_plot):
         if plot:
@@ -511,10 +520,11 @@ def cmd_eval(args) -> int:
     record = start_record(model=model, data=[args.data], seeds={"split": args.seed})
     validation = judge.validation_accuracy(pairs[: args.max_questions]) if judge else None
     if judge:
-        print(f"judge {judge.name}: leave-one-out validation accuracy {validation:.3f} on {min(len(pairs), args.max_questions)} reference pairs")
+        print(f"judge {judge.name}: {judge.validation} validation accuracy {validation:.3f} on {min(len(pairs), args.max_questions)} reference pairs")
     report = evaluate(model, dict(zip(names, vectors)), pairs, args.multipliers, ab_pairs=ab_pairs, judge=judge,
                       max_questions=args.max_questions, max_generations=args.max_generations,
-                      max_new_tokens=args.max_new_tokens, response_format=args.response_format)
+                      max_new_tokens=args.max_new_tokens, response_format=args.response_format, samples=args.seeds,
+                      sampling=Sampling(args.temperature, seed=args.seed) if args.seeds > 1 else GREEDY)
     report = {"command": "bipo-lens " + " ".join(sys.argv[1:]), "data": args.data, "model": model.lens_info.model_id,
               "judge": {"name": judge.name if judge else None, "validation_accuracy": validation}, **report,
               "record": finish_record(record)}
@@ -529,8 +539,9 @@ def cmd_eval(args) -> int:
         for metric in ("logprob_margin", "judge_score", "ab_probability", "mc1_accuracy"):
             if metric in metrics:
                 m = metrics[metric]
-                interval = f" [{m['range_ci_low']:+.3f}, {m['range_ci_high']:+.3f}]" if "range_ci_low" in m else ""
-                print(f"{name}: {metric} slope {m['slope']:+.3f}, range {m['range']:+.3f}{interval}, "
+                ci = lambda key: f" [{m[key + '_ci_low']:+.3f}, {m[key + '_ci_high']:+.3f}]" if f"{key}_ci_low" in m else ""  # noqa: E731
+                ways = f" (up {m['up']:+.3f}{ci('up')}, down {m['down']:+.3f}{ci('down')})" if "up" in m else ""
+                print(f"{name}: {metric} slope {m['slope']:+.3f}, range {m['range']:+.3f}{ci('range')}{ways}, "
                       f"spearman {m['spearman']:+.2f}")
     fluency = report["fluency"]
     if fluency:

@@ -7,8 +7,9 @@ and drawn by ``bipo_lens.plots``:
 2. layers: both methods trained at each layer on a fixed budget (resumable sweep);
 3. similarity: the same sweep for more behaviours, the BiPO-CAA cosine per behaviour and layer,
    and a logit-lens readout of the stage-1 vectors;
-4. transfer: the stage-1 vector on a 4-bit sibling of the model, and on Gemma-3-270m through
-   learned linear maps (and back);
+4. transfer: the stage-1 vectors on a fine-tuned sibling of the model (BiPO and CAA, as the paper
+   goes from Llama-2-chat to Vicuna), the BiPO vector on a 4-bit sibling, and on Gemma-3-270m
+   through learned linear maps (and back);
 5. composition: power-seeking and optimism vectors added together over a grid of weights.
 
 Power-seeking pairs come from ``<data-dir>/bipo/power-seeking/{train,test}.csv`` where that exists,
@@ -44,7 +45,7 @@ from bipo_lens.analysis.transfer import METHODS as MAP_METHODS
 from bipo_lens.analysis.transfer import pair_texts
 from bipo_lens.atomic import atomic_write
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, evaluate
-from bipo_lens.models import DEFAULT_MODEL, info, load_model
+from bipo_lens.models import DEFAULT_MODEL, info, load_model, sibling_record
 from bipo_lens.pairs import load_pairs, shared_data_dir, split_pairs
 from bipo_lens.records import describe, finish_record, git_state, start_record
 from bipo_lens.training import train_bipo, train_caa
@@ -52,6 +53,8 @@ from bipo_lens.vectors import SteeringVector
 
 STEERING_LAYER = 15
 SIBLING = f"{DEFAULT_MODEL}@int4"
+FINETUNED = "smollm2-135m-pydoc"  # the default model, LoRA-fine-tuned: bipo_lens.finetune
+METHOD_NAMES = {"bipo": "BiPO", "caa": "CAA"}
 OTHER_MODEL = "gemma-3-270m"
 
 
@@ -73,6 +76,7 @@ class Budget:
     fit_pairs: int  # power-seeking pairs whose texts fit the cross-model maps (besides built-ins)
     composition_pairs: int
     fit_builtin_pairs: int | None = None  # pairs of each built-in set fitting the maps too (None: all)
+    finetuned: bool = True  # transfer to the fine-tuned sibling (its first build fine-tunes for ~20 min on 2 cores)
     weights: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
     multiplier: float = 1.0  # efficacy = margin at +multiplier minus margin at -multiplier
 
@@ -85,7 +89,7 @@ FULL = Budget("full", train_pairs=64, epochs=8, lr=5e-3, test_pairs=48, generati
 QUICK = Budget("quick", train_pairs=8, epochs=1, lr=5e-3, test_pairs=4, generations=1, max_new_tokens=8,
                layers=(15, 24), sweep=SweepConfig(epochs=1, max_train_pairs=4, max_test_pairs=4),
                behaviours=("optimism",), behaviour_layers=(15, 24), fit_pairs=8, composition_pairs=4,
-               fit_builtin_pairs=8, weights=(-1.0, 0.0, 1.0))
+               fit_builtin_pairs=8, weights=(-1.0, 0.0, 1.0), finetuned=False)
 
 
 @dataclass
@@ -250,20 +254,40 @@ def _draw_similarity(found: dict, out: Path) -> None:
 
 def _transfer(run: _Run, judge) -> dict:
     b = run.budget
-    source = run.power_vectors()["bipo"]
+    sources = run.power_vectors()
+    source = sources["bipo"]
     train, test = run.ps_train[: b.train_pairs], run.ps_test[: b.test_pairs]
     native_budget = dict(epochs=b.epochs, lr=b.lr, progress=False)
     rows = []
+    home_scorer = MarginScorer(run.model, test)  # the default model as a target, for every transfer back
+    native_norms, finetuning = {}, None
+    if b.finetuned:
+        run.log(f"transfer: {FINETUNED}")
+        finetuned = load_model(FINETUNED, device=run.device)
+        finetuning = sibling_record(FINETUNED)
+        natives = {"bipo": train_bipo(finetuned, train, STEERING_LAYER, **native_budget),
+                   "caa": train_caa(finetuned, train, STEERING_LAYER)}
+        scorer = MarginScorer(finetuned, test)
+        for method, native in natives.items():
+            rows.append({"method": method, "source": DEFAULT_MODEL, "target": FINETUNED, "map": "direct",
+                         "r2_test": None, **retained_efficacy(finetuned, transfer_vector(sources[method], finetuned),
+                                                              native, test, b.multiplier, scorer)})
+            rows.append({"method": method, "source": FINETUNED, "target": DEFAULT_MODEL, "map": "direct",
+                         "r2_test": None, **retained_efficacy(run.model, transfer_vector(native, run.model),
+                                                              sources[method], test, b.multiplier, home_scorer)})
+            native_norms[f"{FINETUNED} ({method})"] = native.norm
+        del finetuned, scorer, natives
+        gc.collect()
 
     run.log(f"transfer: {SIBLING}")
     sibling = load_model(SIBLING, device=run.device)
     native = train_bipo(sibling, train, STEERING_LAYER, **native_budget)
     scorer = MarginScorer(sibling, test)
-    rows.append({"source": DEFAULT_MODEL, "target": SIBLING, "map": "direct", "r2_test": None,
+    rows.append({"method": "bipo", "source": DEFAULT_MODEL, "target": SIBLING, "map": "direct", "r2_test": None,
                  **retained_efficacy(sibling, transfer_vector(source, sibling), native, test, b.multiplier, scorer)})
-    home_scorer = MarginScorer(run.model, test)  # the default model as a target, for every transfer back
     back = retained_efficacy(run.model, transfer_vector(native, run.model), source, test, b.multiplier, home_scorer)
-    rows.append({"source": SIBLING, "target": DEFAULT_MODEL, "map": "direct", "r2_test": None, **back})
+    rows.append({"method": "bipo", "source": SIBLING, "target": DEFAULT_MODEL, "map": "direct", "r2_test": None, **back})
+    native_norms[SIBLING] = native.norm
     del sibling, scorer
     gc.collect()
 
@@ -279,16 +303,30 @@ def _transfer(run: _Run, judge) -> dict:
     for method in MAP_METHODS:
         forward = fit_linear_map(acts["source"], acts["other"], method)
         moved = transfer_vector(source, other, other_layer, forward)
-        rows.append({"source": DEFAULT_MODEL, "target": OTHER_MODEL, "map": method, "r2_test": forward.r2_test,
+        rows.append({"method": "bipo", "source": DEFAULT_MODEL, "target": OTHER_MODEL, "map": method, "r2_test": forward.r2_test,
                      **retained_efficacy(other, moved, native_other, test, b.multiplier, other_scorer)})
         backward = fit_linear_map(acts["other"], acts["source"], method)
         moved = transfer_vector(native_other, run.model, STEERING_LAYER, backward)
-        rows.append({"source": OTHER_MODEL, "target": DEFAULT_MODEL, "map": method, "r2_test": backward.r2_test,
+        rows.append({"method": "bipo", "source": OTHER_MODEL, "target": DEFAULT_MODEL, "map": method, "r2_test": backward.r2_test,
                      **retained_efficacy(run.model, moved, source, test, b.multiplier, home_scorer)})
     del other, other_scorer
     gc.collect()
     return {"rows": rows, "layers": {DEFAULT_MODEL: STEERING_LAYER, OTHER_MODEL: other_layer},
-            "fit_texts": len(texts), "native_norms": {SIBLING: native.norm, OTHER_MODEL: native_other.norm}}
+            "fit_texts": len(texts), "native_norms": {**native_norms, OTHER_MODEL: native_other.norm},
+            "finetuned_sibling": finetuning}
+
+
+def _finetuned_text(found: dict) -> str:
+    """How the fine-tuned sibling was made, from the record its cache entry keeps (empty if not run)."""
+    made = found.get("finetuned_sibling")
+    if not made:
+        return ""
+    recipe, corpus = made["recipe"], made["corpus"]
+    return (f"`{FINETUNED}`: `{recipe['base']}` LoRA-fine-tuned (rank {recipe['rank']}, {recipe['steps']} steps of "
+            f"{recipe['batch_size']}, lr {recipe['lr']:g}; answer-only loss {made['losses'][0][1]:.2f} -> "
+            f"{made['losses'][-1][1]:.2f}) on {corpus['examples']} question-answer turns from Python {corpus['python']}'s "
+            f"standard-library docstrings (sha256 {corpus['sha256'][:12]}), merged: a sibling that shares the base, as "
+            "Vicuna shares Llama-2's. ")
 
 
 def _draw_transfer(found: dict, out: Path) -> None:
@@ -338,6 +376,7 @@ def _signed(value, digits: int = 2) -> str:
 def _summary(results: dict) -> list[str]:
     """The findings in a few lines, every number read from ``results`` (the main README points here)."""
     s, lay, sim, tr, co = (results[k] for k in ("steering", "layers", "similarity", "transfer", "composition"))
+    mixed = len({r.get("method", "bipo") for r in tr["rows"]}) > 1  # runs before CAA transferred too: BiPO only
     at = {(r["vector"], r["multiplier"]): r for r in s["results"]}
     low, high = min(m for _, m in at), max(m for _, m in at)
     ends = lambda name, key: f"{at[(name, low)][key]:+.2f} -> {at[(name, high)][key]:+.2f}"  # noqa: E731
@@ -359,7 +398,7 @@ def _summary(results: dict) -> list[str]:
         f"{lay['recommended']['caa']}; per unit of norm BiPO {lay['recommended_per_norm']['bipo']}, CAA "
         f"{lay['recommended_per_norm']['caa']}; CAA's norm is {min(ratios):.0f}-{max(ratios):.0f}x BiPO's across layers.",
         "- **Transfer** (retained efficacy; norms transferred / native): " + "; ".join(
-            f"{r['source']} -> {r['target']} ({r['map']}) {r['retained']:.2f} "
+            f"{METHOD_NAMES[r['method']] + ' ' if mixed else ''}{r['source']} -> {r['target']} ({r['map']}) {r['retained']:.2f} "
             f"({r.get('transferred_norm', float('nan')):.1f} / {r.get('native_norm', float('nan')):.1f})"
             for r in tr["rows"]) + ".",
         "- **Composition** (power-seeking + optimism; retained, crosstalk): " + "; ".join(
@@ -372,6 +411,7 @@ def _summary(results: dict) -> list[str]:
 def render_readme(results: dict) -> str:
     """``figures/README.md``: per figure, the command, the data and the key numbers."""
     s, lay, sim, tr, co = (results[k] for k in ("steering", "layers", "similarity", "transfer", "composition"))
+    mixed = len({r.get("method", "bipo") for r in tr["rows"]}) > 1  # runs before CAA transferred too: BiPO only
     b, c = results["budget"], lay["config"]
     spearman = {name: s["summary"][name]["logprob_margin"]["spearman"] for name in ("BiPO", "CAA")}
     lines = [
@@ -429,17 +469,19 @@ def render_readme(results: dict) -> str:
                 [[m, *(", ".join(f"`{t!r}`" for t, _ in lens[side][:8]) for side in ("promoted", "suppressed"))]
                  for m, lens in sim["logit_lens"].items()], text_columns=3), "",
         "## `transfer.png`: cross-model transfer",
-        f"The layer-{s['layer']} BiPO vector applied to other models, and back; retained efficacy = the target's "
-        "margin range with the transferred vector / with a BiPO vector trained natively on the target (same pairs "
-        f"and budget). `{SIBLING}`: every linear weight rounded to 4 bits per output row (same d_model: direct). "
-        f"Gemma-3-270m (d_model 640, layer {tr['layers'][OTHER_MODEL]} = same relative depth): linear maps fitted on "
-        f"{tr['fit_texts']} texts (2 rows each) read by both models: ridge least squares (`lstsq`) and scaled "
-        "orthogonal Procrustes (`procrustes`); R^2 on held-out texts.", "",
-        *_table(["source", "target", "map", "R^2 (held-out)", "transferred range", "native range", "retained",
-                 "cos to native"],
-                [[r["source"], r["target"], r["map"], "-" if r["r2_test"] is None else f"{r['r2_test']:.3f}",
+        f"The layer-{s['layer']} {'vectors' if mixed else 'BiPO vector'} applied to other models, and back; retained "
+        "efficacy = the target's margin range with the transferred vector / with a "
+        f"{'vector of the same method' if mixed else 'BiPO vector'} trained natively on the target (same pairs "
+        f"and budget). " + _finetuned_text(tr) + f"`{SIBLING}`: every linear weight rounded to 4 bits per output row "
+        f"(same d_model: direct). Gemma-3-270m (d_model 640, layer {tr['layers'][OTHER_MODEL]} = same relative depth): "
+        f"linear maps fitted on {tr['fit_texts']} texts (2 rows each) read by both models: ridge least squares "
+        "(`lstsq`) and scaled orthogonal Procrustes (`procrustes`); R^2 on held-out texts.", "",
+        *_table([*(["vector"] if mixed else []), "source", "target", "map", "R^2 (held-out)", "transferred range",
+                 "native range", "retained", "cos to native"],
+                [[*([METHOD_NAMES[r["method"]]] if mixed else []), r["source"], r["target"], r["map"],
+                  "-" if r["r2_test"] is None else f"{r['r2_test']:.3f}",
                   _signed(r["transferred_range"]), _signed(r["native_range"]), f"**{r['retained']:.2f}**",
-                  _signed(r["cosine_to_native"], 3)] for r in tr["rows"]], text_columns=3), "",
+                  _signed(r["cosine_to_native"], 3)] for r in tr["rows"]], text_columns=4 if mixed else 3), "",
     ]
     same, across = co["same_layer"], co["different_layers"]
     lines += [

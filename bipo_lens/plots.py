@@ -114,7 +114,9 @@ def transfer_bars(rows: list[dict], path: str | Path) -> Path:
     """Retained efficacy (transferred range / native range on the target) per transfer and map."""
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2.5, 3.8))
-    labels = [f"{r['source']}\n-> {r['target']}\n({r['map']})" for r in rows]
+    methods = {r.get("method", "bipo") for r in rows}
+    prefix = (lambda r: {"bipo": "BiPO", "caa": "CAA"}[r["method"]] + ": ") if len(methods) > 1 else (lambda r: "")  # noqa: E731
+    labels = [f"{prefix(r)}{r['source']}\n-> {r['target']}\n({r['map']})" for r in rows]
     values = [r["retained"] for r in rows]
     bars = ax.bar(range(len(rows)), values, color=[f"C{i % 10}" for i in range(len(rows))])
     for bar, value in zip(bars, values):
