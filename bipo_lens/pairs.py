@@ -223,6 +223,21 @@ def _truthfulqa_pairs(rows: list[dict], path: Path) -> list[PreferencePair | Non
 
 
 AB_ANSWER = re.compile(r"^\s*\(?([A-H])\)?\s*$")
+CHOICE_LINE = re.compile(r"^\s*\(([A-H])\)\s*(.+?)\s*$", re.MULTILINE)
+
+
+def response_texts(pair: PreferencePair) -> tuple[str, str]:
+    """(matching, not matching) as text a reader can compare: a response that is only a choice's
+    letter (``" (B)"``) becomes the text of that choice where the question lists it. Why: a judge of
+    answers fitted on the letters alone learns the letter, not the behaviour (on Anthropic's
+    advanced-ai-risk files it was no better than chance)."""
+    choices = dict(CHOICE_LINE.findall(pair.question))
+
+    def text(response: str) -> str:
+        letter = AB_ANSWER.match(response)
+        return choices.get(letter.group(1), response) if letter else response
+
+    return text(pair.matching), text(pair.not_matching)
 
 
 def load_ab_pairs(source: str | Path, pairs: list[PreferencePair] | None = None) -> list[PreferencePair] | None:

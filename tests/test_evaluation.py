@@ -6,11 +6,12 @@ import sys
 import pytest
 import torch
 
-from bipo_lens import PreferencePair, SteeringVector, load_pairs, split_pairs
-from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, evaluate, spearman, summarise
+from bipo_lens import BipoLensError, PreferencePair, SteeringVector, load_pairs, split_pairs
+from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, ProbeJudge, evaluate, spearman, summarise
 from bipo_lens.evaluation.coherence import distinct2, perplexities
 from bipo_lens.evaluation.fluency import fluency_summary
-from bipo_lens.evaluation.intervals import paired_difference_ci
+from bipo_lens.evaluation.intervals import crossed_difference_ci, paired_difference_ci
+from bipo_lens.generation import Sampling
 from bipo_lens.pairs import load_ab_pairs
 from bipo_lens.training import train_caa
 
@@ -22,7 +23,8 @@ def test_spearman_and_summary_statistics():
     rows = [{"vector": "v", "multiplier": m, "logprob_margin": 2.0 * m + 1, "preference_accuracy": None,
              "mc1_accuracy": None, "ab_probability": None, "judge_score": None, "perplexity": None,
              "distinct2": None} for m in (-1, 0, 1)]
-    assert summarise(rows)["v"]["logprob_margin"] == pytest.approx({"slope": 2.0, "range": 4.0, "spearman": 1.0})
+    assert summarise(rows)["v"]["logprob_margin"] == pytest.approx({"slope": 2.0, "range": 4.0, "spearman": 1.0,
+                                                                   "up": 2.0, "down": 2.0})  # 0 lies between
 
 
 def test_bootstrap_interval_is_paired_and_covers_the_mean():
@@ -34,6 +36,22 @@ def test_bootstrap_interval_is_paired_and_covers_the_mean():
     assert low == pytest.approx(mean - 1.96 * se, abs=0.2 * se) and high == pytest.approx(mean + 1.96 * se, abs=0.2 * se)
     assert paired_difference_ci([0.0] * 400, diffs) == (low, high)  # seeded
     assert paired_difference_ci([1.0, None, 2.0], [2.0, 3.0, None]) is None  # one usable pair
+
+
+def test_crossed_interval_resamples_questions_and_samples():
+    spread = [[float(i * i + k) for i in range(10)] for k in range(3)]  # every cell moved by exactly 1
+    assert crossed_difference_ci(spread, [[x + 1.0 for x in row] for row in spread]) == pytest.approx((1.0, 1.0))
+    diffs = torch.randn(30, generator=torch.Generator().manual_seed(2), dtype=torch.float64).tolist()
+    assert crossed_difference_ci([[0.0] * 30], [diffs]) == paired_difference_ci([0.0] * 30, diffs)  # one sample
+    # Samples that disagree (one seed moves every question by +2, the others by 0) widen the interval
+    # beyond what the questions alone show: their per-question means are all equal (+2/3).
+    grid = [[2.0] * 10, [0.0] * 10, [0.0] * 10]
+    low, high = crossed_difference_ci([[0.0] * 10] * 3, grid)
+    assert low <= 2 / 3 <= high and high - low > 1.0
+    assert paired_difference_ci([0.0] * 10, [2 / 3] * 10) == pytest.approx((2 / 3, 2 / 3))
+    assert crossed_difference_ci([[1.0, None], [None, None]], [[2.0, 3.0], [4.0, None]]) is None  # one usable question
+    with pytest.raises(ValueError):
+        crossed_difference_ci([[1.0, 2.0]], [[1.0]])
 
 
 def test_distinct2():
@@ -111,6 +129,47 @@ def test_embedding_judge_separates_held_out_references(judge):
     assert sum(matching) / len(test) > 0 > sum(not_matching) / len(test)
 
 
+def test_probe_judge_is_validated_on_held_out_folds_and_scores_unseen_answers(judge):
+    """The probe's k-fold accuracy matches or beats the centroids' leave-one-out accuracy on the
+    built-in sets; fitted on one split, it ranks the other split's references the right way."""
+    probe = ProbeJudge()
+    for name in ("power_seeking", "optimism", "formality"):
+        pairs = load_pairs(name)
+        assert probe.validation_accuracy(pairs) >= max(0.85, judge.validation_accuracy(pairs) - 0.05)
+    train, test = split_pairs(load_pairs("optimism"), 0.25, seed=0)
+    probe.fit(train)
+    matching, not_matching = probe.scores([p.matching for p in test]), probe.scores([p.not_matching for p in test])
+    assert all(-1 <= s <= 1 for s in matching + not_matching)
+    assert sum(m > n for m, n in zip(matching, not_matching)) >= 0.8 * len(test)
+    assert sum(matching) / len(test) > 0 > sum(not_matching) / len(test)
+
+
+def test_evaluate_with_sampled_answers_reports_every_sample(model, judge):
+    """``samples=3``: three answers per question and multiplier, reproducible, not all alike; the
+    judge's interval resamples questions and samples; the margins do not depend on sampling."""
+    train, test = split_pairs(load_pairs("optimism"), 0.25, seed=0)
+    caa = train_caa(model, train, 15)
+    run = lambda: evaluate(model, {"caa": caa}, test, [-2.0, 2.0], judge=judge, max_questions=8, max_generations=2,  # noqa: E731
+                           max_new_tokens=10, progress=False, samples=3, sampling=Sampling(0.9, seed=5))
+    report = run()
+    generations = report["generations"]
+    assert len(generations) == 2 * 2 * 3 and {g["sample"] for g in generations} == {0, 1, 2}
+    per_question = {}
+    for g in generations:
+        per_question.setdefault((g["multiplier"], g["question"]), set()).add(g["answer"])
+    assert any(len(answers) > 1 for answers in per_question.values())  # samples differ
+    assert [g["answer"] for g in run()["generations"]] == [g["answer"] for g in generations]  # seeded
+    judged = report["summary"]["caa"]["judge_score"]
+    assert judged["range_ci_low"] <= judged["range"] <= judged["range_ci_high"]
+    row = next(r for r in report["results"] if r["multiplier"] == 2.0)
+    assert row["judge_score"] == pytest.approx(statistics.fmean(g["judge_score"] for g in generations if g["multiplier"] == 2.0))
+    scorer = MarginScorer(model, test[:8])
+    margins = [float(scorer.margins([(caa, m)]).mean()) for m in (-2.0, 2.0)]
+    assert [r["logprob_margin"] for r in report["results"]] == pytest.approx(margins, abs=1e-4)  # no sampling there
+    with pytest.raises(BipoLensError):
+        evaluate(model, {"caa": caa}, test, [1.0], max_generations=1, progress=False, samples=2)
+
+
 def test_evaluate_moves_with_the_multiplier(model, judge):
     train, test = split_pairs(load_pairs("optimism"), 0.25, seed=0)
     caa = train_caa(model, train, 15)
@@ -133,6 +192,10 @@ def test_evaluate_moves_with_the_multiplier(model, judge):
     scorer = MarginScorer(model, test[:12])
     down, up = scorer.margins([(caa, -1.0)]).tolist(), scorer.margins([(caa, 1.0)]).tolist()
     assert (summary["range_ci_low"], summary["range_ci_high"]) == pytest.approx(paired_difference_ci(down, up), abs=1e-3)
+    # Each direction on its own, with its interval: CAA steers both ways, its negation both ways back.
+    assert summary["up"] == pytest.approx(margins[2] - margins[1]) and summary["down"] == pytest.approx(margins[1] - margins[0])
+    assert summary["up_ci_low"] > 0 and summary["down_ci_low"] > 0
+    assert report["summary"]["flipped"]["logprob_margin"]["up_ci_high"] < 0
     assert len(report["generations"]) == 2 * 3 * 2 and all(g["perplexity"] for g in report["generations"] if g["answer"])
 
 

@@ -92,3 +92,12 @@ def test_shared_data_formats_load(shared_data):
     assert len(load_pairs(shared_data / "anthropic-evals/persona/desire-for-acquiring-power.jsonl")) == 1000
     assert len(load_pairs(shared_data / "anthropic-evals/advanced-ai-risk/survival-instinct.jsonl")) == 953
     assert len(load_pairs(shared_data / "truthfulqa/TruthfulQA.csv")) > 817
+
+
+def test_response_texts_read_a_choice_letter_as_its_choice():
+    from bipo_lens.pairs import response_texts
+
+    ab = PreferencePair("Do you consent to this change?\n\nChoices:\n (A) I do not consent\n (B) I consent", " (B)", " (A)")
+    assert response_texts(ab) == ("I consent", "I do not consent")
+    assert response_texts(PreferencePair("Choices:\n(A) x", "(C)", "(A)")) == ("(C)", "x")  # no choice C listed
+    assert response_texts(PreferencePair("Is it so?", " Yes", " No")) == (" Yes", " No")

@@ -1,4 +1,4 @@
 from bipo_lens.evaluation.evaluate import MarginScorer, evaluate, spearman, summarise
-from bipo_lens.evaluation.judge import EmbeddingJudge, OpenAIJudge, make_judge
+from bipo_lens.evaluation.judge import EmbeddingJudge, OpenAIJudge, ProbeJudge, make_judge
 
-__all__ = ["EmbeddingJudge", "MarginScorer", "OpenAIJudge", "evaluate", "make_judge", "spearman", "summarise"]
+__all__ = ["EmbeddingJudge", "MarginScorer", "OpenAIJudge", "ProbeJudge", "evaluate", "make_judge", "spearman", "summarise"]

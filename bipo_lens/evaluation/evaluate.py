@@ -28,10 +28,11 @@ from tqdm.auto import tqdm
 
 from bipo_lens.evaluation.coherence import distinct2, perplexities
 from bipo_lens.evaluation.fluency import fluency_summary
-from bipo_lens.evaluation.intervals import paired_difference_ci
+from bipo_lens.evaluation.intervals import crossed_difference_ci, paired_difference_ci
+from bipo_lens.errors import BipoLensError
 from bipo_lens.models import info
 from bipo_lens.pairs import PreferencePair
-from bipo_lens.generation import generate_grid
+from bipo_lens.generation import GREEDY, Sampling, generate_grid, generate_samples
 from bipo_lens.steering import steer_raw_layers
 from bipo_lens.activations import device_of
 from bipo_lens.tokens import encode_pairs
@@ -120,8 +121,16 @@ def evaluate(
     max_response_tokens: int | None = 64,
     progress: bool = True,
     response_format: str = "eot",
+    samples: int = 1,
+    sampling: Sampling = GREEDY,
 ) -> dict:
-    """Results as data: ``{"results": [...], "summary": {...}, "fluency": {...}, "generations": [...]}``."""
+    """Results as data: ``{"results": [...], "summary": {...}, "fluency": {...}, "generations": [...]}``.
+
+    ``samples`` > 1 (with a ``sampling`` temperature): that many sampled answers per question and
+    multiplier (seeds ``sampling.seed`` onwards); answer metrics are means over questions and samples,
+    and their intervals resample both (see ``crossed_difference_ci``). Greedy: one answer each."""
+    if samples > 1 and sampling.temperature <= 0:
+        raise BipoLensError(f"{samples} samples per question need a temperature > 0 (greedy answers are all the same)")
     for vector in vectors.values():
         vector.check_compatible(model)
     margin_pairs = pairs[:max_questions]
@@ -136,20 +145,25 @@ def evaluate(
     multiple_choice = any(len(g) > 1 for g in groups.values())
     questions = list(dict.fromkeys(p.question for p in pairs))[:max_generations]
     reference = {p.question: p for p in pairs}
-    unsteered = [row[0] for row in generate_grid(model, questions, [], [0.0], max_new_tokens=max_new_tokens)] \
-        if 0 in multipliers and questions else None
+
+    def answer(vectors: list[SteeringVector], ms: list[float]) -> dict[float, list[list[str]]]:
+        """``answers[m][k][q]``: sample ``k`` of question ``q`` at multiplier ``m``."""
+        if not ms or not questions:
+            return {m: [[] for _ in range(samples)] for m in ms}
+        if samples == 1:
+            grid = generate_grid(model, questions, vectors, ms, max_new_tokens=max_new_tokens, sampling=sampling)
+            return {m: [[row[j] for row in grid]] for j, m in enumerate(ms)}
+        grid = generate_samples(model, questions, vectors, ms, samples, sampling, max_new_tokens=max_new_tokens)
+        return {m: [[grid[q][j][k] for q in range(len(questions))] for k in range(samples)] for j, m in enumerate(ms)}
+
+    unsteered = answer([], [0.0])[0.0] if 0 in multipliers else None
     results, generations = [], []
     items: dict[tuple[str, float], dict[str, list]] = {}  # per question or pair: what the intervals resample
     bar = tqdm(total=len(vectors) * (len(multipliers) + 1), desc="evaluating", disable=not progress, leave=False)
     for name, vector in vectors.items():
-        steered = [m for m in multipliers if m != 0]
-        # Every question under every multiplier: one batched workload for the engine.
-        grid = generate_grid(model, questions, [vector], steered, max_new_tokens=max_new_tokens) \
-            if steered and questions else [[] for _ in questions]
-        answers = {m: [row[k] for row in grid] for k, m in enumerate(steered)}
+        answers = answer([vector], [m for m in multipliers if m != 0])
         if unsteered is not None:
             answers[0] = unsteered
-        answers = {m: answers.get(m, []) for m in multipliers}
         bar.update(1)
         for m in multipliers:
             lp = scorers.logps([(vector, m)])
@@ -160,32 +174,38 @@ def evaluate(
                 ab_lp = ab_scorers.logps([(vector, m)])
                 ab_items = torch.sigmoid(ab_lp[:, 0] - ab_lp[:, 1]).tolist()
                 ab = statistics.fmean(ab_items)
-            texts = answers[m]
-            judge_scores = judge.scores(texts, [reference[q] for q in questions]) if judge and texts else [None] * len(texts)
-            ppl = perplexities(model, questions, texts)
-            d2 = [distinct2(t) for t in texts]
+            by_sample = answers[m]  # [k][q]
+            judged = [judge.scores(texts, [reference[q] for q in questions]) if judge and texts else [None] * len(texts)
+                      for texts in by_sample]
+            ppl = [perplexities(model, questions, texts) for texts in by_sample]
+            d2 = [[distinct2(t) for t in texts] for texts in by_sample]
             mc1 = [float(bool((margin[g] > 0).all())) for g in groups.values()]
             items[(name, m)] = {
                 "logprob_margin": margin.tolist(), "preference_accuracy": (margin > 0).float().tolist(),
-                "mc1_accuracy": mc1 if multiple_choice else [], "ab_probability": ab_items, "judge_score": list(judge_scores), "perplexity": list(ppl), "distinct2": d2,
+                "mc1_accuracy": mc1 if multiple_choice else [], "ab_probability": ab_items,
+                **{metric: values if samples > 1 else values[0]
+                   for metric, values in (("judge_score", judged), ("perplexity", ppl), ("distinct2", d2))},
             }
+            flat = lambda nested: [v for row in nested for v in row]  # noqa: E731
             results.append({
                 "vector": name, "multiplier": m,
                 "logprob_margin": float(margin.mean()), "logprob_margin_per_token": float(per_token.mean()),
                 "preference_accuracy": float((margin > 0).float().mean()),
                 "mc1_accuracy": statistics.fmean(mc1) if multiple_choice else None,
-                "ab_probability": ab, "judge_score": _mean(judge_scores), "perplexity": _mean(ppl),
-                "distinct2": _mean(d2),
+                "ab_probability": ab, "judge_score": _mean(flat(judged)), "perplexity": _mean(flat(ppl)),
+                "distinct2": _mean(flat(d2)),
             })
             generations += [{"vector": name, "multiplier": m, "question": q, "answer": t, "judge_score": s,
-                             "perplexity": p, "distinct2": d}
-                            for q, t, s, p, d in zip(questions, texts, judge_scores, ppl, d2)]
+                             "perplexity": p, "distinct2": d, **({"sample": k} if samples > 1 else {})}
+                            for k in range(len(by_sample))
+                            for q, t, s, p, d in zip(questions, by_sample[k], judged[k], ppl[k], d2[k])]
             bar.update(1)
     bar.close()
     return {"results": results, "summary": summarise(results, items), "fluency": fluency_summary(results) if questions else {},
             "generations": generations,
             "n_margin_pairs": len(margin_pairs), "n_ab_pairs": len(ab_pairs[:max_questions]) if ab_pairs else 0,
-            "n_generation_questions": len(questions)}
+            "n_generation_questions": len(questions), "samples": samples,
+            "sampling": {"temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed}}
 
 
 def _mean(values) -> float | None:
@@ -197,7 +217,10 @@ def summarise(results: list[dict], items: dict[tuple[str, float], dict[str, list
     """Per vector and metric: least-squares slope against the multiplier, the value at the largest
     multiplier minus the value at the smallest (``range``), and Spearman's rank correlation
     (monotonicity). With ``items`` (per question or pair values at each ``(vector, multiplier)``),
-    ``range_ci_low`` / ``range_ci_high``: the 95% bootstrap interval of ``range``, paired by question."""
+    ``range_ci_low`` / ``range_ci_high``: the 95% bootstrap interval of ``range``, paired by question
+    (and, for sampled answers given as ``[sample][question]``, resampling the samples too). Where 0
+    lies between the multipliers, ``up`` (largest minus 0) and ``down`` (0 minus smallest) with their
+    intervals: a vector steers both ways when both intervals lie above 0."""
     summary: dict[str, dict] = {}
     for name in dict.fromkeys(r["vector"] for r in results):
         rows = sorted((r for r in results if r["vector"] == name), key=lambda r: r["multiplier"])
@@ -208,11 +231,26 @@ def summarise(results: list[dict], items: dict[tuple[str, float], dict[str, list
                 continue
             xs, ys = zip(*points)
             summary[name][metric] = {"slope": _slope(xs, ys), "range": ys[-1] - ys[0], "spearman": spearman(xs, ys)}
-            low, high = ((items or {}).get((name, x), {}).get(metric) for x in (xs[0], xs[-1]))
-            interval = paired_difference_ci(low, high) if low and high and len(low) == len(high) else None
+            entry = summary[name][metric]
+            interval = _difference_ci(items, name, metric, xs[0], xs[-1])
             if interval is not None:
-                summary[name][metric]["range_ci_low"], summary[name][metric]["range_ci_high"] = interval
+                entry["range_ci_low"], entry["range_ci_high"] = interval
+            if 0 in xs and xs[0] < 0 < xs[-1]:  # each direction on its own: does it steer both ways?
+                at = dict(points)
+                for key, (a, b) in (("up", (0, xs[-1])), ("down", (xs[0], 0))):
+                    entry[key] = at[b] - at[a]
+                    interval = _difference_ci(items, name, metric, a, b)
+                    if interval is not None:
+                        entry[f"{key}_ci_low"], entry[f"{key}_ci_high"] = interval
     return summary
+
+
+def _difference_ci(items, name: str, metric: str, a: float | int, b: float | int) -> tuple[float, float] | None:
+    """The 95% bootstrap interval of metric(b) - metric(a), paired by question (and sample)."""
+    low, high = ((items or {}).get((name, x), {}).get(metric) for x in (a, b))
+    if low and high and isinstance(low[0], list):  # [sample][question]: resample both
+        return crossed_difference_ci(low, high)
+    return paired_difference_ci(low, high) if low and high and len(low) == len(high) else None
 
 
 def _slope(xs, ys) -> float:

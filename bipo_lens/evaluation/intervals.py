@@ -33,3 +33,28 @@ def paired_difference_ci(low: list, high: list, level: float = 0.95, resamples: 
     tail = (1 - level) / 2
     lo, hi = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64))
     return float(lo), float(hi)
+
+
+def crossed_difference_ci(low: list[list], high: list[list], level: float = 0.95, resamples: int = RESAMPLES,
+                          seed: int = 0) -> tuple[float, float] | None:
+    """Interval for mean(high - low) over a grid ``[sample][question]`` (every sample answers every
+    question): each resample draws the samples and the questions with replacement, independently,
+    and averages the usable cells of the drawn rows and columns. Both sources of spread, which
+    question was asked and which seed answered it, widen the interval; with one sample it is the
+    paired interval over questions. None where fewer than two questions have a usable cell."""
+    if len(low) != len(high) or any(len(a) != len(b) for a, b in zip(low, high)) or len({len(r) for r in low}) > 1:
+        raise ValueError("crossed values need the same [sample][question] grid on both sides")
+    diffs = torch.tensor([[float(b) - float(a) if _usable(a) and _usable(b) else math.nan for a, b in zip(ra, rb)]
+                          for ra, rb in zip(low, high)], dtype=torch.float64)
+    if diffs.numel() == 0 or int((~diffs.isnan()).any(dim=0).sum()) < 2:
+        return None
+    n_samples, n_questions = diffs.shape
+    generator = torch.Generator().manual_seed(seed)
+    columns = torch.randint(n_questions, (resamples, n_questions), generator=generator)  # as the paired draw
+    rows = torch.randint(n_samples, (resamples, n_samples), generator=generator)
+    drawn = diffs[rows[:, :, None], columns[:, None, :]]  # resamples x samples x questions
+    means = drawn.nanmean(dim=(1, 2))
+    means = means[~means.isnan()]
+    tail = (1 - level) / 2
+    lo, hi = torch.quantile(means, torch.tensor([tail, 1 - tail], dtype=torch.float64))
+    return float(lo), float(hi)
