@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from bipo_lens import plots
+from bipo_lens.plots import METHOD_NAMES
 from bipo_lens.analysis import (
     SweepConfig,
     compose,
@@ -54,7 +55,6 @@ from bipo_lens.vectors import SteeringVector
 STEERING_LAYER = 15
 SIBLING = f"{DEFAULT_MODEL}@int4"
 FINETUNED = "smollm2-135m-pydoc"  # the default model, LoRA-fine-tuned: bipo_lens.finetune
-METHOD_NAMES = {"bipo": "BiPO", "caa": "CAA"}
 OTHER_MODEL = "gemma-3-270m"
 
 

@@ -110,12 +110,15 @@ def similarity_heatmap(rows: list[dict], path: str | Path) -> Path:
     return _save(fig, path)
 
 
+METHOD_NAMES = {"bipo": "BiPO", "caa": "CAA"}  # how results' method keys are written in figures and text
+
+
 def transfer_bars(rows: list[dict], path: str | Path) -> Path:
     """Retained efficacy (transferred range / native range on the target) per transfer and map."""
     sns.set_theme(style="whitegrid")
     fig, ax = plt.subplots(figsize=(1.6 * len(rows) + 2.5, 3.8))
     methods = {r.get("method", "bipo") for r in rows}
-    prefix = (lambda r: {"bipo": "BiPO", "caa": "CAA"}[r["method"]] + ": ") if len(methods) > 1 else (lambda r: "")  # noqa: E731
+    prefix = (lambda r: METHOD_NAMES[r["method"]] + ": ") if len(methods) > 1 else (lambda r: "")  # noqa: E731
     labels = [f"{prefix(r)}{r['source']}\n-> {r['target']}\n({r['map']})" for r in rows]
     values = [r["retained"] for r in rows]
     bars = ax.bar(range(len(rows)), values, color=[f"C{i % 10}" for i in range(len(rows))])
