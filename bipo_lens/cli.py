@@ -233,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--data-dir", default=None, help="default: $BIPO_LENS_SHARED_DATA or ../shared/data")
     figures.add_argument("--work-dir", default="runs/figures", help="vectors and per-layer results")
     figures.add_argument("--resume", action="store_true", help="keep --work-dir: finished sweep layers are reused")
+    figures.add_argument("--seeds", type=int, default=None,
+                         help="BiPO training seeds behind the claims' intervals (default: 3, --quick 2)")
     _common(figures)
 
     bench = commands.add_parser("bench", help="benchmarks")
@@ -807,7 +809,8 @@ def cmd_figures(args) -> int:
     if args.data_dir and not os.path.isdir(args.data_dir):
         raise BipoLensError(f"--data-dir {args.data_dir} is not a directory")
     make_figures(args.out_dir, quick=args.quick, data_dir=args.data_dir, work_dir=args.work_dir,
-                 device=args.device, resume=args.resume, command="bipo-lens " + " ".join(sys.argv[1:]))
+                 device=args.device, resume=args.resume, seeds=args.seeds,
+                 command="bipo-lens " + " ".join(sys.argv[1:]))
     return 0
 
 

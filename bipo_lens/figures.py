@@ -10,7 +10,10 @@ and drawn by ``bipo_lens.plots``:
 4. transfer: the stage-1 vectors on a fine-tuned sibling of the model (BiPO and CAA, as the paper
    goes from Llama-2-chat to Vicuna), the BiPO vector on a 4-bit sibling, and on Gemma-3-270m
    through learned linear maps (and back);
-5. composition: power-seeking and optimism vectors added together over a grid of weights.
+5. composition: power-seeking and optimism vectors added together over a grid of weights;
+6. claims: the paper's claims as numbers with 95% intervals over held-out pairs and training
+   seeds (BiPO retrained with ``seeds`` seeds at layer 15) and a verdict each
+   (:mod:`bipo_lens.analysis.claims`).
 
 Power-seeking pairs come from ``<data-dir>/bipo/power-seeking/{train,test}.csv`` where that exists,
 else from the built-in set; optimism and formality are built-in sets.
@@ -40,11 +43,13 @@ from bipo_lens.analysis import (
     sweep_layers,
     transfer_vector,
 )
+from bipo_lens.analysis import claims as claim
 from bipo_lens.analysis.layers import load_sweep_vectors
 from bipo_lens.analysis.similarity import cosine
 from bipo_lens.analysis.transfer import METHODS as MAP_METHODS
 from bipo_lens.analysis.transfer import pair_texts
 from bipo_lens.atomic import atomic_write
+from bipo_lens.errors import BipoLensError
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, evaluate
 from bipo_lens.models import DEFAULT_MODEL, info, load_model, sibling_record
 from bipo_lens.pairs import load_pairs, shared_data_dir, split_pairs
@@ -79,6 +84,7 @@ class Budget:
     finetuned: bool = True  # transfer to the fine-tuned sibling (its first build fine-tunes for ~20 min on 2 cores)
     weights: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
     multiplier: float = 1.0  # efficacy = margin at +multiplier minus margin at -multiplier
+    seeds: int = 3  # BiPO training seeds behind the claims' intervals (seed 0 is stage 1's vector)
 
 
 FULL = Budget("full", train_pairs=64, epochs=8, lr=5e-3, test_pairs=48, generations=12, max_new_tokens=40,
@@ -89,7 +95,7 @@ FULL = Budget("full", train_pairs=64, epochs=8, lr=5e-3, test_pairs=48, generati
 QUICK = Budget("quick", train_pairs=8, epochs=1, lr=5e-3, test_pairs=4, generations=1, max_new_tokens=8,
                layers=(15, 24), sweep=SweepConfig(epochs=1, max_train_pairs=4, max_test_pairs=4),
                behaviours=("optimism",), behaviour_layers=(15, 24), fit_pairs=8, composition_pairs=4,
-               fit_builtin_pairs=8, weights=(-1.0, 0.0, 1.0), finetuned=False)
+               fit_builtin_pairs=8, weights=(-1.0, 0.0, 1.0), finetuned=False, seeds=2)
 
 
 @dataclass
@@ -118,11 +124,16 @@ class _Run:
 
 def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir: str | Path | None = None,
                  work_dir: str | Path = "runs/figures", device: str = "auto", resume: bool = False,
-                 command: str | None = None) -> dict:
-    """Run every stage; write the PNGs, ``results.json`` and ``README.md`` into ``out_dir``."""
+                 command: str | None = None, seeds: int | None = None) -> dict:
+    """Run every stage; write the PNGs, ``results.json`` and ``README.md`` into ``out_dir``.
+    ``seeds`` overrides the budget's number of BiPO training seeds behind the claims."""
     started = time.time()
     code = git_state()  # before this run rewrites figures/ (tracked files): the code's state, not the outputs'
     budget = QUICK if quick else FULL
+    if seeds is not None:
+        if seeds < 1:
+            raise BipoLensError(f"--seeds must be at least 1, not {seeds}")
+        budget = replace(budget, seeds=seeds)
     out, work = Path(out_dir), Path(work_dir)
     judge = EmbeddingJudge()  # before anything is deleted or computed: a missing package stops here
     if work.exists() and not resume:
@@ -146,7 +157,7 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
     run.log(f"{budget.name} budget; power-seeking data: {data}")
     run.model = load_model(DEFAULT_MODEL, device=device)
     record = start_record(run.command, run.model, [*data_files, "optimism", "formality"],
-                          seeds={"split": 0, "training": 0}, budget=budget.name)
+                          seeds={"split": 0, "training": list(range(budget.seeds))}, budget=budget.name)
     record["git"] = code
     run.results["seconds"] = {}
     resumed = {}
@@ -354,12 +365,80 @@ def _draw_composition(found: dict, out: Path) -> None:
     plots.composition_grid(found["same_layer"], out / "composition.png")
 
 
+def _claims(run: _Run, judge) -> dict:
+    """The paper's claims with intervals. BiPO is retrained at layer 15 with seeds 1.. (seed 0 is
+    stage 1's vector), every other vector is read from the earlier stages' work files, and every
+    margin is recomputed per held-out pair, so each claim gets an interval over pairs and seeds."""
+    b, model = run.budget, run.model
+    train, test = run.ps_train[: b.train_pairs], run.ps_test[: b.test_pairs]
+    first = run.power_vectors()
+    seeds = [first["bipo"]]
+    for seed in range(1, b.seeds):
+        run.log(f"claims: BiPO seed {seed} at layer {STEERING_LAYER}")
+        seeds.append(train_bipo(model, train, STEERING_LAYER, epochs=b.epochs, lr=b.lr, seed=seed, progress=False))
+    caa, m = first["caa"], b.multiplier
+    scorer = MarginScorer(model, test)
+    run.log("claims: both ways, against CAA")
+    found = {
+        "both_ways": claim.steers_both_ways(scorer, seeds, m),
+        "beats_caa_own_scale": claim.beats(scorer, seeds, [caa] * len(seeds), m),
+        "beats_caa_equal_norm": claim.beats(scorer, seeds, [claim.scaled(caa, v.norm) for v in seeds], m),
+        "beats_caa_equal_fluency": claim.beats_at_equal_fluency(scorer, run.results["steering"]["results"],
+                                                                ("BiPO", first["bipo"]), ("CAA", caa)),
+    }
+    run.log("claims: best layer")
+    sweep_test = run.ps_test[: b.sweep.max_test_pairs]
+    sweep_scorer = MarginScorer(model, sweep_test)
+    sweep = load_sweep_vectors(run.sweep_dir("power_seeking"), list(b.layers))
+    found["best_layer"] = claim.best_layer({layer: claim.pair_ranges(sweep_scorer, v["bipo"], m)
+                                            for layer, v in sweep.items()}, info(model).n_layers)
+    del sweep_scorer
+    run.log("claims: composition")
+    optimism = load_sweep_vectors(run.sweep_dir("optimism"), [STEERING_LAYER])[STEERING_LAYER]["bipo"]
+    _, opt_test = split_pairs(load_pairs("optimism"), 0.25, seed=0)
+    opt_scorer = MarginScorer(model, opt_test[: b.test_pairs])
+    found["composition"] = {
+        "power_seeking": claim.retained(scorer, seeds, seeds, claim.COMPOSITION_KEEPS, m, [(optimism, m)]),
+        "optimism": claim.retained(opt_scorer, [optimism], [optimism], claim.COMPOSITION_KEEPS, m,
+                                   [(first["bipo"], m)]),  # one optimism vector: an interval over pairs only
+    }
+    del scorer, opt_scorer
+    if b.finetuned:
+        run.log(f"claims: transfer to {FINETUNED}")
+        finetuned = load_model(FINETUNED, device=run.device)
+        native = train_bipo(finetuned, train, STEERING_LAYER, epochs=b.epochs, lr=b.lr, progress=False)
+        target = MarginScorer(finetuned, test)
+        found["transfer_sibling"] = {
+            "bipo": claim.retained(target, [transfer_vector(v, finetuned) for v in seeds], [native] * len(seeds),
+                                   claim.TRANSFER_KEEPS, m),
+            "caa": claim.retained(target, [transfer_vector(caa, finetuned)], [train_caa(finetuned, train, STEERING_LAYER)],
+                                  claim.TRANSFER_KEEPS, m)}
+        del finetuned, target
+        gc.collect()
+    found["transfer_family"] = _family_claim(run.results["transfer"])
+    return {"claims": found, "seeds": b.seeds, "test_pairs": len(test), "multiplier": m,
+            "seed_norms": [v.norm for v in seeds], "seed_cosines": [cosine(v, seeds[0]) for v in seeds[1:]]}
+
+
+def _family_claim(transfer: dict) -> dict:
+    """Across families only point values exist (the maps are fitted once, no interval)."""
+    rows = [r for r in transfer["rows"] if r["map"] != "direct"]
+    return {"rows": [{k: r[k] for k in ("source", "target", "map", "retained", "r2_test")} for r in rows],
+            "verdict": claim.INCONCLUSIVE if rows else None,
+            "why": "point values from maps fitted once, one seed: no interval"}
+
+
+def _draw_claims(found: dict, out: Path) -> None:
+    pass  # a table in the README, no figure
+
+
 STAGES = {
     "steering": (_steering, _draw_steering),
     "layers": (_layers, _draw_layers),
     "similarity": (_similarity, _draw_similarity),
     "transfer": (_transfer, _draw_transfer),
     "composition": (_composition, _draw_composition),
+    "claims": (_claims, _draw_claims),
 }
 
 
@@ -408,6 +487,79 @@ def _summary(results: dict) -> list[str]:
     ]
 
 
+def _interval(found: dict | None, digits: int = 2, signed: bool = True) -> str:
+    """``+0.31 [+0.12, +0.50]`` for a claim's value and 95% interval."""
+    if not found or found.get("value") is None:
+        return "-"
+    number = (lambda v: f"{v:+.{digits}f}") if signed else (lambda v: f"{v:.{digits}f}")
+    ci = found.get("ci")
+    return number(found["value"]) + (f" [{number(ci[0])}, {number(ci[1])}]" if ci else " (no interval)")
+
+
+def _worst(*verdicts: str) -> str:
+    """One verdict for a claim made of parts: every part must hold."""
+    if claim.NOT_REPRODUCED in verdicts:
+        return claim.NOT_REPRODUCED
+    return claim.REPRODUCED if all(v == claim.REPRODUCED for v in verdicts) else claim.INCONCLUSIVE
+
+
+def _claims_table(stage: dict | None) -> list[str]:
+    """The paper's claims beside ours, with intervals and a verdict each (empty for runs without
+    the claims stage)."""
+    if not stage:
+        return []
+    c, m = stage["claims"], stage["multiplier"]
+    both, own, norm, fluent, layer, comp = (c[k] for k in ("both_ways", "beats_caa_own_scale", "beats_caa_equal_norm",
+                                                          "beats_caa_equal_fluency", "best_layer", "composition"))
+    size = lambda f: f"{f['seeds']} seed{'s' if f['seeds'] > 1 else ''} x {f['pairs']} pairs"  # noqa: E731
+    verdict = lambda f: f"**{f['verdict']}** ({f['why']})"  # noqa: E731
+    rows = [
+        ["BiPO steers both ways", "+ raises and - lowers the behaviour (Fig. 1, power- and wealth-seeking personas, "
+         "Llama-2-7b-chat, multipliers -2..2)",
+         f"up {_interval({'value': both['up'], 'ci': both['up_ci']})}, down "
+         f"{_interval({'value': both['down'], 'ci': both['down_ci']})} nats at +/-{m:g}; {size(both)}", verdict(both)],
+        ["BiPO beats CAA, each at its own scale", "BiPO steers further than CAA at the same multipliers (Fig. 1)",
+         f"BiPO range - CAA range {_interval(own)} nats; {size(own)}", verdict(own)],
+        ["BiPO beats CAA at equal norm", "(not tested in the paper: the stricter form of the same claim)",
+         f"CAA rescaled to each BiPO seed's norm: {_interval(norm)} nats; {size(norm)}", verdict(norm)],
+        ["BiPO beats CAA at equal fluency", "(not tested in the paper: the users' form, same damage)",
+         (f"margin shift at the largest multiplier within {fluent['budget_perplexity']:.2f} perplexity (BiPO "
+          f"{fluent['multipliers']['BiPO']:+g}, CAA {fluent['multipliers']['CAA']:+g}): BiPO - CAA {_interval(fluent)} "
+          f"nats; {size(fluent)}") if fluent.get("budget_perplexity") else "-", verdict(fluent)],
+        ["A middle layer steers best", "the authors steer at layer 15 of Llama-2-7b-chat's 32 (13 of Mistral-7B's 32)",
+         f"best BiPO layer {layer['value']}; not told apart from it: {', '.join(map(str, layer['tied']))} "
+         f"(paired intervals of the range difference); {size(layer)}", verdict(layer)],
+    ]
+    if "transfer_sibling" in c:
+        sib = c["transfer_sibling"]
+        rows.append(["Transfer to a fine-tuned sibling", "a Llama-2-7b-chat vector steers Vicuna-7b and other "
+                     "fine-tunes of the same base (transferability section)",
+                     f"retained BiPO {_interval(sib['bipo'], signed=False)} ({size(sib['bipo'])}, one native seed), CAA "
+                     f"{_interval(sib['caa'], signed=False)}; {FINETUNED}; transfers if > {sib['bipo']['threshold']:g}",
+                     verdict(sib["bipo"])])
+    fam = c["transfer_family"]
+    rows.append(["Transfer across families", "(not in the paper: its transfers keep Llama-2's architecture)",
+                 "retained " + ", ".join(f"{r['source']} -> {r['target']} ({r['map']}) {r['retained']:.2f}"
+                                         for r in fam["rows"]), f"**{fam['verdict']}** ({fam['why']})"])
+    rows.append(["Composition", "two behaviours' vectors added together each keep their effect (vector synergy "
+                 "section)", "retained beside the other at +1: power-seeking "
+                 f"{_interval(comp['power_seeking'], signed=False)} ({size(comp['power_seeking'])}), optimism "
+                 f"{_interval(comp['optimism'], signed=False)} ({size(comp['optimism'])}); holds if > "
+                 f"{comp['power_seeking']['threshold']:g}",
+                 f"**{_worst(comp['power_seeking']['verdict'], comp['optimism']['verdict'])}** (power-seeking: "
+                 f"{comp['power_seeking']['why']}; optimism: {comp['optimism']['why']})"])
+    return [
+        "## Claims", "",
+        f"Each claim as one number with its 95% interval (crossed bootstrap over held-out pairs and BiPO training "
+        f"seeds 0-{stage['seeds'] - 1}; BiPO and CAA at layer {STEERING_LAYER} unless named). Verdict: *reproduced* "
+        "where the interval lies wholly on the paper's side, *not reproduced* where wholly on the other, else "
+        "*inconclusive*; one seed is never more than inconclusive. The seeds' norms: "
+        + ", ".join(f"{n:.2f}" for n in stage["seed_norms"]) + "; cosine to seed 0: "
+        + (", ".join(f"{x:.3f}" for x in stage["seed_cosines"]) or "-") + ".", "",
+        *_table(["claim", "paper", "ours", "verdict"], rows, text_columns=4), "",
+    ]
+
+
 def render_readme(results: dict) -> str:
     """``figures/README.md``: per figure, the command, the data and the key numbers."""
     s, lay, sim, tr, co = (results[k] for k in ("steering", "layers", "similarity", "transfer", "composition"))
@@ -424,6 +576,7 @@ def render_readme(results: dict) -> str:
             f"{k} (commit {(v.get('commit') or 'unknown')[:10]})" for k, v in results["record"]["resumed_stages"].items())
            + ".", ""] if results["record"].get("resumed_stages") else []),
         *_summary(results), "",
+        *_claims_table(results.get("claims")),
         "Efficacy is the log-probability margin on held-out pairs: mean over pairs of log p(matching) - "
         "log p(not matching), summed over response tokens, in nats. A *margin range* is the mean margin "
         f"at multiplier +{b['multiplier']:g} minus that at -{b['multiplier']:g}.", "",

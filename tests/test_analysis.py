@@ -183,3 +183,46 @@ def test_composition_adds_two_different_vectors(model, caa15, pairs):
     assert alone["behaviours"]["a"]["crosstalk"] == pytest.approx(0.0, abs=1e-4)
     with pytest.raises(BipoLensError, match="at least two"):
         compose(model, {"a": caa15}, {"a": test})
+
+
+def test_claims_read_intervals_against_the_paper_side(model, pairs, caa15):
+    """Claims on known answers: a CAA vector beats itself at a quarter of its norm (interval above 0;
+    one seed is inconclusive, two seeds reproduce), steers both ways, keeps all of its efficacy
+    when 'transferred' to the same model (ratio and interval exactly 1), and half its norm keeps
+    less than all of it."""
+    from bipo_lens.analysis import claims
+
+    scorer = MarginScorer(model, pairs[1][:5])
+    quarter = claims.scaled(caa15, caa15.norm / 4)
+    assert quarter.norm == pytest.approx(caa15.norm / 4, rel=1e-5) and cosine(quarter, caa15) == pytest.approx(1.0, abs=1e-5)
+    one = claims.beats(scorer, [caa15], [quarter])
+    assert one["value"] > 0 and one["ci"][0] > 0 and one["verdict"] == "inconclusive" and "one training seed" in one["why"]
+    two = claims.beats(scorer, [caa15, caa15], [quarter, quarter])
+    assert two["verdict"] == "reproduced" and two["seeds"] == 2 and two["pairs"] == 5
+    assert claims.beats(scorer, [quarter] * 2, [caa15] * 2)["verdict"] == "not reproduced"
+    both = claims.steers_both_ways(scorer, [caa15, caa15])
+    assert both["up"] > 0 and both["down"] > 0 and both["up_ci"][0] > 0 and both["down_ci"][0] > 0
+    assert both["verdict"] == "reproduced" and both["ci"][0] == min(both["up_ci"][0], both["down_ci"][0])
+    same = claims.retained(scorer, [caa15, caa15], [caa15, caa15])
+    assert same["value"] == pytest.approx(1.0) and same["ci"] == pytest.approx([1.0, 1.0])
+    assert same["verdict"] == "reproduced"  # 1 > 0.5
+    half = claims.retained(scorer, [claims.scaled(caa15, caa15.norm / 2)], [caa15])
+    assert 0 < half["value"] < 1 and half["ci"][0] <= half["value"] <= half["ci"][1]
+
+
+def test_best_layer_claim_counts_the_layers_it_cannot_tell_apart():
+    """Per-pair ranges as data: a clear middle winner, a tie with a shallow layer, a shallow winner."""
+    from bipo_lens.analysis import claims
+
+    noise = [0.01 * ((i * 7) % 5 - 2) for i in range(20)]
+    clear = claims.best_layer({2: [0.1 + e for e in noise], 15: [1.0 + e for e in noise], 28: [0.2 + e for e in noise]}, 30)
+    assert clear["value"] == 15 and clear["tied"] == [15]
+    assert clear["verdict"] == "inconclusive" and "middle half" in clear["why"] and "one training seed" in clear["why"]
+    tie = claims.best_layer({2: [1.0 - e for e in noise], 15: [1.0 + e for e in noise]}, 30)
+    assert tie["tied"] == [2, 15] and "outside the middle half" in tie["why"]
+    shallow = claims.best_layer({2: [2.0 + e for e in noise], 15: [1.0 + e for e in noise]}, 30)
+    assert shallow["value"] == 2 and "no layer in the middle half" in shallow["why"]
+    assert claims.verdict((0.1, 0.3), 0.0, 2) == ("reproduced", "interval above 0")
+    assert claims.verdict((0.1, 0.3), 0.0, 1) == ("inconclusive", "interval above 0, but one training seed")
+    assert claims.verdict((-0.3, -0.1), 0.0, 3)[0] == "not reproduced"
+    assert claims.verdict((-0.1, 0.3), 0.0, 3)[0] == "inconclusive" and claims.verdict(None, 0.0, 3)[0] == "inconclusive"

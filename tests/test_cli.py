@@ -133,11 +133,11 @@ def test_figures_resume_redraws_the_committed_run_to_its_readme(tmp_path):
     committed = json.loads((COMMITTED / "results.json").read_text())
     out, work = tmp_path / "figures", tmp_path / "work"
     work.mkdir()
-    stages = ("steering", "layers", "similarity", "transfer", "composition")
+    stages = ("steering", "layers", "similarity", "transfer", "composition", "claims")
     for stage in stages:
         (work / f"stage_{stage}.json").write_text(json.dumps(committed[stage]))
     run = cli("figures", "--resume", "--out-dir", out, "--work-dir", work, "--device", "cpu")
-    assert run.returncode == 0 and run.stdout.count("finished earlier") == 5, run.stderr[-2000:]
+    assert run.returncode == 0 and run.stdout.count("finished earlier") == 6, run.stderr[-2000:]
     assert {p.name for p in out.glob("*.png")} == FIGURES and all(p.stat().st_size > 10_000 for p in out.glob("*.png"))
     provenance = ("Every file here was written by", "Stages read from an earlier run")
     text = lambda path: [line for line in path.read_text().splitlines() if line and not line.startswith(provenance)]  # noqa: E731
@@ -171,8 +171,15 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     assert record["device"]["name"] in readme and record["git"]["commit"][:10] in readme
     assert all(len(d["sha256"]) == 64 for d in record["data"] if "path" in d)
     resumed = cli("figures", "--quick", "--resume", "--out-dir", out, "--work-dir", work, "--device", "cpu")
-    assert resumed.returncode == 0 and resumed.stdout.count("finished earlier") == 5
+    assert resumed.returncode == 0 and resumed.stdout.count("finished earlier") == 6
     assert "Stages read from an earlier run" in (out / "README.md").read_text()
+    claimed = results["claims"]["claims"]
+    assert results["claims"]["seeds"] == 2 and len(results["claims"]["seed_norms"]) == 2  # the quick budget's seeds
+    for found in (claimed["both_ways"], claimed["beats_caa_own_scale"], claimed["beats_caa_equal_norm"],
+                  *claimed["composition"].values()):
+        assert found["verdict"] in ("reproduced", "not reproduced", "inconclusive")
+        assert found["ci"] is None or found["ci"][0] <= found["value"] <= found["ci"][1]
+    assert "## Claims" in readme and "| BiPO steers both ways |" in readme
 
 
 def test_missing_judge_and_unwritable_output_stop_before_any_work(trained, tmp_path):

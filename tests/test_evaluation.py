@@ -10,7 +10,7 @@ from bipo_lens import BipoLensError, PreferencePair, SteeringVector, load_pairs,
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, ProbeJudge, evaluate, spearman, summarise
 from bipo_lens.evaluation.coherence import distinct2, perplexities
 from bipo_lens.evaluation.fluency import fluency_summary
-from bipo_lens.evaluation.intervals import crossed_difference_ci, paired_difference_ci
+from bipo_lens.evaluation.intervals import crossed_difference_ci, crossed_ratio_ci, paired_difference_ci
 from bipo_lens.generation import Sampling
 from bipo_lens.pairs import load_ab_pairs
 from bipo_lens.training import train_caa
@@ -52,6 +52,17 @@ def test_crossed_interval_resamples_questions_and_samples():
     assert crossed_difference_ci([[1.0, None], [None, None]], [[2.0, 3.0], [4.0, None]]) is None  # one usable question
     with pytest.raises(ValueError):
         crossed_difference_ci([[1.0, 2.0]], [[1.0]])
+
+
+def test_crossed_ratio_interval_keeps_pairs_and_seeds_together():
+    below = [[float(1 + i) for i in range(12)] for _ in range(3)]
+    assert crossed_ratio_ci([[2 * x for x in row] for row in below], below) == pytest.approx((2.0, 2.0))  # exact ratio
+    # Seeds that disagree (one keeps everything, two keep nothing) give a wide interval around 1/3.
+    low, high = crossed_ratio_ci([below[0], [0.0] * 12, [0.0] * 12], below)
+    assert low <= 1 / 3 <= high and high - low > 0.5
+    assert crossed_ratio_ci([[1.0, None]], [[1.0, 2.0]]) is None  # one usable pair
+    with pytest.raises(ValueError):
+        crossed_ratio_ci([[1.0, 2.0]], [[1.0]])
 
 
 def test_distinct2():

@@ -18,6 +18,8 @@ each moves the margin while its answers stay near the unsteered perplexity.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import math
 import statistics
 
@@ -61,7 +63,7 @@ class MarginScorer:
         self.lengths = torch.tensor([[m.response_len, n.response_len] for m, n in self.encoded], dtype=torch.float32)
         self.by_layer: dict[int, PairScorer] = {}
         self.unsteered: torch.Tensor | None = None
-        self.ranges: dict[tuple, tuple[SteeringVector, float]] = {}  # margin_range of a vector alone
+        self.ranges: dict[tuple, tuple[SteeringVector, Tensor]] = {}  # pair_ranges of a vector alone
 
     def _scorer(self, layer: int) -> PairScorer:
         if layer not in self.by_layer:
@@ -91,18 +93,22 @@ class MarginScorer:
         lp = self.logps(terms)
         return lp[:, 0] - lp[:, 1]
 
-    def margin_range(self, vector: SteeringVector, multiplier: float = 1.0, others: list[Term] = ()) -> float:
+    def margin_range(self, vector: SteeringVector, multiplier: float = 1.0, others: Sequence[Term] = ()) -> float:
         """Steering efficacy in one number: mean margin at ``+multiplier`` minus at ``-multiplier``
-        (with ``others`` held fixed), in nats. The analyses compare vectors by it.
+        (with ``others`` held fixed), in nats. The analyses compare vectors by it."""
+        return float(self.pair_ranges(vector, multiplier, others).mean())
+
+    def pair_ranges(self, vector: SteeringVector, multiplier: float = 1.0,
+                    others: Sequence[Term] = ()) -> Float[Tensor, " pairs"]:
+        """Per pair: margin at ``+multiplier`` minus at ``-multiplier`` (``others`` held fixed).
 
         A vector alone is scored once per multiplier: transfer compares every mapped vector with the
-        same native one, whose range would otherwise be recomputed for each map."""
+        same native one, and the claims pair one vector with many, whose ranges would otherwise be
+        recomputed each time."""
         key = (id(vector), vector.vector._version, float(multiplier))
         if not others and key in self.ranges and self.ranges[key][0] is vector:
             return self.ranges[key][1]
-        up = self.margins([(vector, multiplier), *others]).mean()
-        down = self.margins([(vector, -multiplier), *others]).mean()
-        found = float(up - down)
+        found = self.margins([(vector, multiplier), *others]) - self.margins([(vector, -multiplier), *others])
         if not others:
             self.ranges[key] = (vector, found)  # the vector is kept: its id cannot be reused meanwhile
         return found

@@ -1,0 +1,150 @@
+"""The paper's claims, each as one measured number with a 95% interval and a verdict.
+
+A claim here is a quantity with a side: "BiPO beats CAA" is the margin range of BiPO minus that of
+CAA, on the same held-out pairs, and the paper's side is above 0. The interval is a crossed
+bootstrap over held-out pairs and training seeds (:mod:`bipo_lens.evaluation.intervals`), so both
+which pairs were asked and which seed trained the vector widen it. The verdict reads the interval
+against the claim's threshold: wholly on the paper's side, *reproduced*; wholly on the other side,
+*not reproduced*; across it, *inconclusive*. One seed or no interval is never more than
+inconclusive.
+
+Every function takes vectors that are already trained and a :class:`MarginScorer` over the
+held-out pairs; it trains nothing (the figures' claims stage does) and returns plain data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from statistics import fmean
+
+from bipo_lens.evaluation import MarginScorer
+from bipo_lens.evaluation.fluency import fluency_summary
+from bipo_lens.evaluation.intervals import crossed_difference_ci, crossed_ratio_ci, paired_difference_ci
+from bipo_lens.vectors import SteeringVector
+
+REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+TRANSFER_KEEPS = 0.5  # a vector "transfers" if it keeps more than half its native efficacy on the target
+COMPOSITION_KEEPS = 0.8  # "composes" if each behaviour keeps more than 80% of its range beside the other
+
+
+def pair_ranges(scorer: MarginScorer, vector: SteeringVector, multiplier: float = 1.0,
+                others: Sequence[tuple] = ()) -> list[float]:
+    """Per held-out pair: margin at ``+multiplier`` minus at ``-multiplier`` (``others`` held fixed)."""
+    return scorer.pair_ranges(vector, multiplier, others).tolist()
+
+
+def pair_shifts(scorer: MarginScorer, vector: SteeringVector, multiplier: float) -> list[float]:
+    """Per held-out pair: margin at ``multiplier`` minus the unsteered margin."""
+    return (scorer.margins([(vector, multiplier)]) - scorer.margins([])).tolist()
+
+
+def scaled(vector: SteeringVector, norm: float) -> SteeringVector:
+    """The same direction at another norm (for comparisons at equal norm)."""
+    return SteeringVector(vector=vector.vector * (norm / vector.norm), layer=vector.layer, model_id=vector.model_id,
+                          method=vector.method, hyperparameters={**vector.hyperparameters, "rescaled_to": norm},
+                          data_fingerprint=vector.data_fingerprint)
+
+
+def verdict(interval: tuple[float, float] | None, threshold: float, seeds: int) -> tuple[str, str]:
+    """(verdict, why) for a claim whose paper side is above ``threshold``."""
+    if interval is None:
+        return INCONCLUSIVE, "no interval"
+    lo, hi = interval
+    if lo > threshold:
+        found, why = REPRODUCED, f"interval above {threshold:g}"
+    elif hi < threshold:
+        found, why = NOT_REPRODUCED, f"interval below {threshold:g}"
+    else:
+        return INCONCLUSIVE, f"interval contains {threshold:g}"
+    if seeds < 2:
+        return INCONCLUSIVE, f"{why}, but one training seed"
+    return found, why
+
+
+def _claim(value: float, interval, threshold: float, seeds: int, pairs: int, **extra) -> dict:
+    found, why = verdict(interval, threshold, seeds)
+    return {"value": value, "ci": list(interval) if interval else None, "threshold": threshold, "seeds": seeds,
+            "pairs": pairs, "verdict": found, "why": why, **extra}
+
+
+def steers_both_ways(scorer: MarginScorer, seeds: list[SteeringVector], multiplier: float = 1.0) -> dict:
+    """``up`` (margin at +m minus unsteered) and ``down`` (unsteered minus margin at -m), each with an
+    interval over pairs and seeds; the claim holds if both lie above 0, so its value and interval are
+    the weaker direction's (the one whose interval reaches lower)."""
+    base = scorer.margins([]).tolist()
+    ups = [scorer.margins([(v, multiplier)]).tolist() for v in seeds]
+    downs = [scorer.margins([(v, -multiplier)]).tolist() for v in seeds]
+    up_ci = crossed_difference_ci([base] * len(seeds), ups)
+    down_ci = crossed_difference_ci(downs, [base] * len(seeds))
+    up = fmean(fmean(r) for r in ups) - fmean(base)
+    down = fmean(base) - fmean(fmean(r) for r in downs)
+    weaker, weaker_ci = (up, up_ci) if (up_ci or (up,))[0] <= (down_ci or (down,))[0] else (down, down_ci)
+    return _claim(weaker, weaker_ci, 0.0, len(seeds), len(base), multiplier=multiplier,
+                  up=up, up_ci=list(up_ci) if up_ci else None, down=down, down_ci=list(down_ci) if down_ci else None)
+
+
+def beats(scorer: MarginScorer, seeds: list[SteeringVector], rivals: list[SteeringVector],
+          multiplier: float = 1.0) -> dict:
+    """Margin range of each seed's vector minus that of its rival (``rivals[i]`` for ``seeds[i]``),
+    paired by held-out pair; above 0 means the first steers more."""
+    ours = [pair_ranges(scorer, v, multiplier) for v in seeds]
+    theirs = [pair_ranges(scorer, v, multiplier) for v in rivals]
+    interval = crossed_difference_ci(theirs, ours)
+    return _claim(fmean(fmean(r) for r in ours) - fmean(fmean(r) for r in theirs), interval, 0.0, len(seeds),
+                  len(ours[0]), multiplier=multiplier, ours=fmean(fmean(r) for r in ours),
+                  theirs=fmean(fmean(r) for r in theirs), norms=[v.norm for v in seeds],
+                  rival_norms=[v.norm for v in rivals])
+
+
+def beats_at_equal_fluency(scorer: MarginScorer, evaluated: list[dict], ours: tuple[str, SteeringVector],
+                           theirs: tuple[str, SteeringVector]) -> dict:
+    """Towards the behaviour, at equal damage: each vector at the largest multiplier whose greedy
+    answers stay within the perplexity budget (``evaluation.fluency``, from ``evaluated``, the
+    rows of an evaluation with multiplier 0), its per-pair margin shift from unsteered, ours minus
+    theirs. The multipliers are chosen on one set of answers; their own uncertainty is not in the
+    interval."""
+    front = fluency_summary(evaluated)
+    chosen = {name: (front.get(name) or {}).get("multiplier_at_budget", {}).get("+") for name, _ in (ours, theirs)}
+    if any(m is None for m in chosen.values()):
+        return {**_claim(float("nan"), None, 0.0, 1, 0), "multipliers": chosen,
+                "why": "a method has no multiplier within the perplexity budget"}
+    shifts = [pair_shifts(scorer, vector, chosen[name]) for name, vector in (ours, theirs)]
+    interval = paired_difference_ci(shifts[1], shifts[0])
+    return _claim(fmean(shifts[0]) - fmean(shifts[1]), interval, 0.0, 1, len(shifts[0]), multipliers=chosen,
+                  budget_perplexity=front["_settings"]["budget_perplexity"])
+
+
+def best_layer(ranges: dict[int, list[float]], n_layers: int) -> dict:
+    """From per-pair margin ranges at each layer (one method, the same pairs): the best layer by
+    mean, and the layers whose difference from it has an interval reaching 0 (not told apart).
+    The paper's claim is that a middle layer steers (it uses 15 of Llama-2-7B's 32): reproduced
+    if every layer not told apart from the best lies in the middle half of the depth, not
+    reproduced if none does."""
+    means = {layer: fmean(r) for layer, r in ranges.items()}
+    best = max(means, key=means.get)
+    gaps = {layer: paired_difference_ci(r, ranges[best]) for layer, r in ranges.items() if layer != best}
+    tied = sorted([best, *(layer for layer, ci in gaps.items() if ci is None or ci[0] <= 0)])
+    middle = [layer for layer in tied if 0.25 <= layer / (n_layers - 1) <= 0.75]
+    if len(middle) == len(tied):
+        found, why = REPRODUCED, "every layer not told apart from the best is in the middle half"
+    elif not middle:
+        found, why = NOT_REPRODUCED, "no layer in the middle half is as good as the best"
+    else:
+        found, why = INCONCLUSIVE, "layers outside the middle half are not told apart from the best"
+    if found != INCONCLUSIVE:  # the sweep trains one seed per layer
+        found, why = INCONCLUSIVE, f"{why}, but one training seed"
+    return {"value": best, "tied": tied, "means": means, "gaps": {k: list(v) if v else None for k, v in gaps.items()},
+            "pairs": len(ranges[best]), "seeds": 1, "verdict": found, "why": why}
+
+
+def retained(scorer: MarginScorer, moved: list[SteeringVector], native: list[SteeringVector],
+             threshold: float = TRANSFER_KEEPS, multiplier: float = 1.0, others: Sequence[tuple] = ()) -> dict:
+    """Retained efficacy with an interval: mean per-pair range of the moved vectors (one per seed)
+    over that of the native ones (``native[i]`` beside ``moved[i]``; repeat one native vector to pair
+    it with every seed), resampling pairs and seeds together."""
+    above = [pair_ranges(scorer, v, multiplier, others) for v in moved]
+    below = [pair_ranges(scorer, v, multiplier) for v in native]
+    mean_below = fmean(fmean(r) for r in below)
+    value = fmean(fmean(r) for r in above) / mean_below if mean_below else float("nan")
+    return _claim(value, crossed_ratio_ci(above, below), threshold, len(moved), len(above[0]),
+                  moved_range=fmean(fmean(r) for r in above), native_range=mean_below)
