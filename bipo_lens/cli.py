@@ -188,6 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--multiplier", type=float, default=1.0, help="efficacy: margin at +m minus at -m")
     sweep.add_argument("--generations", type=int, default=0, help="questions answered and judged per layer")
     sweep.add_argument("--seed", type=int, default=0)
+    sweep.add_argument("--seeds", type=int, default=1,
+                       help="BiPO trainings per layer (seeds --seed..): intervals over pairs and seeds")
     sweep.add_argument("--out-dir", required=True, help="one result per layer; finished layers are skipped")
     sweep.add_argument("--plot", default=None)
     _common(sweep)
@@ -646,10 +648,13 @@ def _held_out(data: str, test_data: str | None, fraction: float, seed: int):
 
 def cmd_sweep(args) -> int:
     from bipo_lens.analysis import SweepConfig, recommend_layer, sweep_layers
+    from bipo_lens.analysis.claims import best_layer
     from bipo_lens.evaluation import EmbeddingJudge
     from bipo_lens.models import DEFAULT_MODEL, load_model
     from bipo_lens.plots import layer_sweep
 
+    if args.seeds < 1:
+        raise BipoLensError(f"--seeds must be at least 1, got {args.seeds}")
     _check_writable(args.out_dir, directory=True)
     if args.plot:
         _check_writable(args.plot)
@@ -658,17 +663,26 @@ def cmd_sweep(args) -> int:
     model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
     layers = args.layers or list(range(0, model.lens_info.n_layers, 3))
     record = start_record(model=model, data=[args.data, *([args.test_data] if args.test_data else [])],
-                          seeds={"split": args.seed, "training": args.seed})
+                          seeds={"split": args.seed, "training": list(range(args.seed, args.seed + args.seeds))})
     config = SweepConfig(epochs=args.epochs, lr=args.lr, max_train_pairs=args.max_train_pairs,
                          max_test_pairs=args.max_test_pairs, multiplier=args.multiplier,
-                         generations=args.generations, seed=args.seed)
+                         generations=args.generations, seed=args.seed, seeds=args.seeds)
     results = sweep_layers(model, train, test, layers, args.out_dir, config, judge=judge)
-    print(f"{'layer':>5s} {'BiPO range':>11s} {'CAA range':>10s} {'BiPO/norm':>10s} {'CAA/norm':>9s} {'cosine':>7s}")
+    interval = lambda r: "[{:+.2f}, {:+.2f}]".format(*r["margin_range_ci"]) if r.get("margin_range_ci") else "-"  # noqa: E731
+    print(f"{'layer':>5s} {'BiPO range':>11s} {'95% interval':>16s} {'CAA range':>10s} {'95% interval':>16s} "
+          f"{'BiPO/norm':>10s} {'CAA/norm':>9s} {'cosine':>7s}")
     for r in results:
-        print(f"{r['layer']:5d} {r['bipo']['margin_range']:+11.3f} {r['caa']['margin_range']:+10.3f} "
+        print(f"{r['layer']:5d} {r['bipo']['margin_range']:+11.3f} {interval(r['bipo']):>16s} "
+              f"{r['caa']['margin_range']:+10.3f} {interval(r['caa']):>16s} "
               f"{r['bipo']['range_per_norm']:+10.4f} {r['caa']['range_per_norm']:+9.4f} {r['cosine']:+7.3f}")
     print(f"recommended layer: BiPO {recommend_layer(results, 'bipo')}, CAA {recommend_layer(results, 'caa')} "
-          f"(largest held-out margin range at +/-{args.multiplier:g})")
+          f"(largest held-out margin range at +/-{args.multiplier:g}; intervals over {len(test[:args.max_test_pairs])} "
+          f"held-out pairs{f' and {args.seeds} BiPO seeds' if args.seeds > 1 else ''})")
+    for method in ("bipo", "caa"):
+        if len(results) > 1 and all(r[method].get("pair_ranges") for r in results):
+            found = best_layer({r["layer"]: r[method]["pair_ranges"] for r in results}, model.lens_info.n_layers)
+            print(f"{method.upper() if method == 'caa' else 'BiPO'}: not told apart from the best layer: "
+                  f"{', '.join(map(str, found['tied']))}")
     _write_json(os.path.join(args.out_dir, "record.json"), {"results": results, "record": finish_record(record)})
     if args.plot:
         print(f"plot: {layer_sweep(results, args.plot, title=os.path.basename(args.data))}")
@@ -756,9 +770,10 @@ def cmd_transfer(args) -> int:
     if native:
         test = load_pairs(args.test_data)[: args.max_test_pairs]
         found = retained_efficacy(target, moved, native, test, args.multiplier)
+        ci = " [{:.3f}, {:.3f}] (95%, over pairs)".format(*found["retained_ci"]) if found["retained_ci"] else ""
         print(f"margin range at +/-{args.multiplier:g} on {len(test)} held-out pairs: transferred "
               f"{found['transferred_range']:+.3f}, native {found['native_range']:+.3f}; retained efficacy "
-              f"{found['retained']:.3f}; cosine to native {found['cosine_to_native']:+.3f}")
+              f"{found['retained']:.3f}{ci}; cosine to native {found['cosine_to_native']:+.3f}")
         if args.out_json:
             _write_json(args.out_json, {**found, "record": finish_record(record)})
             print(f"results: {args.out_json}")
@@ -789,10 +804,12 @@ def cmd_compose(args) -> int:
     result = compose(model, dict(zip(names, vectors)), tests, args.weights, args.multiplier)
     for pair, value in result["cosines"].items():
         print(f"cosine {pair}: {value:+.3f}")
-    print(f"{'behaviour':20s} {'range alone':>12s} {'with others':>12s} {'retained':>9s} {'crosstalk':>10s}")
+    print(f"{'behaviour':20s} {'range alone':>12s} {'with others':>12s} {'retained':>9s} {'95% interval':>16s} "
+          f"{'crosstalk':>10s}")
     for name, m in result["behaviours"].items():
+        ci = "[{:.3f}, {:.3f}]".format(*m["retained_ci"]) if m.get("retained_ci") else "-"
         print(f"{name[:20]:20s} {m['range_alone']:+12.3f} {m['range_with_others']:+12.3f} {m['retained']:9.3f} "
-              f"{m['crosstalk']:+10.3f}")
+              f"{ci:>16s} {m['crosstalk']:+10.3f}")
     if args.out_json:
         _write_json(args.out_json, {**result, "record": finish_record(record)})
         print(f"results: {args.out_json}")

@@ -390,7 +390,7 @@ def _claims(run: _Run, judge) -> dict:
     sweep_test = run.ps_test[: b.sweep.max_test_pairs]
     sweep_scorer = MarginScorer(model, sweep_test)
     sweep = load_sweep_vectors(run.sweep_dir("power_seeking"), list(b.layers))
-    found["best_layer"] = claim.best_layer({layer: claim.pair_ranges(sweep_scorer, v["bipo"], m)
+    found["best_layer"] = claim.best_layer({layer: [claim.pair_ranges(sweep_scorer, v["bipo"], m)]
                                             for layer, v in sweep.items()}, info(model).n_layers)
     del sweep_scorer
     run.log("claims: composition")
@@ -503,7 +503,7 @@ def _worst(*verdicts: str) -> str:
     return claim.REPRODUCED if all(v == claim.REPRODUCED for v in verdicts) else claim.INCONCLUSIVE
 
 
-def _claims_table(stage: dict | None) -> list[str]:
+def claims_table(stage: dict | None) -> list[str]:
     """The paper's claims beside ours, with intervals and a verdict each (empty for runs without
     the claims stage)."""
     if not stage:
@@ -576,7 +576,7 @@ def render_readme(results: dict) -> str:
             f"{k} (commit {(v.get('commit') or 'unknown')[:10]})" for k, v in results["record"]["resumed_stages"].items())
            + ".", ""] if results["record"].get("resumed_stages") else []),
         *_summary(results), "",
-        *_claims_table(results.get("claims")),
+        *claims_table(results.get("claims")),
         "Efficacy is the log-probability margin on held-out pairs: mean over pairs of log p(matching) - "
         "log p(not matching), summed over response tokens, in nats. A *margin range* is the mean margin "
         f"at multiplier +{b['multiplier']:g} minus that at -{b['multiplier']:g}.", "",

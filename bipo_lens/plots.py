@@ -65,8 +65,9 @@ def steering_curve(results: list[dict], path: str | Path, title: str = "") -> Pa
 
 
 def layer_sweep(results: list[dict], path: str | Path, title: str = "") -> Path:
-    """Efficacy against layer for BiPO and CAA: the margin range at the vectors' own scale, the
-    same per unit of vector norm (direction quality), and the judge range where measured."""
+    """Efficacy against layer for BiPO and CAA: the margin range at the vectors' own scale (with its
+    95% interval as a band where the sweep measured one), the same per unit of vector norm
+    (direction quality), and the judge range where measured."""
     sns.set_theme(style="whitegrid")
     panels = [("margin_range", "margin range (+m vs -m), nats"), ("range_per_norm", "margin range per unit norm")]
     if any(r[m].get("judge_range") is not None for r in results for m in ("bipo", "caa")):
@@ -77,6 +78,11 @@ def layer_sweep(results: list[dict], path: str | Path, title: str = "") -> Path:
             points = sorted((r["layer"], r[method][key]) for r in results if r[method].get(key) is not None)
             if points:
                 ax.plot(*zip(*points), marker="o", color=colour, label={"bipo": "BiPO", "caa": "CAA"}[method])
+                bands = sorted((r["layer"], *r[method]["margin_range_ci"]) for r in results
+                               if key == "margin_range" and r[method].get("margin_range_ci"))
+                if bands:
+                    ax.fill_between([b[0] for b in bands], [b[1] for b in bands], [b[2] for b in bands],
+                                    color=colour, alpha=0.2, linewidth=0)
                 best = max(points, key=lambda p: p[1])
                 ax.scatter([best[0]], [best[1]], s=160, facecolors="none", edgecolors=colour, linewidths=2)
         ax.set_xlabel("layer")

@@ -95,6 +95,22 @@ def test_layer_sweep_writes_one_result_per_layer_and_resumes(model, pairs, tmp_p
     assert changed[0]["key"]["config"]["epochs"] == 2
     with pytest.raises(BipoLensError, match="out of range"):
         sweep_layers(model, pairs[0], pairs[1], [30], tmp_path, config)
+    assert "seeds" not in first[0]["key"]["config"]  # one seed keeps the keys of older sweeps
+    low, high = first[0]["bipo"]["margin_range_ci"]
+    assert low <= first[0]["bipo"]["margin_range"] + 1e-3 and first[0]["bipo"]["margin_range"] - 1e-3 <= high
+
+
+def test_layer_sweep_with_seeds_reports_the_mean_and_an_interval_over_seeds(model, pairs, tmp_path):
+    seeded = sweep_layers(model, pairs[0], pairs[1], [22], tmp_path, SweepConfig(epochs=1, max_train_pairs=4,
+                                                                                 max_test_pairs=4, seeds=2),
+                          progress=False)[0]
+    bipo = seeded["bipo"]
+    assert bipo["seeds"] == 2 and len(bipo["pair_ranges"]) == 2 and len(bipo["pair_ranges"][0]) == 4
+    assert bipo["pair_ranges"][0] != bipo["pair_ranges"][1]  # two trainings, not one copied
+    assert bipo["margin_range"] == pytest.approx(sum(map(sum, bipo["pair_ranges"])) / 8)
+    assert bipo["margin_range_ci"][0] <= bipo["margin_range"] <= bipo["margin_range_ci"][1]
+    assert seeded["caa"]["seeds"] == 1 and (tmp_path / "bipo_layer_22_seed1.safetensors").is_file()
+    assert len(bipo["seed_norms"]) == 2 and bipo["seed_norms"][0] != bipo["seed_norms"][1]
 
 
 def test_linear_maps_recover_a_known_map():
@@ -134,6 +150,7 @@ def test_quantised_sibling_and_direct_transfer(model, caa15, pairs):
     assert found["transferred_range"] != pytest.approx(MarginScorer(model, test).margin_range(caa15), abs=1e-3)
     assert found["retained"] == pytest.approx(found["transferred_range"] / found["native_range"])
     assert 0.5 < found["retained"] < 2 and found["retained"] != pytest.approx(1.0, abs=1e-4)
+    assert found["retained_ci"][0] <= found["retained"] <= found["retained_ci"][1]
     with pytest.raises(BipoLensError, match="@int2"):
         load_model("smollm2-135m-instruct@int9")
 
@@ -181,6 +198,9 @@ def test_composition_adds_two_different_vectors(model, caa15, pairs):
     alone = compose(model, {"a": caa15, "zero": zero}, {"a": test, "zero": test}, weights=[0.0, 1.0])
     assert alone["behaviours"]["a"]["retained"] == pytest.approx(1.0, abs=1e-4)
     assert alone["behaviours"]["a"]["crosstalk"] == pytest.approx(0.0, abs=1e-4)
+    assert alone["behaviours"]["a"]["retained_ci"] == pytest.approx([1.0, 1.0], abs=1e-4)  # a zero partner: no spread
+    for m in found["behaviours"].values():
+        assert m["retained_ci"][0] <= m["retained"] <= m["retained_ci"][1]
     with pytest.raises(BipoLensError, match="at least two"):
         compose(model, {"a": caa15}, {"a": test})
 
@@ -215,13 +235,15 @@ def test_best_layer_claim_counts_the_layers_it_cannot_tell_apart():
     from bipo_lens.analysis import claims
 
     noise = [0.01 * ((i * 7) % 5 - 2) for i in range(20)]
-    clear = claims.best_layer({2: [0.1 + e for e in noise], 15: [1.0 + e for e in noise], 28: [0.2 + e for e in noise]}, 30)
-    assert clear["value"] == 15 and clear["tied"] == [15]
+    grid = lambda level, sign=1, seeds=1: [[level + sign * e for e in noise]] * seeds  # noqa: E731
+    clear = claims.best_layer({2: grid(0.1), 15: grid(1.0), 28: grid(0.2)}, 30)
+    assert clear["value"] == 15 and clear["tied"] == [15] and clear["seeds"] == 1 and clear["pairs"] == 20
     assert clear["verdict"] == "inconclusive" and "middle half" in clear["why"] and "one training seed" in clear["why"]
-    tie = claims.best_layer({2: [1.0 - e for e in noise], 15: [1.0 + e for e in noise]}, 30)
+    assert claims.best_layer({2: grid(0.1, seeds=3), 15: grid(1.0, seeds=3)}, 30)["verdict"] == "reproduced"
+    tie = claims.best_layer({2: grid(1.0, -1), 15: grid(1.0)}, 30)
     assert tie["tied"] == [2, 15] and "outside the middle half" in tie["why"]
-    shallow = claims.best_layer({2: [2.0 + e for e in noise], 15: [1.0 + e for e in noise]}, 30)
-    assert shallow["value"] == 2 and "no layer in the middle half" in shallow["why"]
+    shallow = claims.best_layer({2: grid(2.0, seeds=2), 15: grid(1.0, seeds=2)}, 30)
+    assert shallow["value"] == 2 and shallow["verdict"] == "not reproduced" and "no layer in the middle half" in shallow["why"]
     assert claims.verdict((0.1, 0.3), 0.0, 2) == ("reproduced", "interval above 0")
     assert claims.verdict((0.1, 0.3), 0.0, 1) == ("inconclusive", "interval above 0, but one training seed")
     assert claims.verdict((-0.3, -0.1), 0.0, 3)[0] == "not reproduced"

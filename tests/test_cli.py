@@ -119,6 +119,11 @@ def test_analysis_commands_reject_bad_input_in_one_line(tmp_path):
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     nothing = cli("similarity")
     assert nothing.returncode == 2 and "--vector" in nothing.stderr
+    assert_one_line_error(cli("sweep", "--data", "power_seeking", "--seeds", "0", "--out-dir", tmp_path / "s"),
+                          "--seeds must be at least 1")
+    assert_one_line_error(cli("figures", "--seeds", "0", "--out-dir", tmp_path / "f", "--work-dir", tmp_path / "w"),
+                          "--seeds must be at least 1")
+    assert not (tmp_path / "s").exists() and not (tmp_path / "w").exists()  # stopped before any work
 
 
 FIGURES = {"steering_curve.png", "training_curve.png", "layer_sweep.png", "similarity_heatmap.png", "transfer.png",

@@ -114,15 +114,15 @@ def beats_at_equal_fluency(scorer: MarginScorer, evaluated: list[dict], ours: tu
                   budget_perplexity=front["_settings"]["budget_perplexity"])
 
 
-def best_layer(ranges: dict[int, list[float]], n_layers: int) -> dict:
-    """From per-pair margin ranges at each layer (one method, the same pairs): the best layer by
-    mean, and the layers whose difference from it has an interval reaching 0 (not told apart).
-    The paper's claim is that a middle layer steers (it uses 15 of Llama-2-7B's 32): reproduced
-    if every layer not told apart from the best lies in the middle half of the depth, not
-    reproduced if none does."""
-    means = {layer: fmean(r) for layer, r in ranges.items()}
+def best_layer(ranges: dict[int, list[list[float]]], n_layers: int) -> dict:
+    """From per-pair margin ranges at each layer (one method, a ``[seed][pair]`` grid per layer, the
+    same pairs and number of seeds everywhere): the best layer by mean, and the layers whose
+    difference from it has an interval reaching 0 (not told apart). The paper's claim is that a
+    middle layer steers (it uses 15 of Llama-2-7B's 32): reproduced if every layer not told apart
+    from the best lies in the middle half of the depth, not reproduced if none does."""
+    means = {layer: fmean(x for row in grid for x in row) for layer, grid in ranges.items()}
     best = max(means, key=means.get)
-    gaps = {layer: paired_difference_ci(r, ranges[best]) for layer, r in ranges.items() if layer != best}
+    gaps = {layer: crossed_difference_ci(grid, ranges[best]) for layer, grid in ranges.items() if layer != best}
     tied = sorted([best, *(layer for layer, ci in gaps.items() if ci is None or ci[0] <= 0)])
     middle = [layer for layer in tied if 0.25 <= layer / (n_layers - 1) <= 0.75]
     if len(middle) == len(tied):
@@ -131,10 +131,11 @@ def best_layer(ranges: dict[int, list[float]], n_layers: int) -> dict:
         found, why = NOT_REPRODUCED, "no layer in the middle half is as good as the best"
     else:
         found, why = INCONCLUSIVE, "layers outside the middle half are not told apart from the best"
-    if found != INCONCLUSIVE:  # the sweep trains one seed per layer
+    seeds = len(ranges[best])
+    if found != INCONCLUSIVE and seeds < 2:
         found, why = INCONCLUSIVE, f"{why}, but one training seed"
     return {"value": best, "tied": tied, "means": means, "gaps": {k: list(v) if v else None for k, v in gaps.items()},
-            "pairs": len(ranges[best]), "seeds": 1, "verdict": found, "why": why}
+            "pairs": len(ranges[best][0]), "seeds": seeds, "verdict": found, "why": why}
 
 
 def retained(scorer: MarginScorer, moved: list[SteeringVector], native: list[SteeringVector],

@@ -5,7 +5,8 @@ held-out margin is measured under ``w_a a + w_b b``. Per behaviour:
 
 - ``range_alone``: its margin range (at ``+m`` minus at ``-m``) with the others off;
 - ``range_with_others``: the same with every other vector at ``+m``;
-- ``retained``: their ratio (1: no interference; below 1: the others blunt it);
+- ``retained``: their ratio (1: no interference; below 1: the others blunt it), with
+  ``retained_ci``, its 95% interval over the held-out pairs;
 - ``crosstalk``: how far the others alone (at ``+m`` against ``-m``) move its margin, relative to
   its own range; 0 when the vectors are independent.
 """
@@ -13,11 +14,13 @@ held-out margin is measured under ``w_a a + w_b b``. Per behaviour:
 from __future__ import annotations
 
 import itertools
+from statistics import fmean
 from typing import Sequence
 
 from bipo_lens.analysis.similarity import cosine
 from bipo_lens.errors import BipoLensError
 from bipo_lens.evaluation.evaluate import MarginScorer
+from bipo_lens.evaluation.intervals import crossed_ratio_ci
 from bipo_lens.pairs import PreferencePair
 from bipo_lens.vectors import SteeringVector
 
@@ -38,13 +41,16 @@ def compose(
     names, weights, multiplier = list(vectors), [float(w) for w in weights], float(multiplier)
     scorers = {name: MarginScorer(model, pairs) for name, pairs in test_pairs.items()}
 
-    measured: dict[tuple, float] = {}  # the summary below revisits grid points: score each once
+    measured: dict[tuple, list[float]] = {}  # per pair; the summary below revisits grid points: score each once
 
-    def margin(name: str, assignment: dict[str, float]) -> float:
+    def per_pair(name: str, assignment: dict[str, float]) -> list[float]:
         key = (name, *sorted((n, w) for n, w in assignment.items() if w != 0))
         if key not in measured:
-            measured[key] = float(scorers[name].margins([(vectors[n], w) for n, w in assignment.items()]).mean())
+            measured[key] = scorers[name].margins([(vectors[n], w) for n, w in assignment.items()]).tolist()
         return measured[key]
+
+    def margin(name: str, assignment: dict[str, float]) -> float:
+        return fmean(per_pair(name, assignment))
 
     grid = []
     for combination in itertools.product(weights, repeat=len(names)):
@@ -57,8 +63,13 @@ def compose(
         with_up = {n: multiplier for n in others}
         together = margin(name, {name: multiplier, **with_up}) - margin(name, {name: -multiplier, **with_up})
         shift = margin(name, with_up) - margin(name, {n: -multiplier for n in others})
+        ranges = {label: [a - b for a, b in zip(per_pair(name, {name: multiplier, **fixed}),
+                                                per_pair(name, {name: -multiplier, **fixed}))]
+                  for label, fixed in (("alone", {}), ("together", with_up))}
+        ci = crossed_ratio_ci([ranges["together"]], [ranges["alone"]])  # over held-out pairs
         behaviours[name] = {"range_alone": alone, "range_with_others": together,
                             "retained": together / alone if alone else float("nan"),
+                            "retained_ci": list(ci) if ci else None,
                             "crosstalk": shift / alone if alone else float("nan")}
     cosines = {f"{a}|{b}": cosine(vectors[a], vectors[b]) for a, b in itertools.combinations(names, 2)}
     return {"grid": grid, "behaviours": behaviours, "cosines": cosines, "multiplier": multiplier,

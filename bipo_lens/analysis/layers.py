@@ -3,6 +3,10 @@
 A sweep writes one JSON result per layer (and both vectors) into its directory as it goes; run it
 again with the same settings and data, and finished layers are read back instead of recomputed,
 so an interrupted sweep resumes where it stopped.
+
+With ``seeds`` > 1, BiPO is trained once per seed at each layer (CAA has no randomness) and each
+method's margin range gets a 95% interval over held-out pairs and seeds (a crossed bootstrap), so
+"layer 12 beats layer 18" can be told from seed and question noise.
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from tqdm.auto import tqdm
 from bipo_lens.analysis.similarity import cosine
 from bipo_lens.atomic import atomic_write
 from bipo_lens.errors import BipoLensError
-from bipo_lens.evaluation.evaluate import evaluate
+from bipo_lens.evaluation.evaluate import MarginScorer, evaluate
+from bipo_lens.evaluation.intervals import crossed_difference_ci
 from bipo_lens.models import check_layer, info
 from bipo_lens.pairs import PreferencePair, fingerprint
 from bipo_lens.training import train_bipo, train_caa
@@ -38,6 +43,11 @@ class SweepConfig:
     generations: int = 0  # questions answered and judged per layer and method (0: margins only)
     max_new_tokens: int = 32
     seed: int = 0
+    seeds: int = 1  # BiPO trainings per layer, seeds seed .. seed + seeds - 1
+
+    def key(self) -> dict:
+        """What a finished layer must match to be reused (one seed keeps the keys of older sweeps)."""
+        return {k: v for k, v in asdict(self).items() if not (k == "seeds" and v == 1)}
 
 
 def sweep_layers(
@@ -60,7 +70,7 @@ def sweep_layers(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train, test = train_pairs[: config.max_train_pairs], test_pairs[: config.max_test_pairs]
-    key = {"model": info(model).model_id, "config": asdict(config), "train": fingerprint(train),
+    key = {"model": info(model).model_id, "config": config.key(), "train": fingerprint(train),
            "test": fingerprint(test)}
     results = []
     for layer in tqdm(layers, desc="layer sweep", disable=not progress):
@@ -84,9 +94,12 @@ def _read(path: Path) -> dict | None:
 def _sweep_one(model, train, test, layer: int, config: SweepConfig, judge, key: dict, out: Path) -> dict:
     vectors, seconds = {}, {}
     started = time.time()
-    vectors["bipo"] = train_bipo(model, train, layer, epochs=config.epochs, lr=config.lr, seed=config.seed,
-                                 progress=False)
-    seconds["bipo"] = time.time() - started
+    seeds = [train_bipo(model, train, layer, epochs=config.epochs, lr=config.lr, seed=config.seed + k, progress=False)
+             for k in range(config.seeds)]
+    vectors["bipo"] = seeds[0]
+    seconds["bipo"] = (time.time() - started) / len(seeds)
+    for k, vector in enumerate(seeds[1:], start=1):
+        vector.save(out / f"bipo_layer_{layer:02d}_seed{config.seed + k}.safetensors", overwrite=True)
     started = time.time()
     vectors["caa"] = train_caa(model, train, layer)
     seconds["caa"] = time.time() - started
@@ -97,6 +110,8 @@ def _sweep_one(model, train, test, layer: int, config: SweepConfig, judge, key: 
                       max_questions=len(test), max_generations=config.generations,
                       max_new_tokens=config.max_new_tokens, progress=False)
     result = {"layer": layer, "key": key, "cosine": cosine(vectors["bipo"], vectors["caa"])}
+    scorer = MarginScorer(model, test)  # per pair, for the intervals
+    grids = {"bipo": [scorer.pair_ranges(v, m).tolist() for v in seeds], "caa": [scorer.pair_ranges(vectors["caa"], m).tolist()]}
     for method in METHODS:
         rows = {r["multiplier"]: r for r in report["results"] if r["vector"] == method}
         judge_range = (rows[m]["judge_score"] - rows[-m]["judge_score"]
@@ -109,9 +124,21 @@ def _sweep_one(model, train, test, layer: int, config: SweepConfig, judge, key: 
             "norm": vectors[method].norm,
             "train_seconds": round(seconds[method], 2),
             "results": list(rows.values()),
+            **_range_interval(grids[method]),
         }
+        if method == "bipo" and len(seeds) > 1:  # the mean over seeds, as the interval is
+            result[method]["margin_range"] = sum(map(sum, grids[method])) / sum(map(len, grids[method]))
+            result[method]["range_per_norm"] = result[method]["margin_range"] / max(
+                sum(v.norm for v in seeds) / len(seeds), 1e-12)
+            result[method]["seed_norms"] = [v.norm for v in seeds]
     result["generations"] = report["generations"]
     return result
+
+
+def _range_interval(grid: list[list[float]]) -> dict:
+    """The 95% crossed interval of the mean margin range over a ``[seed][pair]`` grid, and the grid."""
+    ci = crossed_difference_ci([[0.0] * len(row) for row in grid], grid)
+    return {"margin_range_ci": list(ci) if ci else None, "seeds": len(grid), "pair_ranges": grid}
 
 
 def recommend_layer(results: list[dict], method: str = "bipo", metric: str = "margin_range") -> int:

@@ -33,6 +33,7 @@ from torch import Tensor
 
 from bipo_lens.errors import BipoLensError
 from bipo_lens.evaluation.evaluate import MarginScorer
+from bipo_lens.evaluation.intervals import crossed_ratio_ci
 from bipo_lens.models import check_layer, info, run_to_layer
 from bipo_lens.pairs import PreferencePair
 from bipo_lens.activations import device_of
@@ -150,15 +151,18 @@ def transfer_vector(vector: SteeringVector, target_model, target_layer: int | No
 def retained_efficacy(target_model, transferred: SteeringVector, native: SteeringVector,
                       test_pairs: list[PreferencePair], multiplier: float = 1.0,
                       scorer: MarginScorer | None = None) -> dict:
-    """Margin ranges on the target of the transferred and the native vector, and their ratio.
+    """Margin ranges on the target of the transferred and the native vector, and their ratio with
+    its 95% interval over the held-out pairs (``retained_ci``).
 
     Steering strength grows with a vector's norm, so a transferred vector longer than the native
     one can retain more than 1; the norms are reported beside the ratio."""
     scorer = scorer or MarginScorer(target_model, test_pairs)
-    moved = scorer.margin_range(transferred, multiplier)
-    native_range = scorer.margin_range(native, multiplier)
+    above, below = scorer.pair_ranges(transferred, multiplier), scorer.pair_ranges(native, multiplier)
+    moved, native_range = float(above.mean()), float(below.mean())
+    ci = crossed_ratio_ci([above.tolist()], [below.tolist()])  # over the held-out pairs
     return {"transferred_range": moved, "native_range": native_range,
             "retained": moved / native_range if native_range else float("nan"),
+            "retained_ci": list(ci) if ci else None,
             "transferred_norm": transferred.norm, "native_norm": native.norm,
             "cosine_to_native": float(torch.nn.functional.cosine_similarity(
                 transferred.vector.float(), native.vector.float(), dim=0))}
