@@ -77,6 +77,7 @@ def test_analysis_commands(tmp_path):
                 "--max-test-pairs", "4", "--out-dir", tmp_path / "sweep", "--plot", tmp_path / "sweep.png", "--device", "cpu")
     assert sweep.returncode == 0, sweep.stderr
     assert "recommended layer: BiPO" in sweep.stdout and (tmp_path / "sweep.png").is_file()
+    assert "BiPO: not told apart from the best layer: " in sweep.stdout and "95% interval" in sweep.stdout
     assert sorted(p.name for p in (tmp_path / "sweep").glob("layer_*.json")) == ["layer_24.json", "layer_27.json"]
     vector = tmp_path / "sweep" / "caa_layer_24.safetensors"
     similarity = cli("similarity", "--vector", vector, "--vector", tmp_path / "sweep" / "bipo_layer_24.safetensors",
@@ -93,6 +94,7 @@ def test_analysis_commands(tmp_path):
     assert found["retained"] == pytest.approx(found["transferred_range"] / found["native_range"])
     assert found["transferred_range"] != pytest.approx(found["native_range"], abs=1e-3)  # two different vectors
     assert found["cosine_to_native"] < 0.999
+    assert "[{:.3f}, {:.3f}] (95%, over pairs)".format(*found["retained_ci"]) in transfer.stdout
     info = cli("info", tmp_path / "moved.safetensors")
     assert "smollm2-135m-instruct@int4" in info.stdout and "transferred_from" in info.stdout
     compose = cli("compose", "--vector", vector, "--data", "power_seeking", "--vector",
