@@ -89,28 +89,24 @@ def test_layer_sweep_writes_one_result_per_layer_and_resumes(model, pairs, tmp_p
     assert json.loads((tmp_path / "layer_27.json").read_text())["layer"] == 27  # broken one: redone
     assert again[0] == first[0]
     assert time.time() - started < 60
-    changed = sweep_layers(model, pairs[0], pairs[1], [22], tmp_path, SweepConfig(epochs=2, max_train_pairs=4,
-                                                                                  max_test_pairs=4), progress=False)
-    assert (tmp_path / "layer_22.json").stat().st_mtime_ns != stamp  # other settings: recomputed
-    assert changed[0]["key"]["config"]["epochs"] == 2
-    with pytest.raises(BipoLensError, match="out of range"):
-        sweep_layers(model, pairs[0], pairs[1], [30], tmp_path, config)
     assert "seeds" not in first[0]["key"]["config"]  # one seed keeps the keys of older sweeps
     low, high = first[0]["bipo"]["margin_range_ci"]
     assert low <= first[0]["bipo"]["margin_range"] + 1e-3 and first[0]["bipo"]["margin_range"] - 1e-3 <= high
-
-
-def test_layer_sweep_with_seeds_reports_the_mean_and_an_interval_over_seeds(model, pairs, tmp_path):
+    # Other settings (here two BiPO seeds) recompute the layer: the mean over seeds and an interval over both.
     seeded = sweep_layers(model, pairs[0], pairs[1], [22], tmp_path, SweepConfig(epochs=1, max_train_pairs=4,
                                                                                  max_test_pairs=4, seeds=2),
                           progress=False)[0]
+    assert (tmp_path / "layer_22.json").stat().st_mtime_ns != stamp and seeded["key"]["config"]["seeds"] == 2
     bipo = seeded["bipo"]
     assert bipo["seeds"] == 2 and len(bipo["pair_ranges"]) == 2 and len(bipo["pair_ranges"][0]) == 4
     assert bipo["pair_ranges"][0] != bipo["pair_ranges"][1]  # two trainings, not one copied
+    assert bipo["pair_ranges"][0] == pytest.approx(first[0]["bipo"]["pair_ranges"][0])  # seed 0 is the same run
     assert bipo["margin_range"] == pytest.approx(sum(map(sum, bipo["pair_ranges"])) / 8)
     assert bipo["margin_range_ci"][0] <= bipo["margin_range"] <= bipo["margin_range_ci"][1]
     assert seeded["caa"]["seeds"] == 1 and (tmp_path / "bipo_layer_22_seed1.safetensors").is_file()
     assert len(bipo["seed_norms"]) == 2 and bipo["seed_norms"][0] != bipo["seed_norms"][1]
+    with pytest.raises(BipoLensError, match="out of range"):
+        sweep_layers(model, pairs[0], pairs[1], [30], tmp_path, config)
 
 
 def test_linear_maps_recover_a_known_map():
