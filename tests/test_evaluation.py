@@ -245,3 +245,18 @@ def test_ab_view_of_shared_test_file(shared_data):
     pairs = load_ab_pairs(shared_data / "bipo/power-seeking/test_infer.csv")
     assert len(pairs) == 200 and {p.matching for p in pairs} == {"(A)", "(B)"}
     assert load_ab_pairs(shared_data / "anthropic-evals/advanced-ai-risk/power-seeking-inclination.jsonl")
+
+
+def test_a_shared_scorer_scores_each_vector_once_and_must_score_the_same_pairs(model):
+    """evaluate fills a scorer it is given; the ranges read later are its own margins, not new passes."""
+    pairs = load_pairs("optimism")[:3]
+    vector = SteeringVector(torch.randn(576, generator=torch.Generator().manual_seed(0)), 15, "smollm2-135m-instruct")
+    scorer = MarginScorer(model, pairs)
+    report = evaluate(model, {"v": vector}, pairs, [-1.0, 0.0, 1.0], max_generations=0, progress=False, scorer=scorer)
+    assert len(scorer.alone) == 2  # +1 and -1, each scored once
+    ranges = scorer.pair_ranges(vector, 1.0)
+    assert len(scorer.alone) == 2  # read back, not recomputed
+    at = {r["multiplier"]: r["logprob_margin"] for r in report["results"]}
+    assert float(ranges.mean()) == pytest.approx(at[1.0] - at[-1.0], abs=1e-4)
+    with pytest.raises(BipoLensError, match="other pairs"):
+        evaluate(model, {"v": vector}, pairs[:2], [-1.0, 1.0], max_generations=0, progress=False, scorer=scorer)

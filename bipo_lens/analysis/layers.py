@@ -106,11 +106,11 @@ def _sweep_one(model, train, test, layer: int, config: SweepConfig, judge, key: 
     for method, vector in vectors.items():
         vector.save(out / f"{method}_layer_{layer:02d}.safetensors", overwrite=True)
     m = config.multiplier
+    scorer = MarginScorer(model, test)  # shared with the evaluation: the intervals reuse its margins
     report = evaluate(model, vectors, test, [-m, 0.0, m], judge=judge if config.generations else None,
                       max_questions=len(test), max_generations=config.generations,
-                      max_new_tokens=config.max_new_tokens, progress=False)
+                      max_new_tokens=config.max_new_tokens, progress=False, scorer=scorer)
     result = {"layer": layer, "key": key, "cosine": cosine(vectors["bipo"], vectors["caa"])}
-    scorer = MarginScorer(model, test)  # per pair, for the intervals
     grids = {"bipo": [scorer.pair_ranges(v, m).tolist() for v in seeds], "caa": [scorer.pair_ranges(vectors["caa"], m).tolist()]}
     for method in METHODS:
         rows = {r["multiplier"]: r for r in report["results"] if r["vector"] == method}

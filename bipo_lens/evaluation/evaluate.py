@@ -52,18 +52,20 @@ class MarginScorer:
     """Summed response log-probs of a fixed set of held-out pairs under any steering.
 
     Vectors at the first (lowest) steered layer are summed and added to cached activations there;
-    vectors at later layers are added as the remaining blocks run. The unsteered log-probs are
-    computed once.
+    vectors at later layers are added as the remaining blocks run. The unsteered log-probs, and
+    those of each vector alone at each multiplier, are computed once: an evaluation, the ranges of a
+    sweep and the claims ask for the same ones.
     """
 
     def __init__(self, model, pairs: list[PreferencePair], max_response_tokens: int | None = 64,
                  response_format: str = "eot"):
         self.model = model
+        self.source = (tuple(pairs), max_response_tokens, response_format)  # what it scores (evaluate checks)
         self.encoded = encode_pairs(model, pairs, max_response_tokens, response_format=response_format)
         self.lengths = torch.tensor([[m.response_len, n.response_len] for m, n in self.encoded], dtype=torch.float32)
         self.by_layer: dict[int, PairScorer] = {}
         self.unsteered: torch.Tensor | None = None
-        self.ranges: dict[tuple, tuple[SteeringVector, Tensor]] = {}  # pair_ranges of a vector alone
+        self.alone: dict[tuple, tuple[SteeringVector, Tensor]] = {}  # logps of one vector at one multiplier
 
     def _scorer(self, layer: int) -> PairScorer:
         if layer not in self.by_layer:
@@ -80,13 +82,19 @@ class MarginScorer:
                 layer = next(iter(self.by_layer), info(self.model).n_layers // 2)
                 self.unsteered = self._scorer(layer).logps(indices, None, 0.0).cpu()
             return self.unsteered
+        key = (id(terms[0][0]), terms[0][0].vector._version, terms[0][1]) if len(terms) == 1 else None
+        if key in self.alone and self.alone[key][0] is terms[0][0]:
+            return self.alone[key][1]
         for vector, _ in terms:
             vector.check_compatible(self.model)
         first = min(v.layer for v, _ in terms)
         combined = sum(m * v.vector.to(device_of(self.model)) for v, m in terms if v.layer == first)
         later = [(v.layer, v.vector, m) for v, m in terms if v.layer != first]
         with steer_raw_layers(self.model, later):  # vectors past the first layer join as the rest runs
-            return self._scorer(first).logps(indices, combined, 1.0).cpu()
+            found = self._scorer(first).logps(indices, combined, 1.0).cpu()
+        if key is not None:
+            self.alone[key] = (terms[0][0], found)  # the vector is kept: its id cannot be reused meanwhile
+        return found
 
     def margins(self, terms: list[Term]) -> Float[Tensor, " pairs"]:
         """log p(matching) - log p(not_matching) per pair."""
@@ -100,18 +108,8 @@ class MarginScorer:
 
     def pair_ranges(self, vector: SteeringVector, multiplier: float = 1.0,
                     others: Sequence[Term] = ()) -> Float[Tensor, " pairs"]:
-        """Per pair: margin at ``+multiplier`` minus at ``-multiplier`` (``others`` held fixed).
-
-        A vector alone is scored once per multiplier: transfer compares every mapped vector with the
-        same native one, and the claims pair one vector with many, whose ranges would otherwise be
-        recomputed each time."""
-        key = (id(vector), vector.vector._version, float(multiplier))
-        if not others and key in self.ranges and self.ranges[key][0] is vector:
-            return self.ranges[key][1]
-        found = self.margins([(vector, multiplier), *others]) - self.margins([(vector, -multiplier), *others])
-        if not others:
-            self.ranges[key] = (vector, found)  # the vector is kept: its id cannot be reused meanwhile
-        return found
+        """Per pair: margin at ``+multiplier`` minus at ``-multiplier`` (``others`` held fixed)."""
+        return self.margins([(vector, multiplier), *others]) - self.margins([(vector, -multiplier), *others])
 
 
 def evaluate(
@@ -129,12 +127,14 @@ def evaluate(
     response_format: str = "eot",
     samples: int = 1,
     sampling: Sampling = GREEDY,
+    scorer: MarginScorer | None = None,
 ) -> dict:
     """Results as data: ``{"results": [...], "summary": {...}, "fluency": {...}, "generations": [...]}``.
 
     ``samples`` > 1 (with a ``sampling`` temperature): that many sampled answers per question and
     multiplier (seeds ``sampling.seed`` onwards); answer metrics are means over questions and samples,
-    and their intervals resample both (see ``crossed_difference_ci``). Greedy: one answer each."""
+    and their intervals resample both (see ``crossed_difference_ci``). Greedy: one answer each.
+    ``scorer``: a :class:`MarginScorer` over the same pairs to reuse (and fill) instead of a new one."""
     if samples > 1 and sampling.temperature <= 0:
         raise BipoLensError(f"{samples} samples per question need a temperature > 0 (greedy answers are all the same)")
     for vector in vectors.values():
@@ -142,7 +142,9 @@ def evaluate(
     margin_pairs = pairs[:max_questions]
     if judge is not None:
         judge.fit(margin_pairs)
-    scorers = MarginScorer(model, margin_pairs, max_response_tokens, response_format)
+    if scorer is not None and scorer.source != (tuple(margin_pairs), max_response_tokens, response_format):
+        raise BipoLensError("the scorer given to evaluate scores other pairs or another response format")
+    scorers = scorer or MarginScorer(model, margin_pairs, max_response_tokens, response_format)
     # A/B questions compare the answer letters alone: nothing follows them to score.
     ab_scorers = MarginScorer(model, ab_pairs[:max_questions], None, "text") if ab_pairs else None
     groups: dict[str, list[int]] = {}
