@@ -390,7 +390,7 @@ def _claims(run: _Run, judge) -> dict:
     sweep_test = run.ps_test[: b.sweep.max_test_pairs]
     sweep_scorer = MarginScorer(model, sweep_test)
     sweep = load_sweep_vectors(run.sweep_dir("power_seeking"), list(b.layers))
-    found["best_layer"] = claim.best_layer({layer: [claim.pair_ranges(sweep_scorer, v["bipo"], m)]
+    found["best_layer"] = claim.best_layer({layer: [sweep_scorer.pair_ranges(v["bipo"], m).tolist()]
                                             for layer, v in sweep.items()}, info(model).n_layers)
     del sweep_scorer
     run.log("claims: composition")

@@ -27,12 +27,6 @@ TRANSFER_KEEPS = 0.5  # a vector "transfers" if it keeps more than half its nati
 COMPOSITION_KEEPS = 0.8  # "composes" if each behaviour keeps more than 80% of its range beside the other
 
 
-def pair_ranges(scorer: MarginScorer, vector: SteeringVector, multiplier: float = 1.0,
-                others: Sequence[tuple] = ()) -> list[float]:
-    """Per held-out pair: margin at ``+multiplier`` minus at ``-multiplier`` (``others`` held fixed)."""
-    return scorer.pair_ranges(vector, multiplier, others).tolist()
-
-
 def pair_shifts(scorer: MarginScorer, vector: SteeringVector, multiplier: float) -> list[float]:
     """Per held-out pair: margin at ``multiplier`` minus the unsteered margin."""
     return (scorer.margins([(vector, multiplier)]) - scorer.margins([])).tolist()
@@ -87,8 +81,8 @@ def beats(scorer: MarginScorer, seeds: list[SteeringVector], rivals: list[Steeri
           multiplier: float = 1.0) -> dict:
     """Margin range of each seed's vector minus that of its rival (``rivals[i]`` for ``seeds[i]``),
     paired by held-out pair; above 0 means the first steers more."""
-    ours = [pair_ranges(scorer, v, multiplier) for v in seeds]
-    theirs = [pair_ranges(scorer, v, multiplier) for v in rivals]
+    ours = [scorer.pair_ranges(v, multiplier).tolist() for v in seeds]
+    theirs = [scorer.pair_ranges(v, multiplier).tolist() for v in rivals]
     interval = crossed_difference_ci(theirs, ours)
     return _claim(fmean(fmean(r) for r in ours) - fmean(fmean(r) for r in theirs), interval, 0.0, len(seeds),
                   len(ours[0]), multiplier=multiplier, ours=fmean(fmean(r) for r in ours),
@@ -143,8 +137,8 @@ def retained(scorer: MarginScorer, moved: list[SteeringVector], native: list[Ste
     """Retained efficacy with an interval: mean per-pair range of the moved vectors (one per seed)
     over that of the native ones (``native[i]`` beside ``moved[i]``; repeat one native vector to pair
     it with every seed), resampling pairs and seeds together."""
-    above = [pair_ranges(scorer, v, multiplier, others) for v in moved]
-    below = [pair_ranges(scorer, v, multiplier) for v in native]
+    above = [scorer.pair_ranges(v, multiplier, others).tolist() for v in moved]
+    below = [scorer.pair_ranges(v, multiplier).tolist() for v in native]
     mean_below = fmean(fmean(r) for r in below)
     value = fmean(fmean(r) for r in above) / mean_below if mean_below else float("nan")
     return _claim(value, crossed_ratio_ci(above, below), threshold, len(moved), len(above[0]),
