@@ -40,12 +40,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bipo-lens", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    train = commands.add_parser("train", help="train a BiPO or CAA vector from a pairs file")
+    train = commands.add_parser("train", help="train a BiPO vector (or a baseline: CAA, PCA, RePS) from a pairs file")
     train.add_argument("--data", required=True, help="pairs file (BiPO CSV, A/B CSV, JSON/JSONL, TruthfulQA) or a built-in set")
     train.add_argument("--layer", type=int, required=True)
     train.add_argument("--model", default=None, help="default: smollm2-135m-instruct")
-    train.add_argument("--method", choices=["bipo", "caa", "pca"], default="bipo",
-                       help="caa: mean activation difference; pca: repeng's first principal component of the differences")
+    train.add_argument("--method", choices=["bipo", "caa", "pca", "reps"], default="bipo",
+                       help="caa: mean activation difference; pca: repeng's first principal component of the "
+                            "differences; reps: RePS (Wu et al. 2025), the authors' settings unless --epochs, --lr, "
+                            "--batch-size, --weight-decay are given")
     train.add_argument("--positions", choices=["response_mean", "answer_token"], default=None,
                        help="caa/pca: where activations are read: the mean over the response (default) or the token "
                             "where the two answers first differ (the A/B letter, as Rimsky et al.'s CAA)")
@@ -371,6 +373,12 @@ def cmd_train(args) -> int:
                                 "or use another --checkpoint-dir")
     if args.resume and not args.checkpoint_dir:
         raise BipoLensError("--resume needs --checkpoint-dir")
+    if args.method == "reps":  # before any loading
+        unused = [f"--{k.replace('_', '-')}" for k in ("beta", "margin", "warmup_steps", "patience", "positions")
+                  if getattr(args, k) is not None] + (["--checkpoint-dir"] if args.checkpoint_dir else []) \
+            + (["--loss"] if args.loss != "bipo" else []) + (["--compile"] if args.compile else [])
+        if unused:
+            raise BipoLensError(f"{', '.join(unused)} do not apply to --method reps")
     if args.positions and args.method == "bipo":
         raise BipoLensError("--positions is for --method caa or pca: BiPO scores whole responses")
     pairs = load_pairs(args.data)
@@ -384,7 +392,15 @@ def cmd_train(args) -> int:
     check_layer(model, args.layer)
     record = start_record(model=model, data=[args.data], seeds={"training": args.seed, "split": args.seed})
     print(f"training {args.method} on {len(train_pairs)} pairs at layer {args.layer} of {args.model or DEFAULT_MODEL}")
-    if args.method in ("caa", "pca"):
+    if args.method == "reps":
+        from bipo_lens.training import train_reps
+
+        vector = train_reps(model, train_pairs, args.layer, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                            weight_decay=args.weight_decay, max_response_tokens=args.max_response_tokens,
+                            response_format=args.response_format, seed=args.seed)
+        for epoch in vector.history:
+            print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in epoch.items()))
+    elif args.method in ("caa", "pca"):
         if args.patience is not None:
             raise BipoLensError(f"--patience is for --method bipo: {args.method.upper()} has no training loop to stop")
         baseline = train_caa if args.method == "caa" else train_pca

@@ -9,6 +9,7 @@ a test checks that the two agree.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import einops
 import torch
@@ -80,6 +81,30 @@ class PairScorer:
             per_slot = per_slot.index_add(0, batch.target_slots, logprobs)
             out.append(einops.rearrange(per_slot, "(pairs side) -> pairs side", side=2))
         return torch.cat(out)
+
+    def sequence_logps(
+        self, sequence_indices: list[int],
+        intervene: Callable[[Float[Tensor, "row pos d_model"]], Float[Tensor, "row pos d_model"]],
+    ) -> Float[Tensor, " row"]:
+        """Summed response log-probs of the listed sequences (``2i``: matching, ``2i+1``: not), one
+        row each (no shared prompt), with ``intervene`` applied to their layer-L residuals (rows right-
+        padded, in the order given) before the later blocks. For interventions that differ per
+        sequence, prompt included, such as RePS's factor drawn for each sequence."""
+        sequences = [self.sequences[j] for j in sequence_indices]
+        if self.cached is not None:
+            rows = [self.cached[j] for j in sequence_indices]
+        else:
+            pairs = sorted({j // 2 for j in sequence_indices})
+            found = dict(zip(_sides(pairs), pair_residuals(self.model, [self.encoded[i] for i in pairs], self.layer)))
+            rows = [found[j] for j in sequence_indices]
+        batch = make_batch(sequences, self.pad, self.device)
+        resid = intervene(torch.nn.utils.rnn.pad_sequence(rows, batch_first=True))
+        hidden = run_from_layer(self.model, resid, self.layer, batch.attention_mask, batch.position_ids,
+                                compiled=self.fast.compile)
+        logits = unembed(self.model, hidden[batch.target_rows, batch.target_positions])
+        logprobs = logits.float().log_softmax(-1).gather(-1, batch.targets[:, None])[:, 0]
+        return torch.zeros(batch.n_slots, device=self.device, dtype=logprobs.dtype).index_add(
+            0, batch.target_slots, logprobs)
 
     def _hooked_forward(self, part: list[int], vector: Tensor | None, d: float) -> tuple[TokenBatch, Tensor]:
         """The naive path, as the paper's trl-based code computes it: a full forward through the

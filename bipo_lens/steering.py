@@ -1,4 +1,5 @@
-"""The one place that adds vectors to the residual stream.
+"""The one place that adds vectors to the residual stream (and, for RePS's suppression term, the one
+projection that removes a direction from it: :func:`null_out`).
 
 Training, evaluation, generation and analysis all steer through :func:`steer`, a context manager
 that hooks ``blocks.{L}.hook_resid_post``; the fast trainer, which replays cached activations,
@@ -128,6 +129,23 @@ def add_steering(
         weights = weights.to(resid.device, resid.dtype)
         scale = scale * (weights[None, :, None] if weights.ndim == 1 else weights[:, :, None])
     return resid + scale * vector
+
+
+def null_out(
+    resid: Float[Tensor, "batch pos d_model"],
+    vector: Float[Tensor, " d_model"],
+    bias: Float[Tensor, ""] | float = 0.0,
+    weights: Float[Tensor, "batch pos"] | None = None,
+) -> Float[Tensor, "batch pos d_model"]:
+    """``resid - relu(resid . v + b) / |v|^2 * v``: RePS's suppression ("null it out", Wu et al. 2025),
+    which removes the part of each position's residual along ``v`` wherever it points the vector's way
+    (past the bias) and leaves the rest. Not an addition: the one projection that steers, beside
+    :func:`add_steering`. ``weights`` (0 or 1 per row and position) choose the positions it acts on."""
+    vector = vector.to(device=resid.device, dtype=resid.dtype)
+    latent = torch.relu(resid @ vector + bias)
+    if weights is not None:
+        latent = latent * weights.to(resid.device, resid.dtype)
+    return resid - einops.einsum(latent / vector.pow(2).sum(), vector, "b p, d -> b p d")
 
 
 class _LayerHook:

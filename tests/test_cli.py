@@ -46,10 +46,18 @@ def test_generate_prints_one_answer_per_multiplier(trained):
     assert [line[:7] for line in result.stdout.splitlines() if line.startswith("[")] == ["[-1.00]", "[+0.00]", "[+1.00]"]
 
 
-def test_caa_method_and_no_overwrite(trained, tmp_path):
+def test_baseline_methods_and_no_overwrite(trained, tmp_path):
     out = tmp_path / "caa.safetensors"
     assert cli("train", "--data", "optimism", "--layer", 5, "--method", "caa", "--max-pairs", 4, "--out", out).returncode == 0
     assert_one_line_error(cli("train", "--data", "optimism", "--layer", 5, "--method", "caa", "--out", out), "exists")
+    reps = tmp_path / "reps.safetensors"
+    result = cli("train", "--data", "optimism", "--layer", 15, "--method", "reps", "--max-pairs", 6, "--epochs", 1, "--out", reps)
+    assert result.returncode == 0, result.stderr
+    assert "epoch 1" in result.stdout and "bias" in result.stdout
+    saved = SteeringVector.load(reps)
+    assert saved.method == "reps" and saved.hyperparameters["lr"] == 0.04 and saved.hyperparameters["epochs"] == 1
+    assert_one_line_error(cli("train", "--data", "optimism", "--layer", 15, "--method", "reps", "--beta", 0.1,
+                              "--out", tmp_path / "r2.safetensors"), "--beta do not apply to --method reps")
 
 
 def test_bad_inputs_end_with_one_line_and_nonzero_exit(tmp_path, trained):

@@ -5,7 +5,9 @@ from bipo_lens import PreferencePair, load_pairs, split_pairs
 from bipo_lens.errors import BipoLensError
 from bipo_lens.activations import first_divergence, response_deltas
 from bipo_lens.evaluation import MarginScorer
-from bipo_lens.training import FastPath, train_bipo, train_caa, train_pca
+from bipo_lens.steering import null_out
+from bipo_lens.training import FastPath, train_bipo, train_caa, train_pca, train_reps
+from bipo_lens.training.reps import STEERING_FACTORS, RepsConfig, reps_objective
 from bipo_lens.training.bipo import cosine_with_warmup
 from bipo_lens.tokens import encode_pairs
 
@@ -113,6 +115,39 @@ def test_pca_baseline_is_the_first_component_of_the_differences_and_steers(model
     assert (projections > 0).float().mean() > 0.5 and pca.norm == pytest.approx(float(projections.mean()), rel=1e-4)
     assert pca.method == "pca" and 0 < cosine(pca.vector, caa.vector) < 0.999  # related to CAA, not CAA
     assert MarginScorer(model, test[:8]).margin_range(pca) > 0
+
+
+def test_reps_trains_with_the_authors_settings_and_steers(model):
+    """RePS as the authors train it: their defaults, v and b both trained, the loss falls, the saved
+    vector is (mean factor + b) v, and it moves held-out margins towards the matching answers."""
+    train, test = split_pairs(load_pairs("optimism"), 0.25, seed=0)
+    v = train_reps(model, train[:6], 15, epochs=3, batch_size=3, progress=False)
+    h = v.hyperparameters
+    assert v.method == "reps" and (h["lr"], h["epochs"], h["weight_decay"], h["max_grad_norm"]) == (0.04, 3, 0.0, 1.0)
+    assert tuple(h["steering_factors"]) == STEERING_FACTORS and h["bias"] != 0.0
+    authors = RepsConfig(layer=15)  # axbench's p_vector_dps configs
+    assert (authors.epochs, authors.batch_size, authors.lr, authors.mean_factor) == (18, 6, 0.04, 11.0)
+    assert h["scale"] == pytest.approx(11.0 + h["bias"]) and v.norm == pytest.approx(h["scale"] * h["unscaled_norm"], rel=1e-4)
+    assert v.history[-1]["loss"] < v.history[0]["loss"]
+    assert MarginScorer(model, test[:8]).margin_range(v) > 0
+
+
+def test_reps_objective_weighs_the_winner_by_the_reference_gap():
+    winner, loser, lengths = torch.tensor([-10.0, -10.0]), torch.tensor([-20.0, -20.0]), torch.tensor([10.0, 10.0])
+    # gap 5 (the reference prefers the loser): the winner's length-normalised log-prob counts 5 times
+    loss = reps_objective(winner, loser, lengths, lengths, torch.tensor([-30.0, -20.0]), torch.tensor([-25.0, -25.0]))
+    assert loss.tolist() == pytest.approx([float(torch.nn.functional.softplus(torch.tensor(3.0))),  # -(5 * -1 + 2)
+                                           float(torch.nn.functional.softplus(torch.tensor(-1.0)))])  # weight 1: -(-1 + 2)
+
+
+def test_null_out_removes_the_vector_only_where_it_points_the_vectors_way():
+    v, u = torch.tensor([2.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 3.0])  # u orthogonal to v
+    resid = torch.stack([1.5 * v + u, -1.5 * v + u, 1.5 * v + u])[None]
+    out = null_out(resid, v)
+    assert torch.allclose(out[0, 0], u) and torch.equal(out[0, 1], resid[0, 1])  # the negative side is kept
+    assert torch.allclose(null_out(resid, v, bias=-100.0), resid)  # below the bias nothing is removed
+    kept = null_out(resid, v, weights=torch.tensor([[0.0, 1.0, 1.0]]))
+    assert torch.equal(kept[0, 0], resid[0, 0]) and torch.allclose(kept[0, 2], u)
 
 
 def test_activation_margin_variant_uses_its_defaults_and_learns(model):
