@@ -44,6 +44,7 @@ from bipo_lens.analysis import (
     transfer_vector,
 )
 from bipo_lens.analysis import claims as claim
+from bipo_lens.analysis.baselines import compare_methods
 from bipo_lens.analysis.layers import load_sweep_vectors
 from bipo_lens.analysis.similarity import cosine
 from bipo_lens.analysis.transfer import METHODS as MAP_METHODS
@@ -54,7 +55,7 @@ from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, evaluate
 from bipo_lens.models import DEFAULT_MODEL, info, load_model, sibling_record
 from bipo_lens.pairs import load_pairs, shared_data_dir, split_pairs
 from bipo_lens.records import describe, finish_record, git_state, start_record
-from bipo_lens.training import train_bipo, train_caa
+from bipo_lens.training import train_bipo, train_caa, train_pca, train_reps
 from bipo_lens.vectors import SteeringVector
 
 STEERING_LAYER = 15
@@ -365,6 +366,39 @@ def _draw_composition(found: dict, out: Path) -> None:
     plots.composition_grid(found["same_layer"], out / "composition.png")
 
 
+def _baselines(run: _Run, judge) -> dict:
+    """Stage 1's BiPO and CAA beside the other methods, trained on the same pairs at the same layer
+    (RePS with the budget's epochs and the authors' other settings), scored on the same held-out
+    pairs at their own norms and at BiPO's."""
+    b, model = run.budget, run.model
+    train, test = run.ps_train[: b.train_pairs], run.ps_test[: b.test_pairs]
+    first = run.power_vectors()
+    trainers = {
+        "caa_answer_token": lambda: train_caa(model, train, STEERING_LAYER, positions="answer_token"),
+        "pca": lambda: train_pca(model, train, STEERING_LAYER),
+        "bipo_activation_margin": lambda: train_bipo(model, train, STEERING_LAYER, loss="activation_margin",
+                                                     progress=False),
+        "reps": lambda: train_reps(model, train, STEERING_LAYER, epochs=b.epochs, progress=False),
+    }
+    vectors, seconds = {"bipo": first["bipo"], "caa": first["caa"]}, {}
+    for name, train_one in trainers.items():
+        run.log(f"baselines: {METHOD_NAMES[name]} on {len(train)} pairs at layer {STEERING_LAYER}")
+        started = time.time()
+        vectors[name] = train_one()
+        seconds[name] = round(time.time() - started, 1)
+    run.log(f"baselines: margins of {len(vectors)} vectors on {len(test)} held-out pairs")
+    return {"layer": STEERING_LAYER, "train_pairs": len(train), "test_pairs": len(test), "multiplier": b.multiplier,
+            "rows": compare_methods(MarginScorer(model, test), vectors, "bipo", b.multiplier),
+            "train_seconds": seconds, "reps": {"history": vectors["reps"].history,
+                                               "hyperparameters": vectors["reps"].hyperparameters}}
+
+
+def _draw_baselines(found: dict, out: Path) -> None:
+    plots.method_bars(found["rows"], out / "baselines.png",
+                      title=f"power-seeking, layer {found['layer']}: margin range (+/-{found['multiplier']:g}) "
+                            f"on {found['test_pairs']} held-out pairs")
+
+
 def _claims(run: _Run, judge) -> dict:
     """The paper's claims with intervals. BiPO is retrained at layer 15 with seeds 1.. (seed 0 is
     stage 1's vector), every other vector is read from the earlier stages' work files, and every
@@ -438,6 +472,7 @@ STAGES = {
     "similarity": (_similarity, _draw_similarity),
     "transfer": (_transfer, _draw_transfer),
     "composition": (_composition, _draw_composition),
+    "baselines": (_baselines, _draw_baselines),
     "claims": (_claims, _draw_claims),
 }
 
@@ -484,6 +519,43 @@ def _summary(results: dict) -> list[str]:
             f"layers {label}: " + ", ".join(f"{name} {m['retained']:.2f}, {m['crosstalk']:+.2f}"
                                            for name, m in part["behaviours"].items())
             for label, part in parts) + ".",
+        *([f"- **Baselines** (layer {results['baselines']['layer']}, margin range at BiPO's norm, 95% interval over "
+           f"{results['baselines']['test_pairs']} held-out pairs): " + "; ".join(
+               f"{METHOD_NAMES[r['method']]} {_ranged(r['range_at_reference_norm'], r['range_at_reference_norm_ci'])}"
+               for r in results["baselines"]["rows"]) + "."] if results.get("baselines") else []),
+    ]
+
+
+def _ranged(value: float, ci: list | None, digits: int = 2) -> str:
+    """``+0.31 [+0.12, +0.50]``."""
+    return f"{value:+.{digits}f}" + (f" [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci else "")
+
+
+def _baselines_section(found: dict | None) -> list[str]:
+    if not found:
+        return []
+    reps = found["reps"]["hyperparameters"]
+    return [
+        "## `baselines.png`: BiPO beside its baselines",
+        f"Trained on the same {found['train_pairs']} power-seeking pairs at layer {found['layer']}: BiPO and CAA "
+        "(stage 1's), CAA read at the answer token (where the two responses first differ, as Rimsky et al.), "
+        "repeng's PCA of the paired differences, the activation-margin BiPO variant (wisent-guard's loss and "
+        f"defaults), and RePS (Wu et al. 2025, `bipo_lens.training.reps`: the authors' loss, factors and "
+        f"optimiser, {reps['epochs']} epochs as BiPO's budget instead of their 18; saved as "
+        f"(mean factor + b) v, so multiplier 1 is their factor {reps['scale']:.1f}). Margin range at "
+        f"+/-{found['multiplier']:g} on {found['test_pairs']} held-out pairs, with 95% intervals over pairs (one "
+        "training seed each), at each vector's own norm and rescaled to BiPO's.", "",
+        *_table(["method", "norm", "cos to BiPO", "range, own norm", "range at BiPO's norm", "BiPO - it, equal norm",
+                 "train s"],
+                [[METHOD_NAMES[r["method"]], f"{r['norm']:.2f}", f"{r['cosine_to_reference']:+.3f}",
+                  _ranged(r["range"], r["range_ci"]), _ranged(r["range_at_reference_norm"], r["range_at_reference_norm_ci"]),
+                  "-" if r["method"] == r["reference"] else _ranged(r["reference_minus_this_at_equal_norm"],
+                                                                     r["reference_minus_this_ci"]),
+                  f"{found['train_seconds'].get(r['method'], 0):.0f}" if r["method"] in found["train_seconds"]
+                  else "stage 1"]
+                 for r in found["rows"]]), "",
+        f"RePS training: loss {found['reps']['history'][0]['loss']:.3f} -> {found['reps']['history'][-1]['loss']:.3f}, "
+        f"b {reps['bias']:+.3f}, |v| {reps['unscaled_norm']:.2f} before scaling.", "",
     ]
 
 
@@ -636,6 +708,7 @@ def render_readme(results: dict) -> str:
                   _signed(r["transferred_range"]), _signed(r["native_range"]), f"**{r['retained']:.2f}**",
                   _signed(r["cosine_to_native"], 3)] for r in tr["rows"]], text_columns=4 if mixed else 3), "",
     ]
+    lines += _baselines_section(results.get("baselines"))
     same, across = co["same_layer"], co["different_layers"]
     lines += [
         "## `composition.png`: two vectors at once",

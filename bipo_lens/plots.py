@@ -116,7 +116,8 @@ def similarity_heatmap(rows: list[dict], path: str | Path) -> Path:
     return _save(fig, path)
 
 
-METHOD_NAMES = {"bipo": "BiPO", "caa": "CAA"}  # how results' method keys are written in figures and text
+METHOD_NAMES = {"bipo": "BiPO", "caa": "CAA", "caa_answer_token": "CAA (answer token)", "pca": "PCA",
+                "bipo_activation_margin": "BiPO (activation margin)", "reps": "RePS"}  # how results' method keys are written in figures and text
 
 
 def transfer_bars(rows: list[dict], path: str | Path) -> Path:
@@ -184,4 +185,24 @@ def fluency_front(fluency: dict, path: str | Path, title: str = "") -> Path:
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
+    return _save(fig, path)
+
+
+def method_bars(rows: list[dict], path: str | Path, title: str = "") -> Path:
+    """Each method's margin range with its 95% interval: at its own norm (left) and rescaled to the
+    reference's norm (right: the direction's quality)."""
+    sns.set_theme(style="whitegrid")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    labels = [f"{METHOD_NAMES.get(r['method'], r['method'])}\n|v| {r['norm']:.1f}" for r in rows]
+    reference = METHOD_NAMES.get(rows[0]["reference"], rows[0]["reference"])
+    for ax, key, subtitle in ((axes[0], "range", "at its own norm"), (axes[1], "range_at_reference_norm", f"at {reference}'s norm")):
+        values = [r[key] for r in rows]
+        cis = [r[f"{key}_ci"] or [v, v] for r, v in zip(rows, values)]
+        errors = [[v - lo for v, (lo, _) in zip(values, cis)], [hi - v for v, (_, hi) in zip(values, cis)]]
+        ax.bar(range(len(rows)), values, yerr=errors, capsize=3, color=[f"C{i % 10}" for i in range(len(rows))])
+        ax.axhline(0.0, color="black", lw=0.6)
+        ax.set_xticks(range(len(rows)), labels, fontsize=7)
+        ax.set_ylabel("margin range (nats)")
+        ax.set_title(subtitle, fontsize=10)
+    fig.suptitle(title, fontsize=10)
     return _save(fig, path)

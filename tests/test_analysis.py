@@ -201,6 +201,26 @@ def test_composition_adds_two_different_vectors(model, caa15, pairs):
         compose(model, {"a": caa15}, {"a": test})
 
 
+def test_methods_compared_at_their_own_norm_and_at_the_references(model, pairs, caa15, tmp_path):
+    """The same direction at half the norm: half the range at its own norm, the reference's range at
+    the reference's norm (difference 0); another direction differs; the bars are drawn."""
+    from bipo_lens import plots
+    from bipo_lens.analysis import claims
+    from bipo_lens.analysis.baselines import compare_methods
+
+    other = SteeringVector(vector=torch.roll(caa15.vector, 1), layer=15, model_id=caa15.model_id, method="pca")
+    rows = compare_methods(MarginScorer(model, pairs[1][:5]),
+                           {"caa": caa15, "pca": claims.scaled(caa15, caa15.norm / 2), "reps": other}, "caa")
+    ref, half, rolled = rows
+    assert [r["method"] for r in rows] == ["caa", "pca", "reps"] and ref["reference_minus_this_ci"] is None
+    assert ref["range"] > 0 and ref["range_ci"][0] <= ref["range"] <= ref["range_ci"][1]
+    assert half["norm"] == pytest.approx(ref["norm"] / 2, rel=1e-5) and 0 < half["range"] < ref["range"]
+    assert half["range_at_reference_norm"] == pytest.approx(ref["range"], abs=1e-3)
+    assert half["reference_minus_this_ci"][0] <= 0 <= half["reference_minus_this_ci"][1]
+    assert abs(rolled["cosine_to_reference"]) < 0.5 and rolled["range_at_reference_norm"] < ref["range"]
+    assert plots.method_bars(rows, tmp_path / "bars.png").stat().st_size > 10_000
+
+
 def test_claims_read_intervals_against_the_paper_side(model, pairs, caa15):
     """Claims on known answers: a CAA vector beats itself at a quarter of its norm (interval above 0;
     one seed is inconclusive, two seeds reproduce), steers both ways, keeps all of its efficacy

@@ -171,7 +171,7 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     run = cli("figures", "--quick", "--out-dir", out, "--work-dir", work, "--device", "cpu")
     assert run.returncode == 0, run.stderr[-2000:]
     expected = {"steering_curve.png", "training_curve.png", "layer_sweep.png", "similarity_heatmap.png",
-                "transfer.png", "composition.png"}
+                "transfer.png", "composition.png", "baselines.png"}
     assert {p.name for p in out.glob("*.png")} == expected  # and the stale one is gone
     readme = (out / "README.md").read_text()
     for name in expected:
@@ -186,7 +186,10 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     assert record["device"]["name"] in readme and record["git"]["commit"][:10] in readme
     assert all(len(d["sha256"]) == 64 for d in record["data"] if "path" in d)
     resumed = cli("figures", "--quick", "--resume", "--out-dir", out, "--work-dir", work, "--device", "cpu")
-    assert resumed.returncode == 0 and resumed.stdout.count("finished earlier") == 6
+    assert resumed.returncode == 0 and resumed.stdout.count("finished earlier") == 7
+    assert [r["method"] for r in results["baselines"]["rows"]] == ["bipo", "caa", "caa_answer_token", "pca",
+                                                                   "bipo_activation_margin", "reps"]
+    assert "## `baselines.png`" in readme and "| RePS |" in readme
     assert "Stages read from an earlier run" in (out / "README.md").read_text()
     claimed = results["claims"]["claims"]
     assert results["claims"]["seeds"] == 2 and len(results["claims"]["seed_norms"]) == 2  # the quick budget's seeds

@@ -1,0 +1,42 @@
+"""BiPO beside its baselines, on the same held-out pairs and by the same metric.
+
+Methods trained on the same pairs at the same layer (CAA over the response or at the answer token,
+repeng's PCA, the activation-margin BiPO variant, RePS) come out at very different norms, so each
+is read twice: its margin range at its own scale (what a user gets at multiplier 1), and at the
+reference vector's norm (the direction's quality; what "beats" means without a scale advantage).
+Intervals are over held-out pairs (one training seed each: a difference whose interval excludes 0
+is a measured difference between these vectors, not yet between the methods).
+"""
+
+from __future__ import annotations
+
+from statistics import fmean
+
+from bipo_lens.analysis.claims import scaled
+from bipo_lens.analysis.similarity import cosine
+from bipo_lens.evaluation import MarginScorer
+from bipo_lens.evaluation.intervals import paired_difference_ci
+from bipo_lens.vectors import SteeringVector
+
+
+def compare_methods(scorer: MarginScorer, vectors: dict[str, SteeringVector], reference: str,
+                    multiplier: float = 1.0) -> list[dict]:
+    """One row per method: norm, cosine to ``vectors[reference]``, margin range (``+m`` minus ``-m``)
+    at its own norm and at the reference's, each with a 95% interval over the scorer's pairs, and
+    the reference's range minus this method's at equal norm (interval paired by pair)."""
+    ref = vectors[reference]
+    ref_ranges = scorer.pair_ranges(ref, multiplier).tolist()
+    rows = []
+    for name, vector in vectors.items():
+        own = scorer.pair_ranges(vector, multiplier).tolist()
+        equal = own if name == reference else scorer.pair_ranges(scaled(vector, ref.norm), multiplier).tolist()
+        zeros = [0.0] * len(own)
+        ci = lambda values: list(paired_difference_ci(zeros, values) or ()) or None  # noqa: E731
+        gap = paired_difference_ci(equal, ref_ranges)
+        rows.append({"method": name, "reference": reference, "norm": vector.norm, "cosine_to_reference": cosine(vector, ref),
+                     "range": fmean(own), "range_ci": ci(own),
+                     "range_at_reference_norm": fmean(equal), "range_at_reference_norm_ci": ci(equal),
+                     "reference_minus_this_at_equal_norm": fmean(ref_ranges) - fmean(equal),
+                     "reference_minus_this_ci": list(gap) if gap and name != reference else None,
+                     "pairs": len(own)})
+    return rows
