@@ -193,7 +193,7 @@ def method_bars(rows: list[dict], path: str | Path, title: str = "") -> Path:
     reference's norm (right: the direction's quality)."""
     sns.set_theme(style="whitegrid")
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    labels = [f"{METHOD_NAMES.get(r['method'], r['method'])}\n|v| {r['norm']:.1f}" for r in rows]
+    labels = [METHOD_NAMES.get(r["method"], r["method"]).replace(" (", "\n(") + f"\n|v| {r['norm']:.1f}" for r in rows]
     reference = METHOD_NAMES.get(rows[0]["reference"], rows[0]["reference"])
     for ax, key, subtitle in ((axes[0], "range", "at its own norm"), (axes[1], "range_at_reference_norm", f"at {reference}'s norm")):
         values = [r[key] for r in rows]

@@ -137,7 +137,7 @@ def test_analysis_commands_reject_bad_input_in_one_line(tmp_path):
 
 
 FIGURES = {"steering_curve.png", "training_curve.png", "layer_sweep.png", "similarity_heatmap.png", "transfer.png",
-           "composition.png"}
+           "composition.png", "baselines.png"}
 COMMITTED = Path(__file__).resolve().parents[1] / "figures"
 
 
@@ -148,11 +148,11 @@ def test_figures_resume_redraws_the_committed_run_to_its_readme(tmp_path):
     committed = json.loads((COMMITTED / "results.json").read_text())
     out, work = tmp_path / "figures", tmp_path / "work"
     work.mkdir()
-    stages = ("steering", "layers", "similarity", "transfer", "composition", "claims")
+    stages = ("steering", "layers", "similarity", "transfer", "composition", "baselines", "claims")
     for stage in stages:
         (work / f"stage_{stage}.json").write_text(json.dumps(committed[stage]))
     run = cli("figures", "--resume", "--out-dir", out, "--work-dir", work, "--device", "cpu")
-    assert run.returncode == 0 and run.stdout.count("finished earlier") == 6, run.stderr[-2000:]
+    assert run.returncode == 0 and run.stdout.count("finished earlier") == 7, run.stderr[-2000:]
     assert {p.name for p in out.glob("*.png")} == FIGURES and all(p.stat().st_size > 10_000 for p in out.glob("*.png"))
     provenance = ("Every file here was written by", "Stages read from an earlier run")
     text = lambda path: [line for line in path.read_text().splitlines() if line and not line.startswith(provenance)]  # noqa: E731
