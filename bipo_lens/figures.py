@@ -86,6 +86,7 @@ class Budget:
     weights: tuple[float, ...] = (-2.0, -1.0, 0.0, 1.0, 2.0)
     multiplier: float = 1.0  # efficacy = margin at +multiplier minus margin at -multiplier
     seeds: int = 3  # BiPO training seeds behind the claims' intervals (seed 0 is stage 1's vector)
+    reps_epochs: int = 18  # the RePS baseline's epochs (the authors' number; ~2x a BiPO epoch each)
 
 
 FULL = Budget("full", train_pairs=64, epochs=8, lr=5e-3, test_pairs=48, generations=12, max_new_tokens=40,
@@ -96,7 +97,7 @@ FULL = Budget("full", train_pairs=64, epochs=8, lr=5e-3, test_pairs=48, generati
 QUICK = Budget("quick", train_pairs=8, epochs=1, lr=5e-3, test_pairs=4, generations=1, max_new_tokens=8,
                layers=(15, 24), sweep=SweepConfig(epochs=1, max_train_pairs=4, max_test_pairs=4),
                behaviours=("optimism",), behaviour_layers=(15, 24), fit_pairs=8, composition_pairs=4,
-               fit_builtin_pairs=8, weights=(-1.0, 0.0, 1.0), finetuned=False, seeds=2)
+               fit_builtin_pairs=8, weights=(-1.0, 0.0, 1.0), finetuned=False, seeds=2, reps_epochs=1)
 
 
 @dataclass
@@ -368,7 +369,7 @@ def _draw_composition(found: dict, out: Path) -> None:
 
 def _baselines(run: _Run, judge) -> dict:
     """Stage 1's BiPO and CAA beside the other methods, trained on the same pairs at the same layer
-    (RePS with the budget's epochs and the authors' other settings), scored on the same held-out
+    (RePS with the authors' settings, ``reps_epochs`` epochs), scored on the same held-out
     pairs at their own norms and at BiPO's."""
     b, model = run.budget, run.model
     train, test = run.ps_train[: b.train_pairs], run.ps_test[: b.test_pairs]
@@ -378,7 +379,7 @@ def _baselines(run: _Run, judge) -> dict:
         "pca": lambda: train_pca(model, train, STEERING_LAYER),
         "bipo_activation_margin": lambda: train_bipo(model, train, STEERING_LAYER, loss="activation_margin",
                                                      progress=False),
-        "reps": lambda: train_reps(model, train, STEERING_LAYER, epochs=b.epochs, progress=False),
+        "reps": lambda: train_reps(model, train, STEERING_LAYER, epochs=b.reps_epochs, progress=False),
     }
     vectors, seconds = {"bipo": first["bipo"], "caa": first["caa"]}, {}
     for name, train_one in trainers.items():
@@ -541,7 +542,7 @@ def _baselines_section(found: dict | None) -> list[str]:
         "(stage 1's), CAA read at the answer token (where the two responses first differ, as Rimsky et al.), "
         "repeng's PCA of the paired differences, the activation-margin BiPO variant (wisent-guard's loss and "
         f"defaults), and RePS (Wu et al. 2025, `bipo_lens.training.reps`: the authors' loss, factors and "
-        f"optimiser, {reps['epochs']} epochs as BiPO's budget instead of their 18; saved as "
+        f"optimiser, {reps['epochs']} epochs{'' if reps['epochs'] == 18 else ' instead of their 18'}; saved as "
         f"(mean factor + b) v, so multiplier 1 is their factor {reps['scale']:.1f}). Margin range at "
         f"+/-{found['multiplier']:g} on {found['test_pairs']} held-out pairs, with 95% intervals over pairs (one "
         "training seed each), at each vector's own norm and rescaled to BiPO's.", "",
