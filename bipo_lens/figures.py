@@ -532,7 +532,7 @@ def _ranged(value: float, ci: list | None, digits: int = 2) -> str:
     return f"{value:+.{digits}f}" + (f" [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci else "")
 
 
-def _baselines_section(found: dict | None) -> list[str]:
+def baselines_table(found: dict | None) -> list[str]:
     if not found:
         return []
     reps = found["reps"]["hyperparameters"]
@@ -709,7 +709,7 @@ def render_readme(results: dict) -> str:
                   _signed(r["transferred_range"]), _signed(r["native_range"]), f"**{r['retained']:.2f}**",
                   _signed(r["cosine_to_native"], 3)] for r in tr["rows"]], text_columns=4 if mixed else 3), "",
     ]
-    lines += _baselines_section(results.get("baselines"))
+    lines += baselines_table(results.get("baselines"))
     same, across = co["same_layer"], co["different_layers"]
     lines += [
         "## `composition.png`: two vectors at once",
