@@ -224,17 +224,19 @@ def _draw_steering(found: dict, out: Path) -> None:
 def _layers(run: _Run, judge) -> dict:
     b = run.budget
     run.log(f"layers: sweep over {list(b.layers)}")
+    # BiPO trained with the claims' seeds at every layer: the best-layer claim reads these grids
     results = sweep_layers(run.model, run.ps_train, run.ps_test, list(b.layers), run.sweep_dir("power_seeking"),
-                           b.sweep, judge=judge, progress=False)
+                           replace(b.sweep, seeds=b.seeds), judge=judge, progress=False)
     return {
         "recommended": {m: recommend_layer(results, m) for m in ("bipo", "caa")},
         "recommended_per_norm": {m: recommend_layer(results, m, "range_per_norm") for m in ("bipo", "caa")},
         "sweep": [{k: v for k, v in r.items() if k != "key"} for r in results],
         "rows": [{"layer": r["layer"], "cosine": r["cosine"],
                   **{f"{m}_{k}": r[m][k] for m in ("bipo", "caa")
-                     for k in ("margin_range", "range_per_norm", "judge_range", "norm", "train_seconds")}}
+                     for k in ("margin_range", "margin_range_ci", "range_per_norm", "judge_range", "norm",
+                               "train_seconds") if k in r[m]}}
                  for r in results],
-        "config": asdict(b.sweep),
+        "config": asdict(replace(b.sweep, seeds=b.seeds)),
     }
 
 
@@ -422,20 +424,26 @@ def _claims(run: _Run, judge) -> dict:
                                                                 ("BiPO", first["bipo"]), ("CAA", caa)),
     }
     run.log("claims: best layer")
-    sweep_test = run.ps_test[: b.sweep.max_test_pairs]
-    sweep_scorer = MarginScorer(model, sweep_test)
-    sweep = load_sweep_vectors(run.sweep_dir("power_seeking"), list(b.layers))
-    found["best_layer"] = claim.best_layer({layer: [sweep_scorer.pair_ranges(v["bipo"], m).tolist()]
-                                            for layer, v in sweep.items()}, info(model).n_layers)
-    del sweep_scorer
+    swept = run.results["layers"]["sweep"]
+    if all("pair_ranges" in r["bipo"] for r in swept) and b.sweep.multiplier == m:  # the layers stage's [seed][pair] grids
+        grids = {r["layer"]: r["bipo"]["pair_ranges"] for r in swept}
+    else:  # a layers stage from before the sweep kept per-pair ranges: one seed, scored here
+        sweep_scorer = MarginScorer(model, run.ps_test[: b.sweep.max_test_pairs])
+        grids = {layer: [sweep_scorer.pair_ranges(v["bipo"], m).tolist()]
+                 for layer, v in load_sweep_vectors(run.sweep_dir("power_seeking"), list(b.layers)).items()}
+        del sweep_scorer
+    found["best_layer"] = claim.best_layer(grids, info(model).n_layers)
     run.log("claims: composition")
-    optimism = load_sweep_vectors(run.sweep_dir("optimism"), [STEERING_LAYER])[STEERING_LAYER]["bipo"]
-    _, opt_test = split_pairs(load_pairs("optimism"), 0.25, seed=0)
+    optimism = [load_sweep_vectors(run.sweep_dir("optimism"), [STEERING_LAYER])[STEERING_LAYER]["bipo"]]
+    opt_train, opt_test = split_pairs(load_pairs("optimism"), 0.25, seed=0)
+    for seed in range(1, b.seeds):  # as the similarity stage's sweep trained seed 0
+        run.log(f"claims: optimism BiPO seed {seed} at layer {STEERING_LAYER}")
+        optimism.append(train_bipo(model, opt_train[: b.sweep.max_train_pairs], STEERING_LAYER, epochs=b.sweep.epochs,
+                                   lr=b.sweep.lr, seed=b.sweep.seed + seed, progress=False))
     opt_scorer = MarginScorer(model, opt_test[: b.test_pairs])
     found["composition"] = {
-        "power_seeking": claim.retained(scorer, seeds, seeds, claim.COMPOSITION_KEEPS, m, [(optimism, m)]),
-        "optimism": claim.retained(opt_scorer, [optimism], [optimism], claim.COMPOSITION_KEEPS, m,
-                                   [(first["bipo"], m)]),  # one optimism vector: an interval over pairs only
+        "power_seeking": claim.retained(scorer, seeds, seeds, claim.COMPOSITION_KEEPS, m, [(optimism[0], m)]),
+        "optimism": claim.retained(opt_scorer, optimism, optimism, claim.COMPOSITION_KEEPS, m, [(first["bipo"], m)]),
     }
     del scorer, opt_scorer
     if b.finetuned:
@@ -675,9 +683,11 @@ def render_readme(results: dict) -> str:
         f"epochs at lr {c['lr']}; margins on {c['max_test_pairs']} held-out pairs at +/-{c['multiplier']:g}"
         + (f", judge on {c['generations']} answers of {c['max_new_tokens']} tokens" if c["generations"] else "")
         + ". Circles mark each method's best layer. Left: at each vector's own scale; middle: per unit of norm "
-        "(the direction's quality).", "",
+        "(the direction's quality)." + (f" BiPO trained with {c['seeds']} seeds per layer: its range is the mean, "
+                                         "with the 95% interval over held-out pairs and seeds." if c.get("seeds", 1) > 1
+                                         else ""), "",
         *_table(["layer", "BiPO range", "CAA range", "BiPO / norm", "CAA / norm", "BiPO judge", "CAA judge", "cosine"],
-                [[str(r["layer"]), _signed(r["bipo_margin_range"]), _signed(r["caa_margin_range"]),
+                [[str(r["layer"]), _ranged(r["bipo_margin_range"], r.get("bipo_margin_range_ci")), _signed(r["caa_margin_range"]),
                   _signed(r["bipo_range_per_norm"], 3), _signed(r["caa_range_per_norm"], 3),
                   _signed(r["bipo_judge_range"], 3), _signed(r["caa_judge_range"], 3), _signed(r["cosine"], 3)]
                  for r in lay["rows"]], text_columns=0), "",

@@ -98,11 +98,7 @@ class PairScorer:
             found = dict(zip(_sides(pairs), pair_residuals(self.model, [self.encoded[i] for i in pairs], self.layer)))
             rows = [found[j] for j in sequence_indices]
         batch = make_batch(sequences, self.pad, self.device)
-        resid = intervene(torch.nn.utils.rnn.pad_sequence(rows, batch_first=True))
-        hidden = run_from_layer(self.model, resid, self.layer, batch.attention_mask, batch.position_ids,
-                                compiled=self.fast.compile)
-        logits = unembed(self.model, hidden[batch.target_rows, batch.target_positions])
-        logprobs = logits.float().log_softmax(-1).gather(-1, batch.targets[:, None])[:, 0]
+        logprobs = self._later_blocks(batch, intervene(torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)))
         return torch.zeros(batch.n_slots, device=self.device, dtype=logprobs.dtype).index_add(
             0, batch.target_slots, logprobs)
 
@@ -137,13 +133,17 @@ class PairScorer:
         resid = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
         if vector is not None:
             resid = add_steering(resid, vector, d)
+        return batch, self._later_blocks(batch, resid)
+
+    def _later_blocks(self, batch: TokenBatch, resid: Float[Tensor, "row pos d_model"]) -> Float[Tensor, " n_targets"]:
+        """Each response token's log-prob, from the (steered) layer-L residual through the blocks after L."""
         hidden = run_from_layer(self.model, resid, self.layer, batch.attention_mask, batch.position_ids,
                                 compiled=self.fast.compile)
         if self.fast.response_logits_only:
             logits = unembed(self.model, hidden[batch.target_rows, batch.target_positions])
         else:
             logits = unembed(self.model, hidden)[batch.target_rows, batch.target_positions]
-        return batch, logits.float().log_softmax(-1).gather(-1, batch.targets[:, None])[:, 0]
+        return logits.float().log_softmax(-1).gather(-1, batch.targets[:, None])[:, 0]
 
 
 def _sides(pair_indices: list[int]) -> list[int]:

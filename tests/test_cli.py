@@ -193,6 +193,9 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     assert "Stages read from an earlier run" in (out / "README.md").read_text()
     claimed = results["claims"]["claims"]
     assert results["claims"]["seeds"] == 2 and len(results["claims"]["seed_norms"]) == 2  # the quick budget's seeds
+    assert results["layers"]["config"]["seeds"] == 2 and claimed["best_layer"]["seeds"] == 2  # seeded sweep, read back
+    assert all(len(r["bipo"]["pair_ranges"]) == 2 for r in results["layers"]["sweep"])
+    assert claimed["composition"]["optimism"]["seeds"] == 2
     for found in (claimed["both_ways"], claimed["beats_caa_own_scale"], claimed["beats_caa_equal_norm"],
                   *claimed["composition"].values()):
         assert found["verdict"] in ("reproduced", "not reproduced", "inconclusive")
