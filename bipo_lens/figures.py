@@ -541,6 +541,8 @@ def _ranged(value: float, ci: list | None, digits: int = 2) -> str:
 
 
 def baselines_table(found: dict | None) -> list[str]:
+    """The baselines section of ``figures/README.md`` (notebook 02 renders it too), from the baselines
+    stage's results; nothing for a run without that stage."""
     if not found:
         return []
     reps = found["reps"]["hyperparameters"]
