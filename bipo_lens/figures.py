@@ -389,6 +389,7 @@ def _baselines(run: _Run, judge) -> dict:
         started = time.time()
         vectors[name] = train_one()
         seconds[name] = round(time.time() - started, 1)
+        vectors[name].save(run.work / f"power_seeking_{name}.safetensors", overwrite=True)  # for later study
     run.log(f"baselines: margins of {len(vectors)} vectors on {len(test)} held-out pairs")
     return {"layer": STEERING_LAYER, "train_pairs": len(train), "test_pairs": len(test), "multiplier": b.multiplier,
             "rows": compare_methods(MarginScorer(model, test), vectors, "bipo", b.multiplier),

@@ -190,6 +190,7 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     assert [r["method"] for r in results["baselines"]["rows"]] == ["bipo", "caa", "caa_answer_token", "pca",
                                                                    "bipo_activation_margin", "reps"]
     assert "## `baselines.png`" in readme and "| RePS |" in readme
+    assert SteeringVector.load(work / "power_seeking_reps.safetensors").method == "reps"  # kept for later study
     assert "Stages read from an earlier run" in (out / "README.md").read_text()
     claimed = results["claims"]["claims"]
     assert results["claims"]["seeds"] == 2 and len(results["claims"]["seed_norms"]) == 2  # the quick budget's seeds
