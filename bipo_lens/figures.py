@@ -536,9 +536,10 @@ def _summary(results: dict) -> list[str]:
     ]
 
 
-def _ranged(value: float, ci: list | None, digits: int = 2) -> str:
-    """``+0.31 [+0.12, +0.50]``."""
-    return f"{value:+.{digits}f}" + (f" [{ci[0]:+.{digits}f}, {ci[1]:+.{digits}f}]" if ci else "")
+def _ranged(value: float, ci: list | None, digits: int = 2, signed: bool = True, missing: str = "") -> str:
+    """``+0.31 [+0.12, +0.50]``; ``missing`` stands where there is no interval."""
+    number = (lambda v: f"{v:+.{digits}f}") if signed else (lambda v: f"{v:.{digits}f}")
+    return number(value) + (f" [{number(ci[0])}, {number(ci[1])}]" if ci else missing)
 
 
 def baselines_table(found: dict | None) -> list[str]:
@@ -575,9 +576,7 @@ def _interval(found: dict | None, digits: int = 2, signed: bool = True) -> str:
     """``+0.31 [+0.12, +0.50]`` for a claim's value and 95% interval."""
     if not found or found.get("value") is None:
         return "-"
-    number = (lambda v: f"{v:+.{digits}f}") if signed else (lambda v: f"{v:.{digits}f}")
-    ci = found.get("ci")
-    return number(found["value"]) + (f" [{number(ci[0])}, {number(ci[1])}]" if ci else " (no interval)")
+    return _ranged(found["value"], found.get("ci"), digits, signed, missing=" (no interval)")
 
 
 def _worst(*verdicts: str) -> str:
