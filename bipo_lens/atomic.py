@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -28,3 +29,13 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def read_finished(path: str | Path) -> dict | list | None:
+    """A JSON result that :func:`atomic_write` finished, or None where there is none (missing, or
+    unreadable after a crash): the caller recomputes it. Resumable runs (sweeps, studies) read back
+    their finished parts with this."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None

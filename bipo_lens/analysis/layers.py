@@ -19,7 +19,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from bipo_lens.analysis.similarity import cosine
-from bipo_lens.atomic import atomic_write
+from bipo_lens.atomic import atomic_write, read_finished
 from bipo_lens.errors import BipoLensError
 from bipo_lens.evaluation.evaluate import MarginScorer, evaluate
 from bipo_lens.evaluation.intervals import crossed_difference_ci
@@ -75,20 +75,13 @@ def sweep_layers(
     results = []
     for layer in tqdm(layers, desc="layer sweep", disable=not progress):
         path = out / f"layer_{layer:02d}.json"
-        done = _read(path)
+        done = read_finished(path)
         if done is not None and done.get("key") == key:
             results.append(done)
             continue
         results.append(_sweep_one(model, train, test, layer, config, judge, key, out))
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(results[-1], indent=2)))
     return results
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None  # missing or half-written by a crash: recompute
 
 
 def _sweep_one(model, train, test, layer: int, config: SweepConfig, judge, key: dict, out: Path) -> dict:
