@@ -188,21 +188,70 @@ def fluency_front(fluency: dict, path: str | Path, title: str = "") -> Path:
     return _save(fig, path)
 
 
-def method_bars(rows: list[dict], path: str | Path, title: str = "") -> Path:
+def _error_bars(values: list[float], cis: list) -> list[list[float]]:
+    """matplotlib's ``yerr`` (below, above) from 95% intervals; no bar where there is no interval (nor
+    on a side where a percentile interval does not reach the mean, as skewed resamples can give)."""
+    cis = [ci or [v, v] for v, ci in zip(values, cis)]
+    return [[max(v - lo, 0.0) for v, (lo, _) in zip(values, cis)], [max(hi - v, 0.0) for v, (_, hi) in zip(values, cis)]]
+
+
+def method_bars(rows: list[dict], path: str | Path, title: str = "", fluency: list[dict] | None = None) -> Path:
     """Each method's margin range with its 95% interval: at its own norm (left) and rescaled to the
-    reference's norm (right: the direction's quality)."""
+    reference's norm (middle: the direction's quality); with ``fluency`` rows, its margin shift at the
+    largest multiplier its answers survive (right: equal damage)."""
     sns.set_theme(style="whitegrid")
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = plt.subplots(1, 3 if fluency else 2, figsize=(16 if fluency else 11, 4.2))
     labels = [METHOD_NAMES.get(r["method"], r["method"]).replace(" (", "\n(") + f"\n|v| {r['norm']:.1f}" for r in rows]
     reference = METHOD_NAMES.get(rows[0]["reference"], rows[0]["reference"])
     for ax, key, subtitle in ((axes[0], "range", "at its own norm"), (axes[1], "range_at_reference_norm", f"at {reference}'s norm")):
         values = [r[key] for r in rows]
-        cis = [r[f"{key}_ci"] or [v, v] for r, v in zip(rows, values)]
-        errors = [[v - lo for v, (lo, _) in zip(values, cis)], [hi - v for v, (_, hi) in zip(values, cis)]]
-        ax.bar(range(len(rows)), values, yerr=errors, capsize=3, color=[f"C{i % 10}" for i in range(len(rows))])
+        ax.bar(range(len(rows)), values, yerr=_error_bars(values, [r[f"{key}_ci"] for r in rows]), capsize=3,
+               color=[f"C{i % 10}" for i in range(len(rows))])
         ax.axhline(0.0, color="black", lw=0.6)
         ax.set_xticks(range(len(rows)), labels, fontsize=7)
         ax.set_ylabel("margin range (nats)")
         ax.set_title(subtitle, fontsize=10)
+    if fluency:
+        ax, by_method = axes[2], {r["method"]: r for r in fluency}
+        values = [(by_method.get(r["method"]) or {}).get("shift") or 0.0 for r in rows]
+        cis = [(by_method.get(r["method"]) or {}).get("shift_ci") for r in rows]
+        ax.bar(range(len(rows)), values, yerr=_error_bars(values, cis), capsize=3,
+               color=[f"C{i % 10}" for i in range(len(rows))])
+        ax.axhline(0.0, color="black", lw=0.6)
+        chosen = [(by_method.get(r["method"]) or {}).get("multiplier_at_budget") for r in rows]
+        ax.set_xticks(range(len(rows)), [METHOD_NAMES.get(r["method"], r["method"]).replace(" (", "\n(")
+                                         + ("\nnone fluent" if m is None else f"\nat {m:+g}") for r, m in zip(rows, chosen)],
+                      fontsize=7)
+        ax.set_ylabel("margin shift from unsteered (nats)")
+        ax.set_title(f"at equal fluency (perplexity <= {fluency[0]['budget_perplexity']:.2f})", fontsize=10)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def behaviour_bars(rows: list[dict], path: str | Path, title: str = "") -> Path:
+    """Per behaviour, with 95% intervals over held-out pairs and seeds: how far BiPO moves the margin
+    up (+m) and down (-m) from unsteered (left: both above 0 is "steers both ways"), and BiPO's
+    margin range minus CAA's, at CAA's own scale and at BiPO's norm (right)."""
+    sns.set_theme(style="whitegrid")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    names = [r["behaviour"] for r in rows]
+    panels = (
+        (axes[0], [("up (+m)", lambda r: (r["both_ways"]["up"], r["both_ways"]["up_ci"])),
+                   ("down (-m)", lambda r: (r["both_ways"]["down"], r["both_ways"]["down_ci"]))],
+         "BiPO's shift from unsteered (nats)"),
+        (axes[1], [("CAA at own scale", lambda r: (r["beats_caa_own_scale"]["value"], r["beats_caa_own_scale"]["ci"])),
+                   ("CAA at BiPO's norm", lambda r: (r["beats_caa_equal_norm"]["value"], r["beats_caa_equal_norm"]["ci"]))],
+         "BiPO range - CAA range (nats)"),
+    )
+    width = 0.38
+    for ax, series, subtitle in panels:
+        for k, (label, read) in enumerate(series):
+            values, cis = zip(*(read(r) for r in rows))
+            ax.bar([i + (k - 0.5) * width for i in range(len(rows))], values, width,
+                   yerr=_error_bars(list(values), list(cis)), capsize=3, label=label)
+        ax.axhline(0.0, color="black", lw=0.6)
+        ax.set_xticks(range(len(rows)), [n.replace("-", "-\n", 1) if len(n) > 14 else n for n in names], fontsize=7)
+        ax.set_title(subtitle, fontsize=10)
+        ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     return _save(fig, path)

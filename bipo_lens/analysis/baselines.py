@@ -6,15 +6,21 @@ is read twice: its margin range at its own scale (what a user gets at multiplier
 reference vector's norm (the direction's quality; what "beats" means without a scale advantage).
 Intervals are over held-out pairs (one training seed each: a difference whose interval excludes 0
 is a measured difference between these vectors, not yet between the methods).
+
+Equal norm is not what a user holds fixed, though: each method is used at the largest multiplier
+its answers survive. So each is also read at equal fluency: at its largest multiplier whose greedy
+answers stay within the perplexity budget (:mod:`bipo_lens.evaluation.fluency`), with the
+multiplier where its answers stop being language.
 """
 
 from __future__ import annotations
 
 from statistics import fmean
 
-from bipo_lens.analysis.claims import scaled
+from bipo_lens.analysis.claims import pair_shifts, scaled
 from bipo_lens.analysis.similarity import cosine
 from bipo_lens.evaluation import MarginScorer
+from bipo_lens.evaluation.fluency import fluency_summary
 from bipo_lens.evaluation.intervals import paired_difference_ci
 from bipo_lens.vectors import SteeringVector
 
@@ -39,4 +45,32 @@ def compare_methods(scorer: MarginScorer, vectors: dict[str, SteeringVector], re
                      "reference_minus_this_at_equal_norm": fmean(ref_ranges) - fmean(equal),
                      "reference_minus_this_ci": list(gap) if gap and name != reference else None,
                      "pairs": len(own)})
+    return rows
+
+
+def compare_at_equal_fluency(scorer: MarginScorer, evaluated: list[dict], vectors: dict[str, SteeringVector],
+                             reference: str) -> list[dict]:
+    """One row per method of ``vectors`` (named as in ``evaluated``, the rows of evaluations of every
+    method at every multiplier, 0 included, with answers): the largest + multiplier whose answers stay
+    within the perplexity budget, the held-out margin's shift from unsteered there (per pair, with a
+    95% interval), the reference's shift minus this one (paired), and the multipliers where each
+    direction's answers collapse. The multipliers are chosen on the same answers; their own
+    uncertainty is not in the intervals."""
+    front = fluency_summary(evaluated)
+    if not front:
+        return []
+    chosen = {name: (front.get(name) or {}).get("multiplier_at_budget", {}).get("+") for name in vectors}
+    shifts = {name: pair_shifts(scorer, vectors[name], m) if m is not None else None for name, m in chosen.items()}
+    rows = []
+    for name in vectors:
+        own, ref = shifts[name], shifts[reference]
+        zeros = [0.0] * len(own) if own else []
+        ci = paired_difference_ci(zeros, own) if own else None
+        gap = paired_difference_ci(own, ref) if own and ref and name != reference else None
+        rows.append({"method": name, "reference": reference, "multiplier_at_budget": chosen[name],
+                     "collapse_multiplier": (front.get(name) or {}).get("collapse_multiplier"),
+                     "shift": fmean(own) if own else None, "shift_ci": list(ci) if ci else None,
+                     "reference_minus_this": fmean(ref) - fmean(own) if own and ref else None,
+                     "reference_minus_this_ci": list(gap) if gap else None,
+                     "budget_perplexity": front["_settings"]["budget_perplexity"], "pairs": len(own or [])})
     return rows
