@@ -237,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--data-dir", default=None, help="default: $BIPO_LENS_SHARED_DATA or ../shared/data")
     figures.add_argument("--work-dir", default="runs/figures", help="vectors and per-layer results")
     figures.add_argument("--resume", action="store_true", help="keep --work-dir: finished sweep layers are reused")
+    figures.add_argument("--redraw", action="store_true",
+                         help="only draw the PNGs and README again from --out-dir's results.json (no model, seconds)")
     figures.add_argument("--seeds", type=int, default=None,
                          help="BiPO training seeds behind the claims' intervals (default: 3, --quick 2)")
     _common(figures)
@@ -835,8 +837,11 @@ def cmd_compose(args) -> int:
 
 
 def cmd_figures(args) -> int:
-    from bipo_lens.figures import make_figures
+    from bipo_lens.figures import make_figures, redraw_figures
 
+    if args.redraw:
+        redraw_figures(args.out_dir)
+        return 0
     for directory in (args.out_dir, args.work_dir):
         _check_writable(directory, directory=True)
     if args.data_dir and not os.path.isdir(args.data_dir):

@@ -1,6 +1,6 @@
 """``bipo-lens figures``: every figure in ``figures/`` and its README, from scratch.
 
-Five stages, each a call to the analysis API whose results are kept as data (``results.json``)
+Eight stages, each a call to the analysis API whose results are kept as data (``results.json``)
 and drawn by ``bipo_lens.plots``:
 
 1. steering: BiPO and CAA on power-seeking at layer 15, evaluated at multipliers -2..2;
@@ -11,9 +11,12 @@ and drawn by ``bipo_lens.plots``:
    goes from Llama-2-chat to Vicuna), the BiPO vector on a 4-bit sibling, and on Gemma-3-270m
    through learned linear maps (and back);
 5. composition: power-seeking and optimism vectors added together over a grid of weights;
-6. claims: the paper's claims as numbers with 95% intervals over held-out pairs and training
+6. baselines: CAA at the answer token, PCA, the activation-margin variant and RePS beside BiPO;
+7. claims: the paper's claims as numbers with 95% intervals over held-out pairs and training
    seeds (BiPO retrained with ``seeds`` seeds at layer 15) and a verdict each
-   (:mod:`bipo_lens.analysis.claims`).
+   (:mod:`bipo_lens.analysis.claims`);
+8. behaviours: the claims' both-ways and BiPO-vs-CAA tests on every behaviour set in the data
+   directory (:func:`bipo_lens.pairs.shared_behaviour_sets`), resumable per behaviour.
 
 Power-seeking pairs come from ``<data-dir>/bipo/power-seeking/{train,test}.csv`` where that exists,
 else from the built-in set; optimism and formality are built-in sets.
@@ -31,6 +34,7 @@ from pathlib import Path
 from bipo_lens import plots
 from bipo_lens.plots import METHOD_NAMES
 from bipo_lens.analysis import (
+    BehaviourConfig,
     SweepConfig,
     compose,
     corresponding_layer,
@@ -40,11 +44,12 @@ from bipo_lens.analysis import (
     recommend_layer,
     retained_efficacy,
     similarity_rows,
+    study_behaviour,
     sweep_layers,
     transfer_vector,
 )
 from bipo_lens.analysis import claims as claim
-from bipo_lens.analysis.baselines import compare_methods
+from bipo_lens.analysis.baselines import compare_at_equal_fluency, compare_methods
 from bipo_lens.analysis.layers import load_sweep_vectors
 from bipo_lens.analysis.similarity import cosine
 from bipo_lens.analysis.transfer import METHODS as MAP_METHODS
@@ -53,7 +58,7 @@ from bipo_lens.atomic import atomic_write
 from bipo_lens.errors import BipoLensError
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, evaluate
 from bipo_lens.models import DEFAULT_MODEL, info, load_model, sibling_record
-from bipo_lens.pairs import load_pairs, shared_data_dir, split_pairs
+from bipo_lens.pairs import load_pairs, shared_behaviour_sets, shared_data_dir, split_pairs
 from bipo_lens.records import describe, finish_record, git_state, start_record
 from bipo_lens.training import train_bipo, train_caa, train_pca, train_reps
 from bipo_lens.vectors import SteeringVector
@@ -87,6 +92,7 @@ class Budget:
     multiplier: float = 1.0  # efficacy = margin at +multiplier minus margin at -multiplier
     seeds: int = 3  # BiPO training seeds behind the claims' intervals (seed 0 is stage 1's vector)
     reps_epochs: int = 18  # the RePS baseline's epochs (the authors' number; ~2x a BiPO epoch each)
+    behaviour_sets: int | None = None  # data-directory behaviour sets studied besides power-seeking (None: all)
 
 
 FULL = Budget("full", train_pairs=64, epochs=8, lr=5e-3, test_pairs=48, generations=12, max_new_tokens=40,
@@ -97,7 +103,8 @@ FULL = Budget("full", train_pairs=64, epochs=8, lr=5e-3, test_pairs=48, generati
 QUICK = Budget("quick", train_pairs=8, epochs=1, lr=5e-3, test_pairs=4, generations=1, max_new_tokens=8,
                layers=(15, 24), sweep=SweepConfig(epochs=1, max_train_pairs=4, max_test_pairs=4),
                behaviours=("optimism",), behaviour_layers=(15, 24), fit_pairs=8, composition_pairs=4,
-               fit_builtin_pairs=8, weights=(-1.0, 0.0, 1.0), finetuned=False, seeds=2, reps_epochs=1)
+               fit_builtin_pairs=8, weights=(-1.0, 0.0, 1.0), finetuned=False, seeds=2, reps_epochs=1,
+               behaviour_sets=1)
 
 
 @dataclass
@@ -108,6 +115,7 @@ class _Run:
     device: str
     data: str
     command: str
+    data_root: Path | None = None  # the shared data directory, where found
     model: object = None
     ps_train: list = field(default_factory=list)
     ps_test: list = field(default_factory=list)
@@ -154,11 +162,13 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
         ps_train, ps_test = split_pairs(load_pairs("power_seeking"), 0.25, seed=0)
         data = "built-in power_seeking set (../shared/data not found)"
         data_files = ["power_seeking"]
-    run = _Run(budget, out, work, device, data,
-               command or "bipo-lens figures" + (" --quick" if quick else ""), ps_train=ps_train, ps_test=ps_test)
+    run = _Run(budget, out, work, device, data, command or "bipo-lens figures" + (" --quick" if quick else ""),
+               data_root=data_root if shared and (shared / "train.csv").is_file() else None,
+               ps_train=ps_train, ps_test=ps_test)
     run.log(f"{budget.name} budget; power-seeking data: {data}")
     run.model = load_model(DEFAULT_MODEL, device=device)
-    record = start_record(run.command, run.model, [*data_files, "optimism", "formality"],
+    behaviour_files = [f for pair in _behaviour_sets(run).values() for f in pair if f is not None]
+    record = start_record(run.command, run.model, [*dict.fromkeys([*data_files, *behaviour_files]), "optimism", "formality"],
                           seeds={"split": 0, "training": list(range(budget.seeds))}, budget=budget.name)
     record["git"] = code
     run.results["seconds"] = {}
@@ -189,6 +199,26 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
     (out / "README.md").write_text(render_readme(run.results))
     run.log(f"figures in {out} ({run.results['wall_seconds']:.0f} s)")
     return run.results
+
+
+def redraw_figures(out_dir: str | Path = "figures") -> dict:
+    """Draw every figure of the stages in ``out_dir/results.json`` and write its README again,
+    computing nothing: for a changed plot or text, and the check that the committed README is
+    exactly what the renderer makes of the committed results."""
+    path = Path(out_dir) / "results.json"
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise BipoLensError(f"cannot redraw: {path} is not a figures run's results ({error})") from None
+    if not all(stage in results for stage in ("steering", "layers", "similarity", "transfer", "composition")):
+        raise BipoLensError(f"cannot redraw: {path} lacks the first five stages of a figures run")
+    for stale in Path(out_dir).glob("*.png"):
+        stale.unlink()
+    for name, (_, draw) in STAGES.items():
+        if name in results:
+            draw(results[name], Path(out_dir))
+    (Path(out_dir) / "README.md").write_text(render_readme(results))
+    return results
 
 
 def _jsonable(value):
@@ -372,7 +402,8 @@ def _draw_composition(found: dict, out: Path) -> None:
 def _baselines(run: _Run, judge) -> dict:
     """Stage 1's BiPO and CAA beside the other methods, trained on the same pairs at the same layer
     (RePS with the authors' settings, ``reps_epochs`` epochs), scored on the same held-out
-    pairs at their own norms and at BiPO's."""
+    pairs at their own norms, at BiPO's, and at equal fluency (the other methods answer stage 1's
+    questions at stage 1's multipliers, so BiPO's and CAA's answers are stage 1's)."""
     b, model = run.budget, run.model
     train, test = run.ps_train[: b.train_pairs], run.ps_test[: b.test_pairs]
     first = run.power_vectors()
@@ -391,8 +422,19 @@ def _baselines(run: _Run, judge) -> dict:
         seconds[name] = round(time.time() - started, 1)
         vectors[name].save(run.work / f"power_seeking_{name}.safetensors", overwrite=True)  # for later study
     run.log(f"baselines: margins of {len(vectors)} vectors on {len(test)} held-out pairs")
+    scorer = MarginScorer(model, test)
+    rows = compare_methods(scorer, vectors, "bipo", b.multiplier)
+    first_rows = run.results["steering"]["results"]
+    multipliers = sorted({r["multiplier"] for r in first_rows})
+    run.log(f"baselines: answers of {len(vectors) - 2} methods at multipliers {multipliers} (fluency)")
+    others = {name: v for name, v in vectors.items() if name not in ("bipo", "caa")}
+    answered = evaluate(model, others, test, multipliers, max_questions=b.test_pairs, max_generations=b.generations,
+                        max_new_tokens=b.max_new_tokens, progress=False, scorer=scorer)["results"]
+    stage_one = {"BiPO": "bipo", "CAA": "caa"}
+    evaluated = [{**r, "vector": stage_one[r["vector"]]} for r in first_rows] + answered
     return {"layer": STEERING_LAYER, "train_pairs": len(train), "test_pairs": len(test), "multiplier": b.multiplier,
-            "rows": compare_methods(MarginScorer(model, test), vectors, "bipo", b.multiplier),
+            "rows": rows, "fluency": compare_at_equal_fluency(scorer, evaluated, vectors, "bipo"),
+            "evaluated": evaluated,
             "train_seconds": seconds, "reps": {"history": vectors["reps"].history,
                                                "hyperparameters": vectors["reps"].hyperparameters}}
 
@@ -400,7 +442,7 @@ def _baselines(run: _Run, judge) -> dict:
 def _draw_baselines(found: dict, out: Path) -> None:
     plots.method_bars(found["rows"], out / "baselines.png",
                       title=f"power-seeking, layer {found['layer']}: margin range (+/-{found['multiplier']:g}) "
-                            f"on {found['test_pairs']} held-out pairs")
+                            f"on {found['test_pairs']} held-out pairs", fluency=found.get("fluency"))
 
 
 def _claims(run: _Run, judge) -> dict:
@@ -476,6 +518,44 @@ def _draw_claims(found: dict, out: Path) -> None:
     pass  # a table in the README, no figure
 
 
+def _behaviour_sets(run: _Run) -> dict:
+    """The data directory's behaviour sets studied besides stage 1's power-seeking (a budget may cap them)."""
+    if run.data_root is None:
+        return {}
+    sets = {k: v for k, v in shared_behaviour_sets(run.data_root).items() if k != "power-seeking"}
+    return dict(list(sets.items())[: run.budget.behaviour_sets])
+
+
+def _behaviours(run: _Run, judge) -> dict:
+    """Stage 1's budget and the claims' seeds on every behaviour set of the data directory. The
+    power-seeking row is the claims stage's (the same pairs, seeds and budget), not trained again."""
+    b = run.budget
+    config = BehaviourConfig(layer=STEERING_LAYER, epochs=b.epochs, lr=b.lr, max_train_pairs=b.train_pairs,
+                             max_test_pairs=b.test_pairs, multiplier=b.multiplier, seeds=b.seeds)
+    first = run.results["claims"]
+    rows = [{"behaviour": "power-seeking", "source": run.data, "train_pairs": b.train_pairs,
+             "test_pairs": first["test_pairs"], "from_stage": "claims",
+             **{k: first["claims"][k] for k in ("both_ways", "beats_caa_own_scale", "beats_caa_equal_norm")},
+             "cosine": run.results["steering"]["cosine"],
+             "norms": {"bipo": first["seed_norms"], "caa": run.results["steering"]["norms"]["caa"]}}]
+    for name, (train_file, test_file) in _behaviour_sets(run).items():
+        pairs = load_pairs(train_file)
+        train, test = (pairs, load_pairs(test_file)) if test_file else split_pairs(pairs, 0.25, seed=0)
+        run.log(f"behaviours: {name} ({len(train)} train / {len(test)} held-out pairs; {b.seeds} BiPO seeds)")
+        found = study_behaviour(run.model, name, train, test, run.work / "behaviours", config)
+        rows.append({"source": str(train_file) + (f", {test_file}" if test_file else " (75/25 split by question)"),
+                     **{k: v for k, v in found.items() if k != "key"}})
+        gc.collect()
+    return {"layer": STEERING_LAYER, "multiplier": b.multiplier, "seeds": b.seeds, "rows": rows,
+            "data_root": str(run.data_root) if run.data_root else None}
+
+
+def _draw_behaviours(found: dict, out: Path) -> None:
+    plots.behaviour_bars(found["rows"], out / "behaviours.png",
+                         title=f"every behaviour, layer {found['layer']}, +/-{found['multiplier']:g}, "
+                               f"{found['seeds']} BiPO seeds")
+
+
 STAGES = {
     "steering": (_steering, _draw_steering),
     "layers": (_layers, _draw_layers),
@@ -484,6 +564,7 @@ STAGES = {
     "composition": (_composition, _draw_composition),
     "baselines": (_baselines, _draw_baselines),
     "claims": (_claims, _draw_claims),
+    "behaviours": (_behaviours, _draw_behaviours),
 }
 
 
@@ -533,7 +614,17 @@ def _summary(results: dict) -> list[str]:
            f"{results['baselines']['test_pairs']} held-out pairs): " + "; ".join(
                f"{METHOD_NAMES[r['method']]} {_ranged(r['range_at_reference_norm'], r['range_at_reference_norm_ci'])}"
                for r in results["baselines"]["rows"]) + "."] if results.get("baselines") else []),
+        *([_behaviours_summary(results["behaviours"])] if results.get("behaviours") else []),
     ]
+
+
+def _behaviours_summary(found: dict) -> str:
+    rows = found["rows"]
+    count = lambda key: sum(r[key]["verdict"] == claim.REPRODUCED for r in rows)  # noqa: E731
+    return (f"- **Every behaviour** (layer {found['layer']}, +/-{found['multiplier']:g}, {found['seeds']} seeds, "
+            f"{len(rows)} sets): steers both ways in {count('both_ways')} of {len(rows)}, beats CAA at equal norm in "
+            f"{count('beats_caa_equal_norm')}, at CAA's own scale in {count('beats_caa_own_scale')} (reproduced, "
+            "interval above 0; the rest in the table).")
 
 
 def _ranged(value: float, ci: list | None, digits: int = 2, signed: bool = True, missing: str = "") -> str:
@@ -569,6 +660,55 @@ def baselines_table(found: dict | None) -> list[str]:
                  for r in found["rows"]]), "",
         f"RePS training: loss {found['reps']['history'][0]['loss']:.3f} -> {found['reps']['history'][-1]['loss']:.3f}, "
         f"b {reps['bias']:+.3f}, |v| {reps['unscaled_norm']:.2f} before scaling.", "",
+        *_fluency_table(found.get("fluency")),
+    ]
+
+
+def _fluency_table(rows: list[dict] | None) -> list[str]:
+    """The baselines at equal fluency (runs from before it was measured have none)."""
+    if not rows:
+        return []
+    collapse = lambda r: ", ".join(f"{d}{abs(m):g}" for d, m in (r["collapse_multiplier"] or {}).items()  # noqa: E731
+                                   if m is not None) or "none up to the largest"
+    return [
+        f"At equal fluency: each method at the largest + multiplier whose greedy answers (stage 1's questions and "
+        f"multipliers) stay within {rows[0]['budget_perplexity']:.2f} perplexity under the unsteered model (1.5x the "
+        "unsteered answers'), its held-out margin's shift from unsteered there, BiPO's minus it (paired by pair), "
+        "and the multipliers where each direction's answers stop being language. The multipliers are chosen on the "
+        "same answers.", "",
+        *_table(["method", "multiplier", "shift", "BiPO - it, equal fluency", "collapses at"],
+                [[METHOD_NAMES[r["method"]], "none within" if r["multiplier_at_budget"] is None
+                  else f"{r['multiplier_at_budget']:+g}", "-" if r["shift"] is None else _ranged(r["shift"], r["shift_ci"]),
+                  "-" if r["method"] == r["reference"] or r["reference_minus_this"] is None
+                  else _ranged(r["reference_minus_this"], r["reference_minus_this_ci"]), collapse(r)]
+                 for r in rows], text_columns=1), "",
+    ]
+
+
+def behaviours_table(found: dict | None) -> list[str]:
+    """The every-behaviour section of ``figures/README.md`` (notebook 02 renders it too), from the
+    behaviours stage; nothing for a run without that stage."""
+    if not found:
+        return []
+    m = found["multiplier"]
+    return [
+        "## `behaviours.png`: every behaviour",
+        f"BiPO (stage 1's budget, {found['seeds']} seeds) and CAA at layer {found['layer']} on each behaviour set of "
+        f"the data directory ({found['data_root'] or 'not found: power-seeking only'}), the first "
+        f"{found['rows'][0]['train_pairs']} training pairs and up to {found['rows'][0]['test_pairs']} held-out pairs "
+        "of each (sets without a held-out file split 75/25 by question, seed 0); the power-seeking row is the claims "
+        f"stage's. *Up* and *down*: the held-out margin's shift from unsteered at +{m:g} and -{m:g} (both above 0: "
+        f"steers both ways); BiPO - CAA: margin ranges at +/-{m:g}, CAA at its own scale and at each BiPO seed's "
+        "norm. 95% intervals over held-out pairs and seeds.", "",
+        *_table(["behaviour", "pairs", "up", "down", "both ways", "BiPO - CAA, own scale", "BiPO - CAA, equal norm",
+                 "equal norm", "cos", "norm BiPO / CAA"],
+                [[r["behaviour"], f"{r['train_pairs']} / {r['test_pairs']}",
+                  _interval({"value": r["both_ways"]["up"], "ci": r["both_ways"]["up_ci"]}),
+                  _interval({"value": r["both_ways"]["down"], "ci": r["both_ways"]["down_ci"]}),
+                  r["both_ways"]["verdict"], _interval(r["beats_caa_own_scale"]), _interval(r["beats_caa_equal_norm"]),
+                  r["beats_caa_equal_norm"]["verdict"], f"{r['cosine']:+.2f}",
+                  f"{sum(r['norms']['bipo']) / len(r['norms']['bipo']):.2f} / {r['norms']['caa']:.2f}"]
+                 for r in found["rows"]], text_columns=2), "",
     ]
 
 
@@ -722,6 +862,7 @@ def render_readme(results: dict) -> str:
                   _signed(r["cosine_to_native"], 3)] for r in tr["rows"]], text_columns=4 if mixed else 3), "",
     ]
     lines += baselines_table(results.get("baselines"))
+    lines += behaviours_table(results.get("behaviours"))
     same, across = co["same_layer"], co["different_layers"]
     lines += [
         "## `composition.png`: two vectors at once",

@@ -44,6 +44,23 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("BIPO_LENS_SHARED_DATA", "../shared/data"))
 
 
+def shared_behaviour_sets(data_root: str | Path) -> dict[str, tuple[Path, Path | None]]:
+    """Every behaviour's pair files under the shared data directory, by name: ``(train, test)``,
+    where ``test`` is None when the set has no held-out file of its own (split it). Found by
+    layout, so a set added there is studied without a code change: BiPO's ``bipo/<name>/train.csv``
+    (+ ``test.csv``), ``truthfulqa/TruthfulQA.csv``, Anthropic's ``anthropic-evals/*/<name>.jsonl``."""
+    root = Path(data_root)
+    found: dict[str, tuple[Path, Path | None]] = {}
+    for train in sorted(root.glob("bipo/*/train.csv")):
+        test = train.with_name("test.csv")
+        found[train.parent.name] = (train, test if test.is_file() else None)
+    if (root / "truthfulqa" / "TruthfulQA.csv").is_file():
+        found["truthfulqa"] = (root / "truthfulqa" / "TruthfulQA.csv", None)
+    for path in sorted(root.glob("anthropic-evals/*/*.jsonl")):
+        found[path.stem] = (path, None)
+    return found
+
+
 def builtin_pair_sets() -> list[str]:
     """Names of the pair sets shipped with the package (usable wherever a path is)."""
     return sorted(p.name[: -len(".json")] for p in BUILTIN_DIR.iterdir() if p.name.endswith(".json"))

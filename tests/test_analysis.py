@@ -2,12 +2,14 @@
 
 import json
 import time
+from dataclasses import replace
 
 import pytest
 import torch
 from jaxtyping import TypeCheckError
 
 from bipo_lens.analysis import (
+    BehaviourConfig,
     SweepConfig,
     compose,
     cosine,
@@ -16,6 +18,7 @@ from bipo_lens.analysis import (
     paired_activations,
     recommend_layer,
     retained_efficacy,
+    study_behaviour,
     sweep_layers,
     transfer_vector,
 )
@@ -107,6 +110,32 @@ def test_layer_sweep_writes_one_result_per_layer_and_resumes(model, pairs, tmp_p
     assert len(bipo["seed_norms"]) == 2 and bipo["seed_norms"][0] != bipo["seed_norms"][1]
     with pytest.raises(BipoLensError, match="out of range"):
         sweep_layers(model, pairs[0], pairs[1], [30], tmp_path, config)
+
+
+def test_behaviour_study_tests_the_claims_and_resumes(model, pairs, tmp_path):
+    """One behaviour, two BiPO seeds and CAA: the claims' three tests with intervals; asked again with
+    the same settings and data it is read back (files untouched), with other settings computed anew."""
+    config = BehaviourConfig(layer=22, epochs=1, max_train_pairs=4, max_test_pairs=4, seeds=2)
+    found = study_behaviour(model, "power_seeking", pairs[0], pairs[1], tmp_path, config)
+    assert found["train_pairs"] == 4 and found["test_pairs"] == 4 and len(found["norms"]["bipo"]) == 2
+    for key in ("both_ways", "beats_caa_own_scale", "beats_caa_equal_norm"):
+        assert found[key]["seeds"] == 2 and found[key]["pairs"] == 4
+        assert found[key]["verdict"] in ("reproduced", "not reproduced", "inconclusive")
+    both = found["both_ways"]
+    assert both["value"] in (both["up"], both["down"])  # the weaker direction's
+    equal = found["beats_caa_equal_norm"]
+    assert equal["rival_norms"] == pytest.approx(equal["norms"])  # CAA rescaled to each seed's norm
+    assert found["beats_caa_own_scale"]["rival_norms"] == [pytest.approx(found["norms"]["caa"])] * 2
+    seeds = [SteeringVector.load(tmp_path / f"power_seeking_bipo_seed{k}.safetensors") for k in (0, 1)]
+    assert [v.norm for v in seeds] == pytest.approx(found["norms"]["bipo"]) and seeds[0].layer == 22
+    stamp = (tmp_path / "power_seeking.json").stat().st_mtime_ns
+    assert study_behaviour(model, "power_seeking", pairs[0], pairs[1], tmp_path, config) == found
+    assert (tmp_path / "power_seeking.json").stat().st_mtime_ns == stamp
+    other = study_behaviour(model, "power_seeking", pairs[0], pairs[1], tmp_path, replace(config, seeds=1))
+    assert other["both_ways"]["verdict"] == "inconclusive" and other["both_ways"]["seeds"] == 1  # one seed: never more
+    assert other["norms"]["bipo"][0] == pytest.approx(found["norms"]["bipo"][0])  # seed 0 is the same training
+    with pytest.raises(BipoLensError, match="out of range"):
+        study_behaviour(model, "x", pairs[0], pairs[1], tmp_path, replace(config, layer=30))
 
 
 def test_linear_maps_recover_a_known_map():
@@ -219,6 +248,30 @@ def test_methods_compared_at_their_own_norm_and_at_the_references(model, pairs, 
     assert half["reference_minus_this_ci"][0] <= 0 <= half["reference_minus_this_ci"][1]
     assert abs(rolled["cosine_to_reference"]) < 0.5 and rolled["range_at_reference_norm"] < ref["range"]
     assert plots.method_bars(rows, tmp_path / "bars.png").stat().st_size > 10_000
+
+
+def test_methods_compared_at_equal_fluency(model, pairs, caa15, tmp_path):
+    """A vector blown up 16x stops giving language where CAA does not: its collapse multiplier is
+    found and it is read at a smaller multiplier (or none); each shift is the per-pair margin shift
+    at the chosen multiplier; the third panel is drawn."""
+    from bipo_lens import plots
+    from bipo_lens.analysis import claims
+    from bipo_lens.analysis.baselines import compare_at_equal_fluency, compare_methods
+    from bipo_lens.evaluation import evaluate
+
+    test = pairs[1][:5]
+    vectors = {"caa": caa15, "reps": claims.scaled(caa15, caa15.norm * 16)}
+    scorer = MarginScorer(model, test)
+    answered = evaluate(model, vectors, test, [-1.0, 0.0, 1.0, 2.0], max_questions=5, max_generations=2,
+                        max_new_tokens=16, progress=False, scorer=scorer)["results"]
+    caa, blown = compare_at_equal_fluency(scorer, answered, vectors, "caa")
+    assert blown["collapse_multiplier"]["+"] == 1.0 and blown["multiplier_at_budget"] is None and blown["shift"] is None
+    assert caa["multiplier_at_budget"] in (1.0, 2.0) and caa["reference_minus_this"] == 0.0
+    expected = claims.pair_shifts(scorer, caa15, caa["multiplier_at_budget"])
+    assert caa["shift"] == pytest.approx(sum(expected) / len(expected)) and caa["shift"] > 0
+    assert caa["shift_ci"][0] <= caa["shift"] <= caa["shift_ci"][1]
+    rows = compare_methods(scorer, vectors, "caa")
+    assert plots.method_bars(rows, tmp_path / "bars.png", fluency=[caa, blown]).stat().st_size > 10_000
 
 
 def test_claims_read_intervals_against_the_paper_side(model, pairs, caa15):

@@ -136,31 +136,28 @@ def test_analysis_commands_reject_bad_input_in_one_line(tmp_path):
     assert not (tmp_path / "s").exists() and not (tmp_path / "w").exists()  # stopped before any work
 
 
-FIGURES = {"steering_curve.png", "training_curve.png", "layer_sweep.png", "similarity_heatmap.png", "transfer.png",
-           "composition.png", "baselines.png"}
+PNGS = {"steering": {"steering_curve.png", "training_curve.png"}, "layers": {"layer_sweep.png"},
+        "similarity": {"similarity_heatmap.png"}, "transfer": {"transfer.png"}, "composition": {"composition.png"},
+        "baselines": {"baselines.png"}, "claims": set(), "behaviours": {"behaviours.png"}}  # what each stage draws
 COMMITTED = Path(__file__).resolve().parents[1] / "figures"
 
 
-def test_figures_resume_redraws_the_committed_run_to_its_readme(tmp_path):
-    """The committed full run's stage results, read back by ``figures --resume``, give every figure
-    and, but for the provenance lines, the committed ``figures/README.md`` word for word: the text is
+def test_figures_redraw_gives_the_committed_readme_word_for_word(tmp_path):
+    """The committed run's results, drawn again by ``figures --redraw`` (no model), give every
+    figure of its stages and the committed ``figures/README.md`` word for word: the text is
     generated from the results, never edited by hand, and the renderer still reads them."""
+    out = tmp_path / "figures"
+    out.mkdir()
+    (out / "results.json").write_bytes((COMMITTED / "results.json").read_bytes())
+    (out / "stale.png").write_bytes(b"old")
+    run = cli("figures", "--redraw", "--out-dir", out)
+    assert run.returncode == 0, run.stderr[-2000:]
     committed = json.loads((COMMITTED / "results.json").read_text())
-    out, work = tmp_path / "figures", tmp_path / "work"
-    work.mkdir()
-    stages = ("steering", "layers", "similarity", "transfer", "composition", "baselines", "claims")
-    for stage in stages:
-        (work / f"stage_{stage}.json").write_text(json.dumps(committed[stage]))
-    run = cli("figures", "--resume", "--out-dir", out, "--work-dir", work, "--device", "cpu")
-    assert run.returncode == 0 and run.stdout.count("finished earlier") == 7, run.stderr[-2000:]
-    assert {p.name for p in out.glob("*.png")} == FIGURES and all(p.stat().st_size > 10_000 for p in out.glob("*.png"))
-    provenance = ("Every file here was written by", "Stages read from an earlier run")
-    text = lambda path: [line for line in path.read_text().splitlines() if line and not line.startswith(provenance)]  # noqa: E731
-    assert text(out / "README.md") == text(COMMITTED / "README.md")
-    redrawn = json.loads((out / "results.json").read_text())
-    assert all(redrawn[stage] == committed[stage] for stage in stages)
-    assert set(redrawn["record"]["resumed_stages"]) == set(stages)
-    assert "Stages read from an earlier run" in (out / "README.md").read_text()
+    drawn = set().union(*(pngs for stage, pngs in PNGS.items() if stage in committed))
+    assert {p.name for p in out.glob("*.png")} == drawn and all(p.stat().st_size > 10_000 for p in out.glob("*.png"))
+    assert (out / "README.md").read_text() == (COMMITTED / "README.md").read_text()
+    assert json.loads((out / "results.json").read_text()) == committed  # read, not rewritten
+    assert_one_line_error(cli("figures", "--redraw", "--out-dir", tmp_path / "empty"), "cannot redraw")
 
 
 @pytest.mark.slow  # 220 s; each stage's computation is tested through the analysis API and commands
@@ -170,8 +167,7 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     (out / "stale.png").write_bytes(b"old")
     run = cli("figures", "--quick", "--out-dir", out, "--work-dir", work, "--device", "cpu")
     assert run.returncode == 0, run.stderr[-2000:]
-    expected = {"steering_curve.png", "training_curve.png", "layer_sweep.png", "similarity_heatmap.png",
-                "transfer.png", "composition.png", "baselines.png"}
+    expected = set().union(*PNGS.values())
     assert {p.name for p in out.glob("*.png")} == expected  # and the stale one is gone
     readme = (out / "README.md").read_text()
     for name in expected:
@@ -186,10 +182,16 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     assert record["device"]["name"] in readme and record["git"]["commit"][:10] in readme
     assert all(len(d["sha256"]) == 64 for d in record["data"] if "path" in d)
     resumed = cli("figures", "--quick", "--resume", "--out-dir", out, "--work-dir", work, "--device", "cpu")
-    assert resumed.returncode == 0 and resumed.stdout.count("finished earlier") == 7
+    assert resumed.returncode == 0 and resumed.stdout.count("finished earlier") == 8
     assert [r["method"] for r in results["baselines"]["rows"]] == ["bipo", "caa", "caa_answer_token", "pca",
                                                                    "bipo_activation_margin", "reps"]
     assert "## `baselines.png`" in readme and "| RePS |" in readme
+    fluent = results["baselines"]["fluency"]  # every method at the largest multiplier its answers survive
+    assert [r["method"] for r in fluent] == [r["method"] for r in results["baselines"]["rows"]]
+    for row in fluent:
+        assert row["multiplier_at_budget"] in (None, 1.0, 2.0)
+        assert row["shift"] is None or row["shift_ci"] is None or row["shift_ci"][0] <= row["shift"] <= row["shift_ci"][1]
+    assert "At equal fluency" in readme
     assert SteeringVector.load(work / "power_seeking_reps.safetensors").method == "reps"  # kept for later study
     assert "Stages read from an earlier run" in (out / "README.md").read_text()
     claimed = results["claims"]["claims"]
@@ -202,6 +204,19 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
         assert found["verdict"] in ("reproduced", "not reproduced", "inconclusive")
         assert found["ci"] is None or found["ci"][0] <= found["value"] <= found["ci"][1]
     assert "## Claims" in readme and "| BiPO steers both ways |" in readme
+    rows = results["behaviours"]["rows"]  # power-seeking from the claims stage, then the data directory's first set
+    with_data = results["behaviours"]["data_root"] is not None  # ../shared/data found
+    assert [r["behaviour"] for r in rows] == ["power-seeking"] + (["truthfulqa"] if with_data else [])
+    assert rows[0]["both_ways"] == claimed["both_ways"]
+    for row in rows:
+        for found in (row["both_ways"], row["beats_caa_own_scale"], row["beats_caa_equal_norm"]):
+            assert found["seeds"] == 2 and found["verdict"] in ("reproduced", "not reproduced", "inconclusive")
+            assert found["ci"] is None or found["ci"][0] <= found["value"] <= found["ci"][1]
+        assert f"| {row['behaviour']} |" in readme
+    if with_data:
+        assert rows[1]["train_pairs"] == 8 and rows[1]["test_pairs"] == 4 and len(rows[1]["norms"]["bipo"]) == 2
+        assert SteeringVector.load(work / "behaviours" / "truthfulqa_bipo_seed1.safetensors").layer == 15
+    assert "**Every behaviour**" in readme
 
 
 def test_missing_judge_and_unwritable_output_stop_before_any_work(trained, tmp_path):

@@ -94,6 +94,23 @@ def test_shared_data_formats_load(shared_data):
     assert len(load_pairs(shared_data / "truthfulqa/TruthfulQA.csv")) > 817
 
 
+def test_shared_behaviour_sets_are_found_by_layout(shared_data, tmp_path):
+    from bipo_lens.pairs import shared_behaviour_sets
+
+    found = shared_behaviour_sets(shared_data)
+    assert list(found) == ["power-seeking", "truthfulqa", "corrigible-neutral-HHH", "power-seeking-inclination",
+                           "survival-instinct", "desire-for-acquiring-power"]
+    assert found["power-seeking"] == (shared_data / "bipo/power-seeking/train.csv", shared_data / "bipo/power-seeking/test.csv")
+    assert all(test is None for name, (_, test) in found.items() if name != "power-seeking")  # split by the caller
+    (tmp_path / "anthropic-evals" / "persona").mkdir(parents=True)
+    (tmp_path / "anthropic-evals" / "persona" / "new-set.jsonl").write_text("")
+    (tmp_path / "bipo" / "wealth").mkdir(parents=True)
+    (tmp_path / "bipo" / "wealth" / "train.csv").write_text("")
+    assert shared_behaviour_sets(tmp_path) == {"wealth": (tmp_path / "bipo/wealth/train.csv", None),
+                                               "new-set": (tmp_path / "anthropic-evals/persona/new-set.jsonl", None)}
+    assert shared_behaviour_sets(tmp_path / "absent") == {}
+
+
 def test_response_texts_read_a_choice_letter_as_its_choice():
     from bipo_lens.pairs import response_texts
 

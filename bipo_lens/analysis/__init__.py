@@ -1,9 +1,11 @@
-"""Studies of steering vectors: similarity, layer choice, cross-model transfer, composition.
+"""Studies of steering vectors: similarity, layer choice, cross-model transfer, composition,
+every behaviour.
 
 Each analysis is a function that returns results as plain data (dicts and lists, JSON-ready);
 ``bipo_lens.plots`` draws them and ``bipo_lens.figures`` runs them all.
 """
 
+from bipo_lens.analysis.behaviours import BehaviourConfig, study_behaviour
 from bipo_lens.analysis.composition import compose
 from bipo_lens.analysis.layers import SweepConfig, recommend_layer, sweep_layers
 from bipo_lens.analysis.similarity import cosine, logit_lens, similarity_rows
@@ -17,6 +19,7 @@ from bipo_lens.analysis.transfer import (
 )
 
 __all__ = [
+    "BehaviourConfig",
     "LinearMap",
     "SweepConfig",
     "compose",
@@ -28,6 +31,7 @@ __all__ = [
     "recommend_layer",
     "retained_efficacy",
     "similarity_rows",
+    "study_behaviour",
     "sweep_layers",
     "transfer_vector",
 ]
