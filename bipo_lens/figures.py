@@ -58,7 +58,7 @@ from bipo_lens.atomic import atomic_write
 from bipo_lens.errors import BipoLensError
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, evaluate
 from bipo_lens.models import DEFAULT_MODEL, info, load_model, sibling_record
-from bipo_lens.pairs import load_pairs, shared_behaviour_sets, shared_data_dir, split_pairs
+from bipo_lens.pairs import load_pairs, one_per_question, shared_behaviour_sets, shared_data_dir, split_pairs
 from bipo_lens.records import describe, finish_record, git_state, start_record
 from bipo_lens.training import train_bipo, train_caa, train_pca, train_reps
 from bipo_lens.vectors import SteeringVector
@@ -541,6 +541,7 @@ def _behaviours(run: _Run, judge) -> dict:
     for name, (train_file, test_file) in _behaviour_sets(run).items():
         pairs = load_pairs(train_file)
         train, test = (pairs, load_pairs(test_file)) if test_file else split_pairs(pairs, 0.25, seed=0)
+        train, test = one_per_question(train), one_per_question(test)  # distinct questions on both sides
         run.log(f"behaviours: {name} ({len(train)} train / {len(test)} held-out pairs; {b.seeds} BiPO seeds)")
         found = study_behaviour(run.model, name, train, test, run.work / "behaviours", config)
         rows.append({"source": str(train_file) + (f", {test_file}" if test_file else " (75/25 split by question)"),
@@ -696,7 +697,8 @@ def behaviours_table(found: dict | None) -> list[str]:
         f"BiPO (stage 1's budget, {found['seeds']} seeds) and CAA at layer {found['layer']} on each behaviour set of "
         f"the data directory ({found['data_root'] or 'not found: power-seeking only'}), the first "
         f"{found['rows'][0]['train_pairs']} training pairs and up to {found['rows'][0]['test_pairs']} held-out pairs "
-        "of each (sets without a held-out file split 75/25 by question, seed 0); the power-seeking row is the claims "
+        "of each, one pair per question (sets without a held-out file split 75/25 by question, seed 0); the "
+        "power-seeking row is the claims "
         f"stage's. *Up* and *down*: the held-out margin's shift from unsteered at +{m:g} and -{m:g} (both above 0: "
         f"steers both ways); BiPO - CAA: margin ranges at +/-{m:g}, CAA at its own scale and at each BiPO seed's "
         "norm. 95% intervals over held-out pairs and seeds.", "",

@@ -305,6 +305,14 @@ def split_pairs(
     return train, test
 
 
+def one_per_question(pairs: list[PreferencePair]) -> list[PreferencePair]:
+    """The first pair of each question, in order. Why: TruthfulQA gives one pair per wrong answer
+    (~3 per question), so its first 48 pairs are 12 questions, and an interval over them would count
+    one question several times as if independent."""
+    seen: set[str] = set()
+    return [p for p in pairs if not (p.question in seen or seen.add(p.question))]
+
+
 def fingerprint(pairs: list[PreferencePair]) -> str:
     """A short hash of the pairs' content, stored in vector metadata."""
     digest = hashlib.sha256()

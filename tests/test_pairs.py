@@ -111,6 +111,13 @@ def test_shared_behaviour_sets_are_found_by_layout(shared_data, tmp_path):
     assert shared_behaviour_sets(tmp_path / "absent") == {}
 
 
+def test_one_pair_per_question_keeps_the_first_in_order():
+    from bipo_lens.pairs import one_per_question
+
+    pairs = [PreferencePair("q1", "a", "b"), PreferencePair("q2", "c", "d"), PreferencePair("q1", "a", "e")]
+    assert one_per_question(pairs) == pairs[:2] and one_per_question([]) == []
+
+
 def test_response_texts_read_a_choice_letter_as_its_choice():
     from bipo_lens.pairs import response_texts
 
