@@ -236,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--out-dir", default="figures")
     figures.add_argument("--data-dir", default=None, help="default: $BIPO_LENS_SHARED_DATA or ../shared/data")
     figures.add_argument("--work-dir", default="runs/figures", help="vectors and per-layer results")
-    figures.add_argument("--resume", action="store_true", help="keep --work-dir: finished sweep layers are reused")
+    figures.add_argument("--resume", action="store_true",
+                         help="keep --work-dir: finished stages, sweep layers and behaviours are reused")
     figures.add_argument("--redraw", action="store_true",
                          help="only draw the PNGs and README again from --out-dir's results.json (no model, seconds)")
     figures.add_argument("--seeds", type=int, default=None,
