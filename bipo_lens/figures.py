@@ -93,6 +93,9 @@ class Budget:
     seeds: int = 3  # BiPO training seeds behind the claims' intervals (seed 0 is stage 1's vector)
     reps_epochs: int = 18  # the RePS baseline's epochs (the authors' number; ~2x a BiPO epoch each)
     behaviour_sets: int | None = None  # data-directory behaviour sets studied besides power-seeking (None: all)
+    # The claims' equal-fluency ladder: + multipliers at which BiPO's seeds and CAA answer, far enough
+    # that the perplexity budget binds (BiPO's answers stayed fluent at +8 in an earlier run).
+    fluency_multipliers: tuple[float, ...] = (1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0)
 
 
 FULL = Budget("full", train_pairs=64, epochs=8, lr=5e-3, test_pairs=48, generations=12, max_new_tokens=40,
@@ -104,7 +107,7 @@ QUICK = Budget("quick", train_pairs=8, epochs=1, lr=5e-3, test_pairs=4, generati
                layers=(15, 24), sweep=SweepConfig(epochs=1, max_train_pairs=4, max_test_pairs=4),
                behaviours=("optimism",), behaviour_layers=(15, 24), fit_pairs=8, composition_pairs=4,
                fit_builtin_pairs=8, weights=(-1.0, 0.0, 1.0), finetuned=False, seeds=2, reps_epochs=1,
-               behaviour_sets=1)
+               behaviour_sets=1, fluency_multipliers=(1.0, 4.0))
 
 
 @dataclass
@@ -447,8 +450,11 @@ def _draw_baselines(found: dict, out: Path) -> None:
 
 def _claims(run: _Run, judge) -> dict:
     """The paper's claims with intervals. BiPO is retrained at layer 15 with seeds 1.. (seed 0 is
-    stage 1's vector), every other vector is read from the earlier stages' work files, and every
-    margin is recomputed per held-out pair, so each claim gets an interval over pairs and seeds."""
+    stage 1's vector; the others are saved in the work directory), every other vector is read from
+    the earlier stages' work files, and every margin is recomputed per held-out pair, so each claim
+    gets an interval over pairs and seeds. For equal fluency every seed and CAA answer stage 1's
+    questions up the budget's ladder of multipliers, so each is read at its own largest multiplier
+    within the perplexity budget."""
     b, model = run.budget, run.model
     train, test = run.ps_train[: b.train_pairs], run.ps_test[: b.test_pairs]
     first = run.power_vectors()
@@ -456,15 +462,21 @@ def _claims(run: _Run, judge) -> dict:
     for seed in range(1, b.seeds):
         run.log(f"claims: BiPO seed {seed} at layer {STEERING_LAYER}")
         seeds.append(train_bipo(model, train, STEERING_LAYER, epochs=b.epochs, lr=b.lr, seed=seed, progress=False))
+        seeds[-1].save(run.work / f"power_seeking_bipo_seed{seed}.safetensors", overwrite=True)  # for later study
     caa, m = first["caa"], b.multiplier
     scorer = MarginScorer(model, test)
+    named = [("BiPO", seeds[0])] + [(f"BiPO seed {seed}", v) for seed, v in enumerate(seeds[1:], 1)]
+    ladder = [0.0, *b.fluency_multipliers]
+    run.log(f"claims: answers of {len(seeds)} BiPO seeds and CAA at multipliers {ladder} (equal fluency)")
+    answered = evaluate(model, {**dict(named), "CAA": caa}, test, ladder, max_questions=b.test_pairs,
+                        max_generations=b.generations, max_new_tokens=b.max_new_tokens, progress=False,
+                        scorer=scorer)["results"]
     run.log("claims: both ways, against CAA")
     found = {
         "both_ways": claim.steers_both_ways(scorer, seeds, m),
         "beats_caa_own_scale": claim.beats(scorer, seeds, [caa] * len(seeds), m),
         "beats_caa_equal_norm": claim.beats(scorer, seeds, [claim.scaled(caa, v.norm) for v in seeds], m),
-        "beats_caa_equal_fluency": claim.beats_at_equal_fluency(scorer, run.results["steering"]["results"],
-                                                                ("BiPO", first["bipo"]), ("CAA", caa)),
+        "beats_caa_equal_fluency": claim.beats_at_equal_fluency(scorer, answered, named, ("CAA", caa)),
     }
     run.log("claims: best layer")
     swept = run.results["layers"]["sweep"]
@@ -502,7 +514,7 @@ def _claims(run: _Run, judge) -> dict:
         del finetuned, target
         gc.collect()
     found["transfer_family"] = _family_claim(run.results["transfer"])
-    return {"claims": found, "seeds": b.seeds, "test_pairs": len(test), "multiplier": m,
+    return {"claims": found, "seeds": b.seeds, "test_pairs": len(test), "multiplier": m, "fluency_answers": answered,
             "seed_norms": [v.norm for v in seeds], "seed_cosines": [cosine(v, seeds[0]) for v in seeds[1:]]}
 
 
@@ -728,6 +740,15 @@ def _worst(*verdicts: str) -> str:
     return claim.REPRODUCED if all(v == claim.REPRODUCED for v in verdicts) else claim.INCONCLUSIVE
 
 
+def _fluent_multipliers(found: dict) -> str:
+    """``+2, +1, +2 (seeds 0-2), CAA +2``: the multiplier each vector is read at (runs before seeds
+    were read at equal fluency name one BiPO multiplier)."""
+    chosen = found["multipliers"]
+    ours, theirs = chosen.get("ours", [chosen.get("BiPO")]), chosen.get("theirs", chosen.get("CAA"))
+    seeds = f" (seeds 0-{len(ours) - 1})" if len(ours) > 1 else ""
+    return f"{', '.join(f'{x:+g}' for x in ours)}{seeds}, CAA {theirs:+g}"
+
+
 def claims_table(stage: dict | None) -> list[str]:
     """The paper's claims beside ours, with intervals and a verdict each (empty for runs without
     the claims stage)."""
@@ -749,8 +770,8 @@ def claims_table(stage: dict | None) -> list[str]:
          f"CAA rescaled to each BiPO seed's norm: {_interval(norm)} nats; {size(norm)}", verdict(norm)],
         ["BiPO beats CAA at equal fluency", "(not tested in the paper: the users' form, same damage)",
          (f"margin shift at the largest multiplier within {fluent['budget_perplexity']:.2f} perplexity (BiPO "
-          f"{fluent['multipliers']['BiPO']:+g}, CAA {fluent['multipliers']['CAA']:+g}): BiPO - CAA {_interval(fluent)} "
-          f"nats; {size(fluent)}") if fluent.get("budget_perplexity") else "-", verdict(fluent)],
+          f"{_fluent_multipliers(fluent)}): BiPO - CAA {_interval(fluent)} nats; {size(fluent)}")
+         if fluent.get("budget_perplexity") else "-", verdict(fluent)],
         ["A middle layer steers best", "the authors steer at layer 15 of Llama-2-7b-chat's 32 (13 of Mistral-7B's 32)",
          f"best BiPO layer {layer['value']}; not told apart from it: {', '.join(map(str, layer['tied']))} "
          f"(paired intervals of the range difference); {size(layer)}", verdict(layer)],

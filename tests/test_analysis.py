@@ -253,7 +253,7 @@ def test_methods_compared_at_their_own_norm_and_at_the_references(model, pairs, 
 def test_methods_compared_at_equal_fluency(model, pairs, caa15, tmp_path):
     """A vector blown up 16x stops giving language where CAA does not: its collapse multiplier is
     found and it is read at a smaller multiplier (or none); each shift is the per-pair margin shift
-    at the chosen multiplier; the third panel is drawn."""
+    at the chosen multiplier; the third panel is drawn. The claim reads seeds the same way."""
     from bipo_lens import plots
     from bipo_lens.analysis import claims
     from bipo_lens.analysis.baselines import compare_at_equal_fluency, compare_methods
@@ -272,6 +272,19 @@ def test_methods_compared_at_equal_fluency(model, pairs, caa15, tmp_path):
     assert caa["shift_ci"][0] <= caa["shift"] <= caa["shift_ci"][1]
     rows = compare_methods(scorer, vectors, "caa")
     assert plots.method_bars(rows, tmp_path / "bars.png", fluency=[caa, blown]).stat().st_size > 10_000
+    # The claim, with seeds: each read at its own multiplier within the budget, ours minus theirs.
+    tie = claims.beats_at_equal_fluency(scorer, answered, [("caa", caa15)] * 2, ("caa", caa15))
+    assert tie["value"] == 0 and tie["ci"] == [0, 0] and tie["seeds"] == 2 and tie["verdict"] == "inconclusive"
+    assert tie["multipliers"] == {"ours": [caa["multiplier_at_budget"]] * 2, "theirs": caa["multiplier_at_budget"]}
+    quarter = claims.scaled(caa15, caa15.norm / 4)
+    lost = claims.beats_at_equal_fluency(scorer, answered, [("caa", quarter)] * 2, ("caa", caa15))
+    weaker = claims.pair_shifts(scorer, quarter, caa["multiplier_at_budget"])
+    assert lost["value"] == pytest.approx(sum(weaker) / len(weaker) - caa["shift"]) and lost["ci"][1] < 0
+    top = caa["multiplier_at_budget"] == 2.0  # within the budget at the largest multiplier: a lower bound
+    assert lost["unbounded"] == {"ours": [top, top], "theirs": top}
+    assert lost["verdict"] == ("inconclusive" if top else "not reproduced") and ("lower bound" in lost["why"]) == top
+    none = claims.beats_at_equal_fluency(scorer, answered, [("reps", vectors["reps"])], ("caa", caa15))
+    assert none["verdict"] == "inconclusive" and "no multiplier within the perplexity budget" in none["why"]
 
 
 def test_claims_read_intervals_against_the_paper_side(model, pairs, caa15):

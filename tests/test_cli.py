@@ -204,6 +204,14 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
         assert found["verdict"] in ("reproduced", "not reproduced", "inconclusive")
         assert found["ci"] is None or found["ci"][0] <= found["value"] <= found["ci"][1]
     assert "## Claims" in readme and "| BiPO steers both ways |" in readme
+    answered = results["claims"]["fluency_answers"]  # every seed and CAA up the quick ladder, each read at its own
+    assert {r["vector"] for r in answered} == {"BiPO", "BiPO seed 1", "CAA"}
+    assert {r["multiplier"] for r in answered} == {0.0, 1.0, 4.0}
+    fluent_claim = claimed["beats_caa_equal_fluency"]
+    assert fluent_claim["seeds"] == 2 and len(fluent_claim["multipliers"]["ours"]) == 2
+    assert fluent_claim["verdict"] in ("reproduced", "not reproduced", "inconclusive")
+    assert "| BiPO beats CAA at equal fluency |" in readme
+    assert SteeringVector.load(work / "power_seeking_bipo_seed1.safetensors").layer == 15  # kept for later study
     rows = results["behaviours"]["rows"]  # power-seeking from the claims stage, then the data directory's first set
     with_data = results["behaviours"]["data_root"] is not None  # ../shared/data found
     assert [r["behaviour"] for r in rows] == ["power-seeking"] + (["truthfulqa"] if with_data else [])

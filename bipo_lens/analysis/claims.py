@@ -19,7 +19,7 @@ from statistics import fmean
 
 from bipo_lens.evaluation import MarginScorer
 from bipo_lens.evaluation.fluency import fluency_summary
-from bipo_lens.evaluation.intervals import crossed_difference_ci, crossed_ratio_ci, paired_difference_ci
+from bipo_lens.evaluation.intervals import crossed_difference_ci, crossed_ratio_ci
 from bipo_lens.vectors import SteeringVector
 
 REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
@@ -90,22 +90,41 @@ def beats(scorer: MarginScorer, seeds: list[SteeringVector], rivals: list[Steeri
                   rival_norms=[v.norm for v in rivals])
 
 
-def beats_at_equal_fluency(scorer: MarginScorer, evaluated: list[dict], ours: tuple[str, SteeringVector],
+def beats_at_equal_fluency(scorer: MarginScorer, evaluated: list[dict], ours: list[tuple[str, SteeringVector]],
                            theirs: tuple[str, SteeringVector]) -> dict:
     """Towards the behaviour, at equal damage: each vector at the largest multiplier whose greedy
-    answers stay within the perplexity budget (``evaluation.fluency``, from ``evaluated``, the
-    rows of an evaluation with multiplier 0), its per-pair margin shift from unsteered, ours minus
-    theirs. The multipliers are chosen on one set of answers; their own uncertainty is not in the
-    interval."""
+    answers stay within the perplexity budget (``evaluation.fluency``, from ``evaluated``, the rows of
+    evaluations with multiplier 0 in which every vector is named as here), its per-pair margin shift
+    from unsteered; ours (one ``(name, vector)`` per training seed) minus theirs, with an interval
+    over pairs and seeds. Each seed's multiplier is chosen on its own answers: a seed whose answers
+    break earlier is read at a smaller multiplier. The multipliers' own uncertainty is not in the
+    interval.
+
+    A vector still within the budget at the largest multiplier evaluated could steer further at the
+    same damage: its shift is a lower bound. So a verdict that such a vector's true shift could
+    overturn (ours losing while unbounded, or winning against an unbounded rival) is inconclusive."""
     front = fluency_summary(evaluated)
-    chosen = {name: (front.get(name) or {}).get("multiplier_at_budget", {}).get("+") for name, _ in (ours, theirs)}
-    if any(m is None for m in chosen.values()):
-        return {**_claim(float("nan"), None, 0.0, 1, 0), "multipliers": chosen,
-                "why": "a method has no multiplier within the perplexity budget"}
-    shifts = [pair_shifts(scorer, vector, chosen[name]) for name, vector in (ours, theirs)]
-    interval = paired_difference_ci(shifts[1], shifts[0])
-    return _claim(fmean(shifts[0]) - fmean(shifts[1]), interval, 0.0, 1, len(shifts[0]), multipliers=chosen,
-                  budget_perplexity=front["_settings"]["budget_perplexity"])
+    at = lambda name: (front.get(name) or {}).get("multiplier_at_budget", {}).get("+")  # noqa: E731
+    largest = lambda name: max(r["multiplier"] for r in evaluated if r["vector"] == name)  # noqa: E731
+    chosen = {"ours": [at(name) for name, _ in ours], "theirs": at(theirs[0])}
+    if chosen["theirs"] is None or None in chosen["ours"]:
+        return {**_claim(float("nan"), None, 0.0, len(ours), 0), "multipliers": chosen,
+                "why": "a vector has no multiplier within the perplexity budget"}
+    unbounded = {"ours": [m == largest(name) for (name, _), m in zip(ours, chosen["ours"])],
+                 "theirs": chosen["theirs"] == largest(theirs[0])}
+    mine = [pair_shifts(scorer, vector, m) for (_, vector), m in zip(ours, chosen["ours"])]
+    rival = pair_shifts(scorer, theirs[1], chosen["theirs"])
+    interval = crossed_difference_ci([rival] * len(mine), mine)
+    found = _claim(fmean(fmean(r) for r in mine) - fmean(rival), interval, 0.0, len(mine), len(rival),
+                   multipliers=chosen, unbounded=unbounded, ours=fmean(fmean(r) for r in mine), theirs=fmean(rival),
+                   budget_perplexity=front["_settings"]["budget_perplexity"])
+    if found["verdict"] == NOT_REPRODUCED and any(unbounded["ours"]):
+        found.update(verdict=INCONCLUSIVE, why=f"{found['why']}, but ours stays within the budget at the largest "
+                                               "multiplier evaluated (its shift is a lower bound)")
+    elif found["verdict"] == REPRODUCED and unbounded["theirs"]:
+        found.update(verdict=INCONCLUSIVE, why=f"{found['why']}, but theirs stays within the budget at the largest "
+                                               "multiplier evaluated (its shift is a lower bound)")
+    return found
 
 
 def best_layer(ranges: dict[int, list[list[float]]], n_layers: int) -> dict:
