@@ -673,14 +673,16 @@ def baselines_table(found: dict | None) -> list[str]:
                  for r in found["rows"]]), "",
         f"RePS training: loss {found['reps']['history'][0]['loss']:.3f} -> {found['reps']['history'][-1]['loss']:.3f}, "
         f"b {reps['bias']:+.3f}, |v| {reps['unscaled_norm']:.2f} before scaling.", "",
-        *_fluency_table(found.get("fluency")),
+        *_fluency_table(found.get("fluency"), max((r["multiplier"] for r in found.get("evaluated", [])), default=None)),
     ]
 
 
-def _fluency_table(rows: list[dict] | None) -> list[str]:
-    """The baselines at equal fluency (runs from before it was measured have none)."""
+def _fluency_table(rows: list[dict] | None, top: float | None) -> list[str]:
+    """The baselines at equal fluency (runs from before it was measured have none). A method read
+    at ``top``, the largest multiplier evaluated, never met the budget: its shift is a lower bound."""
     if not rows:
         return []
+    chosen = lambda m: "none within" if m is None else f"{m:+g}" + (" (top: lower bound)" if m == top else "")  # noqa: E731
     collapse = lambda r: ", ".join(f"{d}{abs(m):g}" for d, m in (r["collapse_multiplier"] or {}).items()  # noqa: E731
                                    if m is not None) or "none up to the largest"
     return [
@@ -688,10 +690,10 @@ def _fluency_table(rows: list[dict] | None) -> list[str]:
         f"multipliers) stay within {rows[0]['budget_perplexity']:.2f} perplexity under the unsteered model (1.5x the "
         "unsteered answers'), its held-out margin's shift from unsteered there, BiPO's minus it (paired by pair), "
         "and the multipliers where each direction's answers stop being language. The multipliers are chosen on the "
-        "same answers.", "",
+        f"same answers. *Top*: still within the budget at +{top:g}, the largest multiplier here, so the shift is a "
+        "lower bound (the claims table's equal-fluency row reads BiPO and CAA further up).", "",
         *_table(["method", "multiplier", "shift", "BiPO - it, equal fluency", "collapses at"],
-                [[METHOD_NAMES[r["method"]], "none within" if r["multiplier_at_budget"] is None
-                  else f"{r['multiplier_at_budget']:+g}", "-" if r["shift"] is None else _ranged(r["shift"], r["shift_ci"]),
+                [[METHOD_NAMES[r["method"]], chosen(r["multiplier_at_budget"]), "-" if r["shift"] is None else _ranged(r["shift"], r["shift_ci"]),
                   "-" if r["method"] == r["reference"] or r["reference_minus_this"] is None
                   else _ranged(r["reference_minus_this"], r["reference_minus_this_ci"]), collapse(r)]
                  for r in rows], text_columns=1), "",
