@@ -205,13 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
     _common(similarity)
 
     transfer = commands.add_parser("transfer", help="apply a vector to another model (mapped if widths differ)")
-    transfer.add_argument("--vector", required=True)
+    transfer.add_argument("--vector", required=True,
+                          help="the vector; A,B,C (comma-separated): one per training seed, all moved (--out, then "
+                               "<out>.seed1.safetensors, ...) and read together")
     transfer.add_argument("--target-model", required=True, help="e.g. smollm2-135m-pydoc (a fine-tuned sibling), smollm2-135m-instruct@int4 or gemma-3-270m")
     transfer.add_argument("--target-layer", type=int, default=None, help="default: the same relative depth")
     transfer.add_argument("--map", choices=["lstsq", "procrustes"], default="lstsq")
     transfer.add_argument("--fit-data", action="append", default=None,
                           help="pair files whose texts fit the map (default: the built-in sets)")
-    transfer.add_argument("--native", default=None, help="a vector trained on the target: report retained efficacy")
+    transfer.add_argument("--native", default=None, help="a vector trained on the target: report retained efficacy "
+                                                          "(comma-separated: one per --vector seed)")
+    transfer.add_argument("--seeds", type=int, default=None,
+                          help="training seeds in --vector (default: as many as it names): retained efficacy's "
+                               "interval resamples pairs and seeds")
     transfer.add_argument("--test-data", default=None, help="held-out pairs for retained efficacy")
     transfer.add_argument("--max-test-pairs", type=int, default=48)
     transfer.add_argument("--multiplier", type=float, default=1.0)
@@ -221,7 +227,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(transfer)
 
     compose = commands.add_parser("compose", help="several vectors at once: each behaviour under the sum")
-    compose.add_argument("--vector", required=True, action="append", help="repeatable, one per behaviour")
+    compose.add_argument("--vector", required=True, action="append",
+                         help="repeatable, one per behaviour; A,B,C (comma-separated): that behaviour's training seeds")
+    compose.add_argument("--seeds", type=int, default=None,
+                         help="training seeds in each --vector (default: as many as they name, the same for each): "
+                              "seed k of every behaviour composed together; intervals over pairs and seeds")
     compose.add_argument("--data", required=True, action="append", help="held-out pairs, one per --vector, same order")
     compose.add_argument("--weights", type=_multipliers, default=[-2.0, -1.0, 0.0, 1.0, 2.0])
     compose.add_argument("--multiplier", type=float, default=1.0)
@@ -346,6 +356,16 @@ def _load_vectors(paths: list[str], layer: int | None):
     from bipo_lens.vectors import SteeringVector
 
     return [SteeringVector.load(p, layer=layer) for p in paths]
+
+
+def _seed_files(value: str, seeds: int | None, flag: str) -> list[str]:
+    """``A,B,C`` -> the files of one vector's training seeds, checked against ``--seeds``."""
+    files = [f for f in value.split(",") if f]
+    if seeds is not None and seeds < 1:
+        raise BipoLensError(f"--seeds must be at least 1, got {seeds}")
+    if not files or (seeds is not None and len(files) != seeds):
+        raise BipoLensError(f"{flag} {value!r} names {len(files)} files but --seeds is {seeds}: give one file per seed")
+    return files
 
 
 def _write_json(path, data) -> None:
@@ -751,16 +771,26 @@ def cmd_similarity(args) -> int:
 
 
 def cmd_transfer(args) -> int:
+    from pathlib import Path
+
     from bipo_lens.analysis import corresponding_layer, fit_linear_map, paired_activations, retained_efficacy, transfer_vector
     from bipo_lens.analysis.transfer import pair_texts
     from bipo_lens.models import load_model
     from bipo_lens.pairs import builtin_pair_sets, load_pairs
 
-    if os.path.exists(args.out) and not args.overwrite:
-        raise BipoLensError(f"{args.out} exists; pass --overwrite to replace it")
-    _check_writable(args.out)
-    vector = _load_vectors([args.vector], None)[0]
-    native = _load_vectors([args.native], None)[0] if args.native else None
+    seeds = _load_vectors(_seed_files(args.vector, args.seeds, "--vector"), None)
+    out = Path(args.out)
+    outs = [out] + [out.with_name(f"{out.stem}.seed{k}{out.suffix}") for k in range(1, len(seeds))]
+    for path in outs:
+        if path.exists() and not args.overwrite:
+            raise BipoLensError(f"{path} exists; pass --overwrite to replace it")
+        _check_writable(path)
+    if len({(v.model_id, v.layer, v.d_model) for v in seeds}) > 1:
+        raise BipoLensError("the --vector seeds come from different models or layers: give one vector's seeds")
+    vector = seeds[0]
+    native = _load_vectors(_seed_files(args.native, None, "--native"), None) if args.native else None
+    if native and len(native) not in (1, len(seeds)):
+        raise BipoLensError(f"{len(native)} --native vectors for {len(seeds)} --vector seeds: give one, or one per seed")
     if native and not args.test_data:
         raise BipoLensError("--native needs --test-data to measure retained efficacy on")
     target = load_model(args.target_model, device=args.device, dtype=args.dtype)
@@ -782,14 +812,16 @@ def cmd_transfer(args) -> int:
                                     paired_activations(target, texts, layer), args.map)
         print(f"map R^2: {linear_map.r2_train:.3f} on its texts, {linear_map.r2_test:.3f} on held-out texts")
         del source
-    moved = transfer_vector(vector, target, layer, linear_map)
-    moved.record = finish_record(record)
-    moved.save(args.out, overwrite=args.overwrite)
-    print(f"saved {args.out}: layer {moved.layer} of {moved.model_id}, norm {moved.norm:.3f}")
+    moved = [transfer_vector(v, target, layer, linear_map) for v in seeds]
+    for vector_out, path in zip(moved, outs):
+        vector_out.record = finish_record(record)
+        vector_out.save(path, overwrite=args.overwrite)
+        print(f"saved {path}: layer {vector_out.layer} of {vector_out.model_id}, norm {vector_out.norm:.3f}")
     if native:
         test = load_pairs(args.test_data)[: args.max_test_pairs]
-        found = retained_efficacy(target, moved, native, test, args.multiplier)
-        ci = " [{:.3f}, {:.3f}] (95%, over pairs)".format(*found["retained_ci"]) if found["retained_ci"] else ""
+        found = retained_efficacy(target, moved, native if len(native) > 1 else native[0], test, args.multiplier)
+        over = "over pairs" + (f" and {len(moved)} seeds" if len(moved) > 1 else "")
+        ci = f" [{{:.3f}}, {{:.3f}}] (95%, {over})".format(*found["retained_ci"]) if found["retained_ci"] else ""
         print(f"margin range at +/-{args.multiplier:g} on {len(test)} held-out pairs: transferred "
               f"{found['transferred_range']:+.3f}, native {found['native_range']:+.3f}; retained efficacy "
               f"{found['retained']:.3f}{ci}; cosine to native {found['cosine_to_native']:+.3f}")
@@ -813,14 +845,21 @@ def cmd_compose(args) -> int:
     for path in (args.out_json, args.plot):
         if path:
             _check_writable(path)
-    vectors = _load_vectors(args.vector, None)
-    names = [Path(p).stem for p in args.vector]
+    files = [_seed_files(v, args.seeds, "--vector") for v in args.vector]
+    if len({len(f) for f in files}) > 1:
+        raise BipoLensError("every --vector needs the same number of seed files (seed k of each is composed together)")
+    seeded = [_load_vectors(f, None) for f in files]
+    vectors = [s[0] for s in seeded]
+    names = [Path(f[0]).stem for f in files]
     if len(set(names)) < len(names):
         names = [f"{i}:{n}" for i, n in enumerate(names)]
-    model = load_model(_model_for(vectors, args.model), device=args.device, dtype=args.dtype)
+    model = load_model(_model_for([v for s in seeded for v in s], args.model), device=args.device, dtype=args.dtype)
     tests = {n: load_pairs(d)[: args.max_test_pairs] for n, d in zip(names, args.data)}
     record = start_record(model=model, data=args.data)
-    result = compose(model, dict(zip(names, vectors)), tests, args.weights, args.multiplier)
+    further = {n: s[1:] for n, s in zip(names, seeded)} if len(files[0]) > 1 else None
+    result = compose(model, dict(zip(names, vectors)), tests, args.weights, args.multiplier, seeds=further)
+    if further:
+        print(f"{len(files[0])} training seeds per behaviour: ranges are means over seeds, intervals over pairs and seeds")
     for pair, value in result["cosines"].items():
         print(f"cosine {pair}: {value:+.3f}")
     print(f"{'behaviour':20s} {'range alone':>12s} {'with others':>12s} {'retained':>9s} {'95% interval':>16s} "

@@ -228,6 +228,14 @@ def test_composition_adds_two_different_vectors(model, caa15, pairs):
         assert m["retained_ci"][0] <= m["retained"] <= m["retained_ci"][1]
     with pytest.raises(BipoLensError, match="at least two"):
         compose(model, {"a": caa15}, {"a": test})
+    # Seeds: seed k of each composed together; a second seed equal to the first changes no mean.
+    seeded = compose(model, {"a": caa15, "b": optimism}, {"a": test, "b": other_test}, weights=[0.0, 1.0],
+                     seeds={"a": [caa15], "b": [optimism]})
+    for k, m in seeded["behaviours"].items():
+        assert m["seeds"] == 2 and m["retained"] == pytest.approx(found["behaviours"][k]["retained"], abs=1e-4)
+        assert m["retained_ci"][0] <= m["retained"] <= m["retained_ci"][1]
+    with pytest.raises(BipoLensError, match="same number of further seeds"):
+        compose(model, {"a": caa15, "b": optimism}, {"a": test, "b": other_test}, seeds={"a": [caa15], "b": []})
 
 
 def test_methods_compared_at_their_own_norm_and_at_the_references(model, pairs, caa15, tmp_path):

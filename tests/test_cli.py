@@ -93,24 +93,34 @@ def test_analysis_commands(tmp_path):
     assert similarity.returncode == 0, similarity.stderr
     assert "cosine similarity" in similarity.stdout and "promotes:" in similarity.stdout and (tmp_path / "heat.png").is_file()
     native = tmp_path / "sweep" / "bipo_layer_24.safetensors"  # stands in for a vector trained on the target
-    transfer = cli("transfer", "--vector", vector, "--target-model", "smollm2-135m-instruct@int4", "--native", native,
-                   "--test-data", "power_seeking", "--max-test-pairs", "2", "--out", tmp_path / "moved.safetensors",
-                   "--out-json", tmp_path / "transfer.json", "--device", "cpu")
+    seeds = f"{vector},{tmp_path / 'sweep' / 'caa_layer_24.safetensors'}"  # two "seeds" (the same vector twice)
+    transfer = cli("transfer", "--vector", seeds, "--seeds", "2", "--target-model", "smollm2-135m-instruct@int4",
+                   "--native", native, "--test-data", "power_seeking", "--max-test-pairs", "2",
+                   "--out", tmp_path / "moved.safetensors", "--out-json", tmp_path / "transfer.json", "--device", "cpu")
     assert transfer.returncode == 0, transfer.stderr
     found = json.loads((tmp_path / "transfer.json").read_text())
     assert f"retained efficacy {found['retained']:.3f}" in transfer.stdout and found["record"]["git"]["commit"]
-    assert found["retained"] == pytest.approx(found["transferred_range"] / found["native_range"])
+    assert found["retained"] == pytest.approx(found["transferred_range"] / found["native_range"]) and found["seeds"] == 2
     assert found["transferred_range"] != pytest.approx(found["native_range"], abs=1e-3)  # two different vectors
     assert found["cosine_to_native"] < 0.999
-    assert "[{:.3f}, {:.3f}] (95%, over pairs)".format(*found["retained_ci"]) in transfer.stdout
-    info = cli("info", tmp_path / "moved.safetensors")
-    assert "smollm2-135m-instruct@int4" in info.stdout and "transferred_from" in info.stdout
-    compose = cli("compose", "--vector", vector, "--data", "power_seeking", "--vector",
-                  tmp_path / "sweep" / "caa_layer_27.safetensors", "--data", "optimism", "--weights", "-1,0,1",
-                  "--max-test-pairs", "2", "--out-json", tmp_path / "compose.json", "--plot", tmp_path / "compose.png",
-                  "--device", "cpu")
+    assert "[{:.3f}, {:.3f}] (95%, over pairs and 2 seeds)".format(*found["retained_ci"]) in transfer.stdout
+    for moved in ("moved.safetensors", "moved.seed1.safetensors"):  # every seed moved, under a name of its own
+        info = cli("info", tmp_path / moved)
+        assert "smollm2-135m-instruct@int4" in info.stdout and "transferred_from" in info.stdout
+    assert_one_line_error(cli("transfer", "--vector", seeds, "--seeds", "3", "--target-model", "gemma-3-270m",
+                              "--out", tmp_path / "o.safetensors"), "names 2 files but --seeds is 3")
+    both = f"{tmp_path / 'sweep' / 'caa_layer_27.safetensors'},{tmp_path / 'sweep' / 'bipo_layer_27.safetensors'}"
+    compose = cli("compose", "--vector", seeds, "--data", "power_seeking", "--vector", both, "--data", "optimism",
+                  "--seeds", "2", "--weights", "-1,0,1", "--max-test-pairs", "2", "--out-json", tmp_path / "compose.json",
+                  "--plot", tmp_path / "compose.png", "--device", "cpu")
     assert compose.returncode == 0, compose.stderr
     assert "retained" in compose.stdout and (tmp_path / "compose.png").is_file()
+    assert "2 training seeds per behaviour" in compose.stdout  # seed k of each composed together (means: test_analysis)
+    behaviours = json.loads((tmp_path / "compose.json").read_text())["behaviours"]
+    assert sorted(behaviours) == ["caa_layer_24", "caa_layer_27"] and all(b["seeds"] == 2 for b in behaviours.values())
+    assert all(b["retained_ci"][0] <= b["retained"] <= b["retained_ci"][1] for b in behaviours.values())
+    assert_one_line_error(cli("compose", "--vector", seeds, "--data", "power_seeking", "--vector", vector, "--data",
+                              "optimism"), "the same number of seed files")
     for record_file in (tmp_path / "compose.json", tmp_path / "sweep" / "record.json"):
         record = json.loads(record_file.read_text())["record"]
         assert record["command"].split()[1] in ("compose", "sweep") and record["wall_seconds"] > 0

@@ -26,6 +26,7 @@ the transferred vector's range on the target divided by a natively trained vecto
 from __future__ import annotations
 
 from dataclasses import dataclass
+from statistics import fmean
 
 import torch
 from jaxtyping import Float
@@ -148,21 +149,30 @@ def transfer_vector(vector: SteeringVector, target_model, target_layer: int | No
     )
 
 
-def retained_efficacy(target_model, transferred: SteeringVector, native: SteeringVector,
-                      test_pairs: list[PreferencePair], multiplier: float = 1.0,
-                      scorer: MarginScorer | None = None) -> dict:
+def retained_efficacy(target_model, transferred: SteeringVector | list[SteeringVector],
+                      native: SteeringVector | list[SteeringVector], test_pairs: list[PreferencePair],
+                      multiplier: float = 1.0, scorer: MarginScorer | None = None) -> dict:
     """Margin ranges on the target of the transferred and the native vector, and their ratio with
-    its 95% interval over the held-out pairs (``retained_ci``).
+    its 95% interval (``retained_ci``) over the held-out pairs.
+
+    ``transferred`` may be a list, one vector per training seed, with ``native`` one vector or a list
+    beside it (``native[k]`` for ``transferred[k]``): ranges, norms and cosines are then means over
+    the seeds and the interval resamples pairs and seeds.
 
     Steering strength grows with a vector's norm, so a transferred vector longer than the native
     one can retain more than 1; the norms are reported beside the ratio."""
+    moved = transferred if isinstance(transferred, list) else [transferred]
+    natives = native if isinstance(native, list) else [native] * len(moved)
+    if len(natives) != len(moved):
+        raise BipoLensError(f"{len(moved)} transferred vectors but {len(natives)} native ones: give one, or one per seed")
     scorer = scorer or MarginScorer(target_model, test_pairs)
-    above, below = scorer.pair_ranges(transferred, multiplier), scorer.pair_ranges(native, multiplier)
-    moved, native_range = float(above.mean()), float(below.mean())
-    ci = crossed_ratio_ci([above.tolist()], [below.tolist()])  # over the held-out pairs
-    return {"transferred_range": moved, "native_range": native_range,
-            "retained": moved / native_range if native_range else float("nan"),
-            "retained_ci": list(ci) if ci else None,
-            "transferred_norm": transferred.norm, "native_norm": native.norm,
-            "cosine_to_native": float(torch.nn.functional.cosine_similarity(
-                transferred.vector.float(), native.vector.float(), dim=0))}
+    above = [scorer.pair_ranges(v, multiplier).tolist() for v in moved]
+    below = [scorer.pair_ranges(v, multiplier).tolist() for v in natives]
+    moved_range, native_range = fmean(x for r in above for x in r), fmean(x for r in below for x in r)
+    ci = crossed_ratio_ci(above, below)  # over the held-out pairs (and seeds)
+    return {"transferred_range": moved_range, "native_range": native_range,
+            "retained": moved_range / native_range if native_range else float("nan"),
+            "retained_ci": list(ci) if ci else None, "seeds": len(moved),
+            "transferred_norm": fmean(v.norm for v in moved), "native_norm": fmean(v.norm for v in natives),
+            "cosine_to_native": fmean(float(torch.nn.functional.cosine_similarity(
+                a.vector.float(), b.vector.float(), dim=0)) for a, b in zip(moved, natives))}
