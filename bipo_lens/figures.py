@@ -690,8 +690,9 @@ def _fluency_table(rows: list[dict] | None, top: float | None) -> list[str]:
         f"multipliers) stay within {rows[0]['budget_perplexity']:.2f} perplexity under the unsteered model (1.5x the "
         "unsteered answers'), its held-out margin's shift from unsteered there, BiPO's minus it (paired by pair), "
         "and the multipliers where each direction's answers stop being language. The multipliers are chosen on the "
-        f"same answers. *Top*: still within the budget at +{top:g}, the largest multiplier here, so the shift is a "
-        "lower bound (the claims table's equal-fluency row reads BiPO and CAA further up).", "",
+        "same answers." + (f" *Top*: still within the budget at +{top:g}, the largest multiplier here, so the shift is "
+                           "a lower bound (the claims table's equal-fluency row reads BiPO and CAA further up)."
+                           if top is not None else ""), "",
         *_table(["method", "multiplier", "shift", "BiPO - it, equal fluency", "collapses at"],
                 [[METHOD_NAMES[r["method"]], chosen(r["multiplier_at_budget"]), "-" if r["shift"] is None else _ranged(r["shift"], r["shift_ci"]),
                   "-" if r["method"] == r["reference"] or r["reference_minus_this"] is None
