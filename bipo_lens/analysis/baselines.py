@@ -20,7 +20,7 @@ from statistics import fmean
 from bipo_lens.analysis.claims import pair_shifts, scaled
 from bipo_lens.analysis.similarity import cosine
 from bipo_lens.evaluation import MarginScorer
-from bipo_lens.evaluation.fluency import fluency_summary
+from bipo_lens.evaluation.fluency import fluency_summary, multiplier_at_budget
 from bipo_lens.evaluation.intervals import paired_difference_ci
 from bipo_lens.vectors import SteeringVector
 
@@ -59,7 +59,7 @@ def compare_at_equal_fluency(scorer: MarginScorer, evaluated: list[dict], vector
     front = fluency_summary(evaluated)
     if not front:
         return []
-    chosen = {name: (front.get(name) or {}).get("multiplier_at_budget", {}).get("+") for name in vectors}
+    chosen = {name: multiplier_at_budget(front, name) for name in vectors}
     shifts = {name: pair_shifts(scorer, vectors[name], m) if m is not None else None for name, m in chosen.items()}
     rows = []
     for name in vectors:

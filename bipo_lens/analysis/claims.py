@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from statistics import fmean
 
 from bipo_lens.evaluation import MarginScorer
-from bipo_lens.evaluation.fluency import fluency_summary
+from bipo_lens.evaluation.fluency import fluency_summary, multiplier_at_budget
 from bipo_lens.evaluation.intervals import crossed_difference_ci, crossed_ratio_ci
 from bipo_lens.vectors import SteeringVector
 
@@ -104,7 +104,7 @@ def beats_at_equal_fluency(scorer: MarginScorer, evaluated: list[dict], ours: li
     same damage: its shift is a lower bound. So a verdict that such a vector's true shift could
     overturn (ours losing while unbounded, or winning against an unbounded rival) is inconclusive."""
     front = fluency_summary(evaluated)
-    at = lambda name: (front.get(name) or {}).get("multiplier_at_budget", {}).get("+")  # noqa: E731
+    at = lambda name: multiplier_at_budget(front, name)  # noqa: E731
     largest = lambda name: max(r["multiplier"] for r in evaluated if r["vector"] == name)  # noqa: E731
     chosen = {"ours": [at(name) for name, _ in ours], "theirs": at(theirs[0])}
     if chosen["theirs"] is None or None in chosen["ours"]:

@@ -56,6 +56,12 @@ def fluency_summary(results: list[dict], metric: str = "logprob_margin", collaps
     return summary
 
 
+def multiplier_at_budget(summary: dict, name: str, direction: str = "+") -> float | None:
+    """The largest multiplier of ``name`` in ``direction`` whose answers stay within the budget, from
+    :func:`fluency_summary`'s result; None where none does or ``name`` was not evaluated."""
+    return (summary.get(name) or {}).get("multiplier_at_budget", {}).get(direction)
+
+
 def _collapsed(row: dict, reference_ppl: float, factor: float, min_distinct2: float) -> bool:
     if row["perplexity"] is None:  # every answer empty: nothing left that is language
         return True
