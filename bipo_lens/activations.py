@@ -13,7 +13,9 @@ MAX_ROW_TOKENS = 1024
 
 
 def device_of(model) -> torch.device:
-    return next(model.original_model.parameters()).device
+    """Where a model's inputs go (with ``--device-map``, the embedding's device, not every block's)."""
+    found = getattr(model, "lens_info", None)
+    return found.device if found is not None else next(model.original_model.parameters()).device
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from bipo_lens.activations import device_of
 from bipo_lens.records import finish_record, start_record
 
 SHARED_TRAIN = "bipo/power-seeking/train.csv"
@@ -90,7 +91,7 @@ def _peak_flops(device: torch.device, dtype: torch.dtype, d: int, ff: int) -> tu
 def fast_only(args) -> int:
     """The fast step alone, at any size: s/step, pairs/s, tokens/s, peak memory and MFU (the
     step's model FLOPs per second over the measured matmul peak), then optionally the full run."""
-    from bipo_lens.models import DEFAULT_MODEL, load_model
+    from bipo_lens.models import DEFAULT_MODEL, load_model, load_options
     from bipo_lens.pairs import load_pairs
     from bipo_lens.records import describe
     from bipo_lens.tokens import encode_pairs
@@ -105,10 +106,10 @@ def fast_only(args) -> int:
     import transformer_lens.model_bridge  # noqa: F401  (imports are not part of the load time)
 
     started = time.perf_counter()
-    model = load_model(name, device=args.device, dtype=args.dtype)
+    model = load_model(name, **load_options(args))
     load_s = time.perf_counter() - started
     record = start_record(model=model, data=[data], seeds={"training": 0, "weights": 0})
-    device = next(model.lens_raw.parameters()).device
+    device = device_of(model)
     dtype = next(model.lens_raw.parameters()).dtype
     all_pairs = load_pairs(data)
     pairs = (all_pairs * (-(-n_pairs // len(all_pairs))))[:n_pairs]
@@ -188,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-run", action="store_true", help="also time a 64 pairs x 20 epochs training")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default=None)
+    parser.add_argument("--device-map", default=None, help="auto: spread the model over devices (accelerate)")
+    parser.add_argument("--max-memory", default=None, help="with --device-map: 0=70GiB,cpu=100GiB")
     parser.add_argument("--authors-workload", default=None, metavar="CSV",
                         help="instead: the workload the BiPO authors' trainer was timed on (their "
                              "data/hallucination/train.csv), against that recorded figure")
@@ -208,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fast_only or (args.model or "").startswith("random:"):
         return fast_only(args)
 
-    from bipo_lens.models import DEFAULT_MODEL, load_model
+    from bipo_lens.models import DEFAULT_MODEL, load_model, load_options
     from bipo_lens.pairs import load_pairs
     from bipo_lens.training import FastPath, train_bipo, train_caa
 
@@ -220,12 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     import transformer_lens.model_bridge  # noqa: F401  (imports are not part of the load time)
 
     started = time.perf_counter()
-    model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
+    model = load_model(args.model or DEFAULT_MODEL, **load_options(args))
     load_s = time.perf_counter() - started
     record = start_record(model=model, data=[args.data or _default_data()], seeds={"training": 0})
     all_pairs = load_pairs(data)
     pairs = all_pairs[:n_pairs]
-    device = next(model.original_model.parameters()).device
+    device = device_of(model)
     print(f"model {args.model or DEFAULT_MODEL} on {device} ({model.original_model.dtype}); load from cache "
           f"{load_s:.1f} s; data {data}; layer {args.layer}; {len(pairs)} pairs x {epochs} epochs, batch 4; "
           f"responses <= {args.response_tokens} tokens; torch threads {torch.get_num_threads()}")
@@ -296,14 +299,14 @@ def authors_workload(args) -> int:
     """64 pairs x 5 epochs (80 steps), batch 4, lr 5e-3, 8 warm-up steps, full-length responses, at
     layer 15: the run the authors' trainer was timed on (``benchmarks/records/peers.json``), in the
     authors' tokenisation and in the default one."""
-    from bipo_lens.models import DEFAULT_MODEL, load_model
+    from bipo_lens.models import DEFAULT_MODEL, load_model, load_options
     from bipo_lens.pairs import load_pairs
     from bipo_lens.records import describe
 
     Path(args.out_dir).mkdir(parents=True, exist_ok=True)
     from bipo_lens.training import train_bipo
 
-    model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
+    model = load_model(args.model or DEFAULT_MODEL, **load_options(args))
     record = start_record(model=model, data=[args.authors_workload], seeds={"training": 0})
     print(f"{describe(record)}")
     pairs = load_pairs(args.authors_workload)[:64]

@@ -71,11 +71,11 @@ def main(argv: list[str] | None = None) -> int:
         args.questions, args.tokens, args.repeats = 4, 16, 2
 
     from bipo_lens.generation import generate_batch, generation_config, left_pad, pad_token_id
-    from bipo_lens.models import DEFAULT_MODEL, build_prompt, load_model, tokenize_prompt
+    from bipo_lens.models import DEFAULT_MODEL, build_prompt, load_model, load_options, tokenize_prompt
     from bipo_lens.steering import steer
     from bipo_lens.vectors import SteeringVector
 
-    model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
+    model = load_model(args.model or DEFAULT_MODEL, **load_options(args))
     record = start_record(model=model)  # printed at the end: the run's provenance
     device = next(model.lens_raw.parameters()).device
     d_model = model.lens_info.d_model
@@ -191,11 +191,11 @@ def serve_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default=None)
     args = parser.parse_args(argv)
 
-    from bipo_lens.models import DEFAULT_MODEL, load_model
+    from bipo_lens.models import DEFAULT_MODEL, load_model, load_options
     from bipo_lens.serve import create_app
     from bipo_lens.vectors import SteeringVector
 
-    model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
+    model = load_model(args.model or DEFAULT_MODEL, **load_options(args))
     record = start_record(model=model)  # printed at the end: the run's provenance
     direction = torch.randn(model.lens_info.d_model, generator=torch.Generator().manual_seed(0))
     vector = SteeringVector(direction / direction.norm() * 4.0, model.lens_info.n_layers // 2,

@@ -17,6 +17,10 @@ from bipo_lens.records import finish_record, start_record
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto|cpu|cuda|mps (default: auto)")
     parser.add_argument("--dtype", default=None, help="float32 (default), bfloat16 or float16")
+    parser.add_argument("--device-map", default=None, metavar="auto",
+                        help="spread a model too large for one device over the GPUs, CPU and disk (accelerate)")
+    parser.add_argument("--max-memory", default=None, metavar="0=70GiB,cpu=100GiB",
+                        help="with --device-map: the memory each device may hold")
     parser.add_argument("--show-memory-usage", action="store_true", help="print peak RSS (and GPU memory)")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
 
@@ -380,7 +384,7 @@ def _write_json(path, data) -> None:
 
 
 def cmd_train(args) -> int:
-    from bipo_lens.models import DEFAULT_MODEL, check_layer, load_model
+    from bipo_lens.models import DEFAULT_MODEL, check_layer, load_model, load_options
     from bipo_lens.pairs import load_pairs, split_pairs
     from bipo_lens.training import BipoConfig, train_bipo, train_caa, train_pca
 
@@ -411,7 +415,7 @@ def cmd_train(args) -> int:
         if args.max_pairs < 1:
             raise BipoLensError("--max-pairs must be at least 1")
         train_pairs, test_pairs = train_pairs[: args.max_pairs], test_pairs[: args.max_pairs]
-    model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
+    model = load_model(args.model or DEFAULT_MODEL, **load_options(args))
     check_layer(model, args.layer)
     record = start_record(model=model, data=[args.data], seeds={"training": args.seed, "split": args.seed})
     print(f"training {args.method} on {len(train_pairs)} pairs at layer {args.layer} of {args.model or DEFAULT_MODEL}")
@@ -459,13 +463,13 @@ def cmd_train(args) -> int:
 
 
 def cmd_generate(args) -> int:
-    from bipo_lens.models import load_model
+    from bipo_lens.models import load_model, load_options
     from bipo_lens.generation import generate
     from bipo_lens.steering import TokenStrategy
 
     vectors = _load_vectors(args.vector, args.layer)
     strategy = TokenStrategy(args.token_strategy, args.decay_rate, args.min_strength, args.max_strength)
-    model = load_model(_model_for(vectors, args.model), device=args.device, dtype=args.dtype)
+    model = load_model(_model_for(vectors, args.model), **load_options(args))
     for vector in vectors:
         vector.check_compatible(model)
     multipliers = [m * args.strength for m in args.multipliers]
@@ -485,12 +489,12 @@ def cmd_generate(args) -> int:
 def cmd_chat(args) -> int:
     from bipo_lens.chat import ChatSession
     from bipo_lens.generation import Sampling
-    from bipo_lens.models import DEFAULT_MODEL, DEFAULT_SYSTEM_PROMPT, load_model
+    from bipo_lens.models import DEFAULT_MODEL, DEFAULT_SYSTEM_PROMPT, load_model, load_options
 
     vectors = _load_vectors([args.vector], args.layer) if args.vector else []
     sampling = Sampling(args.temperature, args.top_p, args.seed)
     model = load_model(_model_for(vectors, args.model) if vectors else args.model or DEFAULT_MODEL,
-                       device=args.device, dtype=args.dtype)
+                       **load_options(args))
     for vector in vectors:
         vector.check_compatible(model)
     ChatSession(model, vectors[0] if vectors else None, args.multiplier,
@@ -500,7 +504,7 @@ def cmd_chat(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from bipo_lens.models import DEFAULT_MODEL, load_model
+    from bipo_lens.models import DEFAULT_MODEL, load_model, load_options
     from bipo_lens.serve import serve
 
     named = {}
@@ -513,7 +517,7 @@ def cmd_serve(args) -> int:
         named[name] = _load_vectors([path], None)[0]
     vectors = list(named.values())
     model = load_model(_model_for(vectors, args.model) if vectors else args.model or DEFAULT_MODEL,
-                       device=args.device, dtype=args.dtype)
+                       **load_options(args))
     for vector in vectors:
         vector.check_compatible(model)
     serve(model, named, args.host, args.port)
@@ -537,7 +541,7 @@ def cmd_eval(args) -> int:
 
     from bipo_lens.evaluation import evaluate, make_judge
     from bipo_lens.generation import GREEDY, Sampling
-    from bipo_lens.models import load_model
+    from bipo_lens.models import load_model, load_options
     from bipo_lens.pairs import load_ab_pairs, load_pairs, split_pairs
     from bipo_lens.plots import fluency_front, steering_curve
 
@@ -559,7 +563,7 @@ def cmd_eval(args) -> int:
         pairs = split_pairs(pairs, args.test_fraction, args.seed)[1]
         ab_pairs = None  # the A/B view's questions differ; its split would not line up
     judge = make_judge(args.judge, args.behavior)  # before the model: a missing judge stops in a second
-    model = load_model(_model_for(vectors, args.model), device=args.device, dtype=args.dtype)
+    model = load_model(_model_for(vectors, args.model), **load_options(args))
     record = start_record(model=model, data=[args.data], seeds={"split": args.seed})
     validation = judge.validation_accuracy(pairs[: args.max_questions]) if judge else None
     if judge:
@@ -657,9 +661,9 @@ def cmd_import(args) -> int:
         if target.exists() and not args.overwrite:
             raise BipoLensError(f"{target} exists; pass --overwrite to replace it")
     if args.model:
-        from bipo_lens.models import load_model
+        from bipo_lens.models import load_model, load_options
 
-        model = load_model(args.model, device=args.device, dtype=args.dtype)
+        model = load_model(args.model, **load_options(args))
         for vector in vectors:
             if vector.model_id == "unknown":
                 vector.model_id = model.lens_info.model_id
@@ -689,7 +693,7 @@ def cmd_sweep(args) -> int:
     from bipo_lens.analysis import SweepConfig, recommend_layer, sweep_layers
     from bipo_lens.analysis.claims import best_layer
     from bipo_lens.evaluation import EmbeddingJudge
-    from bipo_lens.models import DEFAULT_MODEL, load_model
+    from bipo_lens.models import DEFAULT_MODEL, load_model, load_options
     from bipo_lens.plots import layer_sweep
 
     if args.seeds < 1:
@@ -699,7 +703,7 @@ def cmd_sweep(args) -> int:
         _check_writable(args.plot)
     train, test = _held_out(args.data, args.test_data, args.test_fraction, args.seed)
     judge = EmbeddingJudge() if args.generations else None
-    model = load_model(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype)
+    model = load_model(args.model or DEFAULT_MODEL, **load_options(args))
     layers = args.layers or list(range(0, model.lens_info.n_layers, 3))
     record = start_record(model=model, data=[args.data, *([args.test_data] if args.test_data else [])],
                           seeds={"split": args.seed, "training": list(range(args.seed, args.seed + args.seeds))})
@@ -734,7 +738,7 @@ def cmd_similarity(args) -> int:
 
     from bipo_lens.analysis import cosine, logit_lens, similarity_rows
     from bipo_lens.analysis.layers import load_sweep_vectors
-    from bipo_lens.models import load_model
+    from bipo_lens.models import load_model, load_options
     from bipo_lens.plots import similarity_heatmap
 
     if not args.vector and not args.sweep_dir:
@@ -749,7 +753,7 @@ def cmd_similarity(args) -> int:
         for a, va in zip(names, vectors):
             print(f"{a[:16]:16s}" + "".join(f"{cosine(va, vb):+11.3f}" for vb in vectors))
     if vectors and args.top_k:
-        model = load_model(_model_for(vectors, args.model), device=args.device, dtype=args.dtype)
+        model = load_model(_model_for(vectors, args.model), **load_options(args))
         for name, vector in zip(names, vectors):
             lens = logit_lens(model, vector, args.top_k)
             print(f"\n{name} promotes:   " + " ".join(repr(t) for t, _ in lens["promoted"]))
@@ -775,7 +779,7 @@ def cmd_transfer(args) -> int:
 
     from bipo_lens.analysis import corresponding_layer, fit_linear_map, paired_activations, retained_efficacy, transfer_vector
     from bipo_lens.analysis.transfer import pair_texts
-    from bipo_lens.models import load_model
+    from bipo_lens.models import load_model, load_options
     from bipo_lens.pairs import builtin_pair_sets, load_pairs
 
     seeds = _load_vectors(_seed_files(args.vector, args.seeds, "--vector"), None)
@@ -793,14 +797,14 @@ def cmd_transfer(args) -> int:
         raise BipoLensError(f"{len(native)} --native vectors for {len(seeds)} --vector seeds: give one, or one per seed")
     if native and not args.test_data:
         raise BipoLensError("--native needs --test-data to measure retained efficacy on")
-    target = load_model(args.target_model, device=args.device, dtype=args.dtype)
+    target = load_model(args.target_model, **load_options(args))
     record = start_record(model=target, data=[*(args.fit_data or []), *([args.test_data] if args.test_data else [])])
     layer = args.target_layer
     if layer is None:
         layer = vector.layer if vector.d_model == target.lens_info.d_model else None
     linear_map = None
     if vector.d_model != target.lens_info.d_model:
-        source = load_model(_model_for([vector], None), device=args.device, dtype=args.dtype)
+        source = load_model(_model_for([vector], None), **load_options(args))
         vector.check_compatible(source)
         if layer is None:
             layer = corresponding_layer(vector.layer, source.lens_info.n_layers, target.lens_info.n_layers)
@@ -836,7 +840,7 @@ def cmd_compose(args) -> int:
     from pathlib import Path
 
     from bipo_lens.analysis import compose
-    from bipo_lens.models import load_model
+    from bipo_lens.models import load_model, load_options
     from bipo_lens.pairs import load_pairs
     from bipo_lens.plots import composition_grid
 
@@ -853,7 +857,7 @@ def cmd_compose(args) -> int:
     names = [Path(f[0]).stem for f in files]
     if len(set(names)) < len(names):
         names = [f"{i}:{n}" for i, n in enumerate(names)]
-    model = load_model(_model_for([v for s in seeded for v in s], args.model), device=args.device, dtype=args.dtype)
+    model = load_model(_model_for([v for s in seeded for v in s], args.model), **load_options(args))
     tests = {n: load_pairs(d)[: args.max_test_pairs] for n, d in zip(names, args.data)}
     record = start_record(model=model, data=args.data)
     further = {n: s[1:] for n, s in zip(names, seeded)} if len(files[0]) > 1 else None

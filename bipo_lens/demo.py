@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from bipo_lens.errors import BipoLensError
-from bipo_lens.models import DEFAULT_MODEL, load_model
+from bipo_lens.models import DEFAULT_MODEL, load_model, load_options
 from bipo_lens.pairs import load_pairs, split_pairs
 from bipo_lens.plots import training_curve
 from bipo_lens.generation import generate_grid
@@ -24,7 +24,7 @@ def run_demo(args) -> dict:
     if args.max_pairs is not None and args.max_pairs < 1:
         raise BipoLensError("--max-pairs must be at least 1")
     print(f"== loading {model_name}")
-    model = load_model(model_name, device=args.device, dtype=args.dtype)
+    model = load_model(model_name, **load_options(args))
     train_pairs, test_pairs = split_pairs(load_pairs(args.data), test_fraction=0.2, seed=0)
     if args.max_pairs is not None:
         train_pairs = train_pairs[: args.max_pairs]

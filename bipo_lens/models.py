@@ -6,6 +6,7 @@ model's, so a vector trained here can be added to decoder layer L's output in pl
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import importlib
@@ -57,6 +58,8 @@ class ModelInfo:
     chat: bool
     n_layers: int
     d_model: int
+    device: torch.device  # where inputs go: the embedding's (execution) device
+    device_map: dict | None = None  # accelerate's placement of each module, where one was asked for
 
 
 def info(model) -> ModelInfo:
@@ -103,7 +106,8 @@ def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dtype | None = None):
+def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | torch.dtype | None = None,
+               device_map: str | dict | None = None, max_memory: dict | None = None):
     """A ``TransformerBridge`` in compatibility mode (legacy hook names), raw weights.
 
     ``name``: an embedded model (``smollm2-135m-instruct``, ``gemma-3-270m``), the default model's
@@ -111,12 +115,18 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
     a local Hugging Face directory, a hub id, or ``random:<shape>`` (a published architecture with
     random weights, for performance work only: :mod:`bipo_lens.shapes`); ``NAME@int4`` (2..8 bits) is
     that model with its linear weights rounded as a deployment would (see :func:`quantise_weights`).
+
+    ``device_map`` (``"auto"`` or accelerate's dict of module name to device) places the blocks over
+    every GPU, then the CPU, then disk, within ``max_memory`` (``{0: "70GiB", "cpu": "100GiB"}``):
+    for a model larger than one device. ``device`` is then unused.
     """
     from transformer_lens.model_bridge import TransformerBridge
 
     from bipo_lens import distributed
 
     base, bits = _split_quantisation(name)
+    if device_map is not None:
+        return _load_placed(name, base, bits, device_map, max_memory, resolve_dtype(dtype))
     torch_device = distributed.local_device(resolve_device(device))
     distributed.init_from_env(torch_device)
     torch_dtype = resolve_dtype(dtype)
@@ -134,15 +144,92 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
     hf_model = hf_model.to(device=torch_device, dtype=torch_dtype).eval()
     for parameter in hf_model.parameters():
         parameter.requires_grad_(False)
+    return _bridge(name, base, hf_model, tokenizer, chat, torch_device)
+
+
+def _bridge(name: str, base: str, hf_model, tokenizer, chat: bool, input_device: torch.device,
+            device_map: dict | None = None):
+    from transformer_lens.model_bridge import TransformerBridge
+
     raw = _raw_twin(hf_model)
     bridge = TransformerBridge.boot_transformers(_bridge_name(base), hf_model=hf_model, tokenizer=tokenizer)
     object.__setattr__(bridge, "lens_raw", raw)  # not a registered submodule: no double parameters
     bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
     config = hf_model.config.get_text_config()
     bridge.lens_info = ModelInfo(
-        model_id=name, chat=chat, n_layers=config.num_hidden_layers, d_model=config.hidden_size
+        model_id=name, chat=chat, n_layers=config.num_hidden_layers, d_model=config.hidden_size,
+        device=input_device, device_map=device_map,
     )
     return bridge
+
+
+def _load_placed(name: str, base: str, bits: int | None, device_map, max_memory, dtype: torch.dtype):
+    """A model spread by accelerate over the GPUs, the CPU and disk (``--device-map``).
+
+    transformers loads each block straight onto its device; accelerate's hooks move activations
+    between devices and bring offloaded weights in for each forward. The raw twin gets the same
+    hooks (:func:`_raw_twin`), so the fast trainer's partial forwards cross devices the same way, and
+    a steering vector is moved to its layer's device where it is added (:func:`add_steering`)."""
+    from bipo_lens import distributed
+
+    if shapes.is_random(base):
+        raise BipoLensError("--device-map is for real weights; random: shapes are built on one --device")
+    if bits:
+        raise BipoLensError("--device-map cannot be combined with @int quantisation")
+    if distributed.launched():
+        raise BipoLensError("--device-map splits one model over devices; under torchrun each rank takes one device")
+    if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+        raise BipoLensError(f"unknown --device-map {device_map!r}: use auto, balanced, balanced_low_0 or sequential")
+    if torch.cuda.is_available():
+        torch.backends.cuda.enable_cudnn_sdp(False)  # as in load_model
+    offload = Path(tempfile.mkdtemp(prefix="offload-", dir=_offload_root()))
+    atexit.register(shutil.rmtree, offload, True)
+    placement = {"device_map": device_map, "max_memory": max_memory, "offload_folder": str(offload)}
+    hf_model, tokenizer, chat = _load_hf(base, dtype, placement)
+    for parameter in hf_model.parameters():
+        parameter.requires_grad_(False)
+    placed = dict(getattr(hf_model, "hf_device_map", None) or {"": next(hf_model.parameters()).device})
+    return _bridge(name, base, hf_model.eval(), tokenizer, chat, _input_device(hf_model), placed)
+
+
+def _offload_root() -> Path:
+    root = cache_root() / "offload"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _input_device(hf_model) -> torch.device:
+    """Where token ids must go: the embedding's execution device (its weight may be offloaded)."""
+    embedding = hf_model.get_input_embeddings()
+    hook = getattr(embedding, "_hf_hook", None)
+    device = getattr(hook, "execution_device", None)
+    if device is None:
+        device = embedding.weight.device
+    return torch.device(device) if not isinstance(device, int) else torch.device("cuda", device)
+
+
+def parse_max_memory(text: str | None) -> dict | None:
+    """``"0=70GiB,1=70GiB,cpu=200GiB"`` -> accelerate's ``max_memory`` (GPU indices as ints)."""
+    if not text:
+        return None
+    found: dict = {}
+    for part in text.split(","):
+        key, equals, size = part.strip().partition("=")
+        if not equals or not key or not size:
+            raise BipoLensError(f"--max-memory wants DEVICE=SIZE,... (e.g. 0=70GiB,cpu=100GiB), got {text!r}")
+        found[int(key) if key.isdigit() else key] = size
+    return found
+
+
+def load_options(args) -> dict:
+    """``load_model``'s keywords from a command's ``--device``, ``--dtype``, ``--device-map`` and
+    ``--max-memory``."""
+    device_map = getattr(args, "device_map", None)
+    max_memory = parse_max_memory(getattr(args, "max_memory", None))
+    if max_memory and device_map is None:
+        raise BipoLensError("--max-memory only applies with --device-map")
+    return {"device": args.device, "dtype": getattr(args, "dtype", None), "device_map": device_map,
+            "max_memory": max_memory}
 
 
 def _split_quantisation(name: str) -> tuple[str, int | None]:
@@ -172,10 +259,13 @@ def _raw_twin(hf_model):
     """The plain transformers model over the same weight tensors (no copies), for the fast trainer.
 
     The bridge wraps every submodule with hook points; the blocks after the steering layer do not
-    need them, and skipping them makes a training step markedly cheaper.
+    need them, and skipping them makes a training step markedly cheaper. A model placed by
+    accelerate (``--device-map``) has hooks that move activations between devices and load
+    offloaded weights; the twin's modules get copies of them (sharing the offloaded weights).
     """
     import copy
 
+    placed = {name: module._hf_hook for name, module in hf_model.named_modules() if hasattr(module, "_hf_hook")}
     with torch.device("meta"):
         twin = type(hf_model)(copy.deepcopy(hf_model.config))
     twin.load_state_dict(hf_model.state_dict(), assign=True, strict=False)
@@ -184,9 +274,15 @@ def _raw_twin(hf_model):
         twin.get_submodule(module_name).register_buffer(attribute, buffer, persistent=False)
     if getattr(hf_model.config.get_text_config(), "tie_word_embeddings", False):
         twin.lm_head.weight = twin.get_input_embeddings().weight
+    if placed:
+        from accelerate.hooks import add_hook_to_module
+
+        for name, hook in placed.items():
+            add_hook_to_module(twin.get_submodule(name), copy.copy(hook))
     for parameter in twin.parameters():
         parameter.requires_grad_(False)
-    leftover = [n for n, t in [*twin.named_parameters(), *twin.named_buffers()] if t.is_meta]
+    offloaded = {n for n, t in [*hf_model.named_parameters(), *hf_model.named_buffers()] if t.is_meta}
+    leftover = [n for n, t in [*twin.named_parameters(), *twin.named_buffers()] if t.is_meta and n not in offloaded]
     if leftover:
         raise BipoLensError(f"could not mirror the model's weights: {leftover[:3]}")
     return twin.eval()
@@ -202,9 +298,11 @@ def _bridge_name(name: str) -> str:
     return Path(name).name if os.path.exists(name) else name
 
 
-def _load_hf(name: str, dtype: torch.dtype = torch.float32):
+def _load_hf(name: str, dtype: torch.dtype = torch.float32, placement: dict | None = None):
     """(model, tokenizer, is_chat) in ``dtype``: GGUF files from the dequantised cache (built when
-    needed), local directories and hub ids in place."""
+    needed), local directories and hub ids in place. ``placement``: accelerate's ``device_map``,
+    ``max_memory`` and ``offload_folder``, passed to ``from_pretrained``."""
+    placement = placement or {}
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from bipo_lens.finetune import SIBLINGS
@@ -212,26 +310,26 @@ def _load_hf(name: str, dtype: torch.dtype = torch.float32):
     if name in EMBEDDED_MODELS:
         spec = EMBEDDED_MODELS[name]
         gguf = _embedded_gguf(spec)
-        return _load_gguf_cached(name, gguf, spec.architecture, spec.chat, dtype)
+        return _load_gguf_cached(name, gguf, spec.architecture, spec.chat, dtype, placement)
     if name in SIBLINGS:
-        return _load_sibling_cached(name, dtype)
+        return _load_sibling_cached(name, dtype, placement)
     path = Path(name)
     if path.suffix == ".gguf":
         if not path.is_file():
             raise BipoLensError(f"GGUF file not found: {name}")
         embedded = _embedded_name_of(path)
         if embedded is not None:  # an embedded model's own file: its cache entry, not a second copy
-            return _load_hf(embedded, dtype)
-        return _load_gguf_cached(path.stem, path.resolve(), None, None, dtype)
+            return _load_hf(embedded, dtype, placement)
+        return _load_gguf_cached(path.stem, path.resolve(), None, None, dtype, placement)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise BipoLensError(f"{name} is a directory without config.json: not a Hugging Face model")
         tokenizer = AutoTokenizer.from_pretrained(path)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, **placement)
         return model, tokenizer, tokenizer.chat_template is not None
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **placement)
     except Exception as e:  # offline, unknown id, gated repo: all end here
         raise BipoLensError(
             f"could not load model {name!r} ({type(e).__name__}); embedded models that work "
@@ -276,14 +374,14 @@ def _cache_key(label: str, gguf: Path) -> str:
 
 
 def _load_gguf_cached(label: str, gguf: Path, architecture: str | None, chat: bool | None,
-                      dtype: torch.dtype = torch.float32):
+                      dtype: torch.dtype = torch.float32, placement: dict | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     entry = cache_root() / _cache_key(label, gguf)
     if not _cache_entry_valid(entry):
         _build_cache_entry_locked(entry, lambda e: _build_cache_entry(e, gguf, architecture))
     tokenizer = AutoTokenizer.from_pretrained(entry)
-    model = AutoModelForCausalLM.from_pretrained(entry, dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(entry, dtype=dtype, **(placement or {}))
     if chat is None:
         chat = tokenizer.chat_template is not None
     return model, tokenizer, chat
@@ -425,7 +523,7 @@ def _publish_cache_entry(entry: Path, model, tokenizer, architecture: str | None
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _load_sibling_cached(name: str, dtype: torch.dtype = torch.float32):
+def _load_sibling_cached(name: str, dtype: torch.dtype = torch.float32, placement: dict | None = None):
     """A fine-tuned sibling (:mod:`bipo_lens.finetune`): built once from its base model and cached."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -446,7 +544,7 @@ def _load_sibling_cached(name: str, dtype: torch.dtype = torch.float32):
     if not _cache_entry_valid(entry):
         _build_cache_entry_locked(entry, build)
     tokenizer = AutoTokenizer.from_pretrained(entry)
-    return AutoModelForCausalLM.from_pretrained(entry, dtype=dtype), tokenizer, base.chat
+    return AutoModelForCausalLM.from_pretrained(entry, dtype=dtype, **(placement or {})), tokenizer, base.chat
 
 
 def _sibling_entry(name: str) -> Path:
@@ -599,7 +697,7 @@ def run_to_layer(model, tokens, layer: int, attention_mask=None, position_ids=No
             inner(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     finally:
         handle.remove()
-    return captured[0]
+    return captured[0].to(info(model).device)  # a no-op but with --device-map: activations live with the inputs
 
 
 def run_from_layer(model, resid, layer: int, attention_mask=None, position_ids=None, compiled: bool = False):
@@ -612,7 +710,7 @@ def run_from_layer(model, resid, layer: int, attention_mask=None, position_ids=N
     with _only_blocks(model, slice(layer + 1, None), compiled) as inner:
         return inner(
             inputs_embeds=resid, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state
+        ).last_hidden_state.to(info(model).device)
 
 
 def unembed(model, hidden):
@@ -622,4 +720,4 @@ def unembed(model, hidden):
     cap = getattr(hf.config.get_text_config(), "final_logit_softcapping", None)
     if cap:
         logits = torch.tanh(logits / cap) * cap
-    return logits
+    return logits.to(info(model).device)

@@ -59,9 +59,11 @@ def device_description(model=None) -> dict:
     """The device a model runs on, in words a reader can compare: GPU name, or CPU and its cores."""
     import torch
 
+    placed = None
     if model is not None:
         parameter = next(model.lens_raw.parameters())
-        device, dtype = parameter.device, str(parameter.dtype).removeprefix("torch.")
+        device, dtype = model.lens_info.device, str(parameter.dtype).removeprefix("torch.")
+        placed = model.lens_info.device_map
     else:
         device, dtype = torch.device("cpu"), None
     if device.type == "cuda":
@@ -69,7 +71,11 @@ def device_description(model=None) -> dict:
     else:
         name = f"{platform.processor() or platform.machine()} CPU, {len(os.sched_getaffinity(0))} cores, " \
                f"{torch.get_num_threads()} torch threads"
-    return {"type": device.type, "name": name, "dtype": dtype}
+    found = {"type": device.type, "name": name, "dtype": dtype}
+    if placed:  # --device-map: which devices hold how many modules
+        where = [str(d) for d in placed.values()]
+        found["device_map"] = {d: where.count(d) for d in sorted(set(where))}
+    return found
 
 
 def file_hash(path: str | Path) -> str:

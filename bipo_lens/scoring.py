@@ -112,7 +112,7 @@ class PairScorer:
             with steer_tensors(self.model, [(self.layer, vector, d)]):
                 logits = self.model(batch.tokens, attention_mask=batch.attention_mask)
         # float32 from the logits on: bf16/fp16 sums of ~30 log-probs near -100 round to 0.5 steps
-        logprobs = logits.float().log_softmax(-1)[batch.target_rows, batch.target_positions]
+        logprobs = logits.to(self.device).float().log_softmax(-1)[batch.target_rows, batch.target_positions]
         return batch, logprobs.gather(-1, batch.targets[:, None])[:, 0]
 
     def _split_forward(self, part: list[int], vector: Tensor | None, d: float) -> tuple[TokenBatch, Tensor]:

@@ -1,5 +1,6 @@
 """Scale as a tested property: config-only model shapes, data-parallel training under torchrun."""
 
+import argparse
 import os
 import signal
 import subprocess
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from bipo_lens.errors import BipoLensError
+from bipo_lens.models import load_options
 from bipo_lens.shapes import available, byte_tokenizer, shape_config
 from bipo_lens.vectors import SteeringVector
 
@@ -124,3 +127,40 @@ def test_a_two_rank_run_stopped_midway_resumes_in_one_process(one_process, tmp_p
     resumed = run([BIPO_LENS, *TRAIN, "--out", out, "--checkpoint-dir", checkpoint.parent, "--resume"])
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_training(one_process, SteeringVector.load(out))
+
+
+SPREAD = ["--device-map", "auto", "--max-memory", "cpu=250MB"]  # SmolLM2 in fp32 is 540 MB: the rest goes to disk
+
+
+def test_a_model_spread_over_cpu_and_disk_trains_and_steers_as_the_whole_model(one_process, model, tmp_path):
+    """``--device-map auto`` (accelerate) with too little memory for the model: the blocks that do
+    not fit are offloaded to disk and brought in for each forward, and the vector trained through
+    them is the one-process vector (cosine >= 0.9999, same losses). Generation through the spread
+    model gives the whole model's text, steered both ways; bad placement flags are one line."""
+    import bipo_lens
+    from bipo_lens.generation import generate
+    from bipo_lens.pairs import load_pairs
+    from bipo_lens.training.caa import train_caa
+
+    out = tmp_path / "spread.safetensors"
+    trained = run([BIPO_LENS, *TRAIN, *SPREAD, "--out", out])
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    vector = SteeringVector.load(out)
+    assert_same_training(one_process, vector)
+    assert vector.record["device"]["device_map"].keys() == {"cpu", "disk"}
+
+    spread = bipo_lens.load_model(device_map="auto", max_memory={"cpu": "250MB"})
+    offloaded = [name for name, where in spread.lens_info.device_map.items() if where == "disk"]
+    assert "model.layers.29" in offloaded and "model.layers.0" not in offloaded
+    caa = train_caa(model, load_pairs("optimism")[:8], 15)
+    question = "How do you feel about the next ten years?"
+    whole = generate(model, question, [caa], [-3.0, 3.0], max_new_tokens=20)
+    assert generate(spread, question, [caa], [-3.0, 3.0], max_new_tokens=20) == whole
+    assert whole[0] != whole[1] and all(len(text.split()) >= 5 for text in whole), whole
+
+    bad = run([BIPO_LENS, *TRAIN, "--device-map", "auto", "--max-memory", "cpu", "--out", tmp_path / "bad.safetensors"])
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr, bad.stderr[-2000:]
+    assert bad.stderr.strip().splitlines()[-1].startswith("bipo-lens: error: --max-memory wants DEVICE=SIZE")
+    assert not (tmp_path / "bad.safetensors").exists()
+    with pytest.raises(BipoLensError, match="only applies with --device-map"):
+        load_options(argparse.Namespace(device="cpu", max_memory="cpu=1GB"))
