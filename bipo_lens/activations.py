@@ -20,15 +20,24 @@ def device_of(model) -> torch.device:
 
 @torch.no_grad()
 def pair_residuals(
-    model, pairs: list[tuple[Sequence, Sequence]], layer: int, pairs_per_pass: int = 32
+    model, pairs: list[tuple[Sequence, Sequence]], layer: int, pairs_per_pass: int = 32, store: str | None = None
 ) -> list[Float[Tensor, "pos d_model"]]:
     """``blocks.{layer}.hook_resid_post`` of every sequence (``2i``: matching, ``2i+1``: not), unpadded.
 
     Runs only blocks ``0..layer``, with each pair's prompt computed once (packed rows, see
-    :func:`make_packed_batch`) where the model allows it.
+    :func:`make_packed_batch`) where the model allows it. ``store="host"``: each pass's activations
+    are moved to CPU memory (pinned where CUDA is there, for asynchronous copies back) as they are
+    made, so a set larger than the device's memory never sits on it whole.
     """
     pad = model.tokenizer.pad_token_id or 0
     found: list[Tensor] = []
+    if store == "host":
+        pinned = torch.cuda.is_available()
+        done: list[Tensor] = []
+        for start in range(0, len(pairs), pairs_per_pass):
+            part = pair_residuals(model, pairs[start : start + pairs_per_pass], layer, pairs_per_pass)
+            done += [t.to("cpu").pin_memory() if pinned else t.to("cpu", copy=True) for t in part]
+        return done
     packed = packing_allowed(model, MAX_ROW_TOKENS)
     for start in range(0, len(pairs), pairs_per_pass):
         chunk = pairs[start : start + pairs_per_pass]

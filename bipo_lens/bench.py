@@ -124,7 +124,7 @@ def fast_only(args) -> int:
     cache_per_pair = sum(len(s.ids) for pair in encoded for s in pair) * cfg.hidden_size * dtype.itemsize / len(encoded)
     print(f"tokens per pair (packed: prompt once, both responses) {tokens_per_pair:.0f}; cached residual "
           f"{cache_per_pair / 2**20:.2f} MiB per pair in {dtype} (both sequences; cached on the device up to 2 GiB, "
-          f"recomputed per step beyond)")
+          f"beyond in pinned host memory up to half the free RAM, else recomputed per step)")
     fast = FastPath(compile=args.compile)
     started = time.perf_counter()
     # warm-up: one epoch over the same pairs, so that every batch shape has met the kernels' plans and

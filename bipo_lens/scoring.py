@@ -42,19 +42,43 @@ class FastPath:
         return self.prefix_cache or self.response_logits_only or self.share_prompt or self.compile
 
 
+def cache_tier(cache_bytes: int, device: torch.device, device_budget: int | None,
+               host_budget: int | None) -> str:
+    """Where the layer-L activations of a training set live: ``"device"`` (within ``device_budget``),
+    ``"host"`` (an accelerator's inputs kept in pinned CPU memory within ``host_budget``, streamed
+    per batch: a few MiB per step against the recompute of blocks 0..L) or ``"recompute"`` (blocks
+    0..L run again each step, without gradient). ``None``: no limit. On a CPU the host is the device."""
+    if cache_bytes <= (device_budget if device_budget is not None else float("inf")):
+        return "device"
+    if device.type != "cpu" and cache_bytes <= (host_budget if host_budget is not None else float("inf")):
+        return "host"
+    return "recompute"
+
+
+def default_host_budget() -> int:
+    """Half the memory the machine has free now."""
+    import psutil
+
+    return psutil.virtual_memory().available // 2
+
+
 class PairScorer:
     """Summed response log-probs of every sequence of a set of pairs, under ``d * v``."""
 
     def __init__(self, model, encoded: list[tuple[Sequence, Sequence]], layer: int, fast: FastPath,
-                 cache_budget_bytes: int | None):
+                 cache_budget_bytes: int | None, host_budget_bytes: int | None = None):
         self.model, self.layer, self.fast = model, layer, fast
         self.encoded = encoded
         self.sequences = [seq for pair in encoded for seq in pair]  # 2i: matching, 2i+1: not
         self.device = device_of(model)
         self.pad = model.tokenizer.pad_token_id or 0
         self.cached: list[Tensor] | None = None
-        if fast.prefix_cache and self.cache_bytes() <= (cache_budget_bytes or float("inf")):
-            self.cached = pair_residuals(model, encoded, layer)
+        self.tier = "recompute"
+        if fast.prefix_cache:
+            host = host_budget_bytes if host_budget_bytes is not None else default_host_budget()
+            self.tier = cache_tier(self.cache_bytes(), self.device, cache_budget_bytes, host)
+        if self.tier != "recompute":
+            self.cached = pair_residuals(model, encoded, layer, store="host" if self.tier == "host" else None)
         self.reference = self.logps(range(len(encoded)), None, 0.0).detach() if fast.reference_once else None
 
     def cache_bytes(self) -> int:
@@ -92,7 +116,7 @@ class PairScorer:
         sequence, prompt included, such as RePS's factor drawn for each sequence."""
         sequences = [self.sequences[j] for j in sequence_indices]
         if self.cached is not None:
-            rows = [self.cached[j] for j in sequence_indices]
+            rows = [self.cached[j].to(self.device, non_blocking=True) for j in sequence_indices]
         else:
             pairs = sorted({j // 2 for j in sequence_indices})
             found = dict(zip(_sides(pairs), pair_residuals(self.model, [self.encoded[i] for i in pairs], self.layer)))
@@ -119,8 +143,8 @@ class PairScorer:
         """Residual at layer L (cached, or recomputed without grad) + d v, then only the later blocks."""
         sequences = [self.sequences[j] for j in _sides(part)]
         pairs = [self.encoded[i] for i in part]
-        if self.cached is not None:
-            resids = [self.cached[j] for j in _sides(part)]
+        if self.cached is not None:  # the host tier's rows cross to the device here (no-op otherwise)
+            resids = [self.cached[j].to(self.device, non_blocking=True) for j in _sides(part)]
         else:
             resids = pair_residuals(self.model, pairs, self.layer)
         if self.fast.share_prompt and packing_allowed(self.model, MAX_ROW_TOKENS):

@@ -118,3 +118,30 @@ def test_bench_generate_prints_its_figures_and_record():
     assert set(ratios) == {"steered_vs_plain", "speedup_vs_bridge"} and all(r > 0 for r in ratios.values())
     record = json.loads(result.stdout.strip().splitlines()[-1])["record"]
     assert record["command"].startswith("bipo-lens bench generate") and record["wall_seconds"] > 0
+
+
+def test_activation_cache_tiers(model):
+    """The cache goes where the budgets allow: device, then (on an accelerator) pinned host memory
+    streamed per batch, then recompute; the host copies are the device's activations, and a scorer
+    whose cache does not fit recomputes and gives the same log-probs."""
+    from bipo_lens.activations import pair_residuals
+    from bipo_lens.scoring import cache_tier
+
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    assert cache_tier(100, gpu, 200, 50) == "device"
+    assert cache_tier(100, gpu, 50, 200) == "host"
+    assert cache_tier(100, gpu, 50, 60) == "recompute"
+    assert cache_tier(100, cpu, 50, 200) == "recompute"  # the CPU's host memory is its device memory
+    assert cache_tier(100, gpu, None, 0) == "device"
+    encoded = encode_pairs(model, load_pairs("power_seeking")[:3])
+    on_device = pair_residuals(model, encoded, 12)
+    on_host = pair_residuals(model, encoded, 12, pairs_per_pass=2, store="host")
+    assert len(on_host) == 6 and all(h.device.type == "cpu" for h in on_host)
+    for h, d in zip(on_host, on_device):  # other passes pack other rows: equal up to float rounding
+        torch.testing.assert_close(h, d.cpu(), atol=1e-4, rtol=1e-4)
+    v = random_vector(model.lens_info.d_model, 12, 4.0)
+    cached = PairScorer(model, encoded, 12, FastPath(), None)
+    recomputed = PairScorer(model, encoded, 12, FastPath(), cache_budget_bytes=1)
+    assert (cached.tier, recomputed.tier) == ("device", "recompute") and recomputed.cached is None
+    with torch.no_grad():
+        torch.testing.assert_close(recomputed.logps(range(3), v, 1.0), cached.logps(range(3), v, 1.0))

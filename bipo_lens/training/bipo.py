@@ -94,6 +94,7 @@ def train_bipo(
     test_pairs: list[PreferencePair] | None = None,
     fast: FastPath = FastPath(),
     cache_budget_bytes: int | None = 2 << 30,
+    host_budget_bytes: int | None = None,
     progress: bool = True,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
@@ -112,8 +113,10 @@ def train_bipo(
 
     With ``checkpoint_dir`` a checkpoint is written after every epoch and on Ctrl-C; ``resume``
     continues from it and ends with the vector an uninterrupted run would have given. A non-finite
-    loss stops training with an error and leaves the last good checkpoint in place. Activations
-    larger than ``cache_budget_bytes`` are recomputed each step instead of cached.
+    loss stops training with an error and leaves the last good checkpoint in place. The pairs' layer-L
+    activations are cached on the device up to ``cache_budget_bytes``; beyond it, on a GPU, in pinned
+    CPU memory up to ``host_budget_bytes`` (default: half the free RAM), streamed per batch; beyond
+    that they are recomputed each step (:func:`bipo_lens.scoring.cache_tier`).
 
     Under ``torchrun`` (``WORLD_SIZE`` > 1) each step's batch is split over the ranks: every rank
     draws the same order and the same ``d`` (one seed), scores its share, and the vector's gradient
@@ -143,10 +146,10 @@ def train_bipo(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: cosine_with_warmup(s, total, warmup))
 
     if config.loss == "bipo":
-        scorer = PairScorer(model, encoded, layer, fast, cache_budget_bytes)
+        scorer = PairScorer(model, encoded, layer, fast, cache_budget_bytes, host_budget_bytes)
         test_scorer = (
             PairScorer(model, encode_pairs(model, test_pairs, config.max_response_tokens, response_format=config.response_format), layer, fast,
-                        cache_budget_bytes) if test_pairs else None
+                        cache_budget_bytes, host_budget_bytes) if test_pairs else None
         )
         step_loss = lambda batch: _bipo_loss(scorer, batch, vector, config.beta, rng, world, rank)  # noqa: E731
     else:
