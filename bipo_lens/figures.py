@@ -57,6 +57,7 @@ from bipo_lens.analysis.transfer import pair_texts
 from bipo_lens.atomic import atomic_write
 from bipo_lens.errors import BipoLensError
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, evaluate
+from bipo_lens.evaluation.fluency import bisect_budget
 from bipo_lens.models import DEFAULT_MODEL, info, load_model, sibling_record
 from bipo_lens.pairs import load_pairs, one_per_question, shared_behaviour_sets, shared_data_dir, split_pairs
 from bipo_lens.records import describe, finish_record, git_state, start_record
@@ -96,6 +97,7 @@ class Budget:
     # The claims' equal-fluency ladder: + multipliers at which BiPO's seeds and CAA answer, far enough
     # that the perplexity budget binds (BiPO's answers stayed fluent at +8 in an earlier run).
     fluency_multipliers: tuple[float, ...] = (1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0)
+    fluency_bisections: int = 3  # then halve each vector's bracket where the budget binds this often
 
 
 FULL = Budget("full", train_pairs=64, epochs=8, lr=5e-3, test_pairs=48, generations=12, max_new_tokens=40,
@@ -107,7 +109,7 @@ QUICK = Budget("quick", train_pairs=8, epochs=1, lr=5e-3, test_pairs=4, generati
                layers=(15, 24), sweep=SweepConfig(epochs=1, max_train_pairs=4, max_test_pairs=4),
                behaviours=("optimism",), behaviour_layers=(15, 24), fit_pairs=8, composition_pairs=4,
                fit_builtin_pairs=8, weights=(-1.0, 0.0, 1.0), finetuned=False, seeds=2, reps_epochs=1,
-               behaviour_sets=1, fluency_multipliers=(1.0, 4.0))
+               behaviour_sets=1, fluency_multipliers=(1.0, 4.0), fluency_bisections=1)
 
 
 @dataclass
@@ -468,9 +470,16 @@ def _claims(run: _Run, judge) -> dict:
     named = [("BiPO", seeds[0])] + [(f"BiPO seed {seed}", v) for seed, v in enumerate(seeds[1:], 1)]
     ladder = [0.0, *b.fluency_multipliers]
     run.log(f"claims: answers of {len(seeds)} BiPO seeds and CAA at multipliers {ladder} (equal fluency)")
-    answered = evaluate(model, {**dict(named), "CAA": caa}, test, ladder, max_questions=b.test_pairs,
-                        max_generations=b.generations, max_new_tokens=b.max_new_tokens, progress=False,
-                        scorer=scorer)["results"]
+    answering = {**dict(named), "CAA": caa}
+
+    def answers(vectors: dict, multipliers: list[float]) -> list[dict]:
+        return evaluate(model, vectors, test, multipliers, max_questions=b.test_pairs, max_generations=b.generations,
+                        max_new_tokens=b.max_new_tokens, progress=False, scorer=scorer)["results"]
+
+    answered = answers(answering, ladder)
+    run.log(f"claims: {b.fluency_bisections} halvings of each vector's bracket where the budget binds")
+    answered = bisect_budget(answered, lambda name, mid: answers({name: answering[name]}, [mid]), list(answering),
+                             b.fluency_bisections)
     run.log("claims: both ways, against CAA")
     found = {
         "both_ways": claim.steers_both_ways(scorer, seeds, m),
@@ -752,6 +761,26 @@ def _fluent_multipliers(found: dict) -> str:
     return f"{', '.join(f'{x:+g}' for x in ours)}{seeds}, CAA {theirs:+g}"
 
 
+def _budget_edges(found: dict) -> str:
+    """``; over the budget from +10, +9.5, +10.5 and CAA +3``: each vector's first multiplier evaluated
+    beyond the budget (runs from before the brackets were kept: nothing)."""
+    brackets = found.get("brackets")
+    if not brackets:
+        return ""
+    edge = lambda b: "none evaluated" if b[1] is None else f"{b[1]:+g}"  # noqa: E731
+    return f"; over the budget from {', '.join(edge(b) for b in brackets['ours'])} and CAA {edge(brackets['theirs'])}"
+
+
+def _edge_comparison(found: dict) -> str:
+    """The verdict checked at the far edge of the bracket (see ``claims.beats_at_equal_fluency``)."""
+    edge = found.get("at_bracket_edge")
+    if not edge:
+        return ""
+    if "theirs" in edge:
+        return f"; against CAA at {edge['theirs']:+g}, beyond its budget: {_interval(edge)}"
+    return f"; BiPO at its first multipliers beyond the budget: {_interval(edge)}"
+
+
 def claims_table(stage: dict | None) -> list[str]:
     """The paper's claims beside ours, with intervals and a verdict each (empty for runs without
     the claims stage)."""
@@ -773,7 +802,8 @@ def claims_table(stage: dict | None) -> list[str]:
          f"CAA rescaled to each BiPO seed's norm: {_interval(norm)} nats; {size(norm)}", verdict(norm)],
         ["BiPO beats CAA at equal fluency", "(not tested in the paper: the users' form, same damage)",
          (f"margin shift at the largest multiplier within {fluent['budget_perplexity']:.2f} perplexity (BiPO "
-          f"{_fluent_multipliers(fluent)}): BiPO - CAA {_interval(fluent)} nats; {size(fluent)}")
+          f"{_fluent_multipliers(fluent)}{_budget_edges(fluent)}): BiPO - CAA {_interval(fluent)} nats"
+          f"{_edge_comparison(fluent)}; {size(fluent)}")
          if fluent.get("budget_perplexity") else "-", verdict(fluent)],
         ["A middle layer steers best", "the authors steer at layer 15 of Llama-2-7b-chat's 32 (13 of Mistral-7B's 32)",
          f"best BiPO layer {layer['value']}; not told apart from it: {', '.join(map(str, layer['tied']))} "

@@ -291,6 +291,11 @@ def test_methods_compared_at_equal_fluency(model, pairs, caa15, tmp_path):
     top = caa["multiplier_at_budget"] == 2.0  # within the budget at the largest multiplier: a lower bound
     assert lost["unbounded"] == {"ours": [top, top], "theirs": top}
     assert lost["verdict"] == ("inconclusive" if top else "not reproduced") and ("lower bound" in lost["why"]) == top
+    assert lost["brackets"]["theirs"] == ((2.0, None) if top else (1.0, 2.0))
+    if not top:  # the verdict held with ours read at its first multiplier beyond the budget, too
+        beyond = claims.pair_shifts(scorer, quarter, 2.0)
+        assert lost["at_bracket_edge"]["value"] == pytest.approx(sum(beyond) / len(beyond) - caa["shift"])
+        assert lost["at_bracket_edge"]["ci"][1] < 0
     none = claims.beats_at_equal_fluency(scorer, answered, [("reps", vectors["reps"])], ("caa", caa15))
     assert none["verdict"] == "inconclusive" and "no multiplier within the perplexity budget" in none["why"]
 

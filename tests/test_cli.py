@@ -216,9 +216,11 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     assert "## Claims" in readme and "| BiPO steers both ways |" in readme
     answered = results["claims"]["fluency_answers"]  # every seed and CAA up the quick ladder, each read at its own
     assert {r["vector"] for r in answered} == {"BiPO", "BiPO seed 1", "CAA"}
-    assert {r["multiplier"] for r in answered} == {0.0, 1.0, 4.0}
+    asked = {r["multiplier"] for r in answered}  # the ladder, and one halving of a bracket where the budget binds
+    assert {0.0, 1.0, 4.0} <= asked and asked - {0.0, 1.0, 4.0} <= {0.5, 2.5}
     fluent_claim = claimed["beats_caa_equal_fluency"]
     assert fluent_claim["seeds"] == 2 and len(fluent_claim["multipliers"]["ours"]) == 2
+    assert "brackets" in fluent_claim or "no multiplier within" in fluent_claim["why"]
     assert fluent_claim["verdict"] in ("reproduced", "not reproduced", "inconclusive")
     assert "| BiPO beats CAA at equal fluency |" in readme
     assert SteeringVector.load(work / "power_seeking_bipo_seed1.safetensors").layer == 15  # kept for later study

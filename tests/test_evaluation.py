@@ -9,7 +9,7 @@ import torch
 from bipo_lens import BipoLensError, PreferencePair, SteeringVector, load_pairs, split_pairs
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, ProbeJudge, evaluate, spearman, summarise
 from bipo_lens.evaluation.coherence import distinct2, perplexities
-from bipo_lens.evaluation.fluency import fluency_summary
+from bipo_lens.evaluation.fluency import bisect_budget, budget_bracket, fluency_summary
 from bipo_lens.evaluation.intervals import crossed_difference_ci, crossed_ratio_ci, paired_difference_ci
 from bipo_lens.generation import Sampling
 from bipo_lens.pairs import load_ab_pairs
@@ -91,7 +91,26 @@ def test_fluency_summary_compares_at_equal_damage():
     assert summary["long"]["shift_at_budget"] == {"+": 3.0, "-": 5.0}  # +2 is over budget; -2 repeats but is in it
     assert summary["short"]["shift_at_budget"] == {"+": 2.0, "-": 1.0}
     assert summary["long"]["multiplier_at_budget"] == {"+": 1, "-": -2}
+    assert summary["long"]["bracket_at_budget"] == {"+": [1, 2], "-": [-2, None]}  # -2 is within: no edge seen
+    assert summary["short"]["bracket_at_budget"] == {"+": [2, None], "-": [-1, -2]}
     assert fluency_summary([r for r in rows if r["multiplier"] != 0]) == {}
+
+
+def test_bisection_finds_where_the_budget_binds():
+    """Perplexity rising with the multiplier crosses the budget (3.0) at +2.6 for one vector and +5.2
+    for the other: on a ladder of 0, 1, 2, 4, 8 each is read a whole rung low; three halvings of its
+    bracket close in to an eighth of a rung, answering only at the midpoints."""
+    crossing = {"steep": 2.6, "gentle": 5.2}
+    answer = lambda name, m: _row(name, m, m, 2.0 + m / crossing[name])  # noqa: E731  (budget 1.5 x 2.0)
+    asked = []
+    ladder = [answer(name, m) for name in crossing for m in (0, 1, 2, 4, 8)]
+    rows = bisect_budget(ladder, lambda name, m: asked.append((name, m)) or [answer(name, m)], list(crossing), 3)
+    assert asked == [("steep", 3.0), ("gentle", 6.0), ("steep", 2.5), ("gentle", 5.0), ("steep", 2.75), ("gentle", 5.5)]
+    summary = fluency_summary(rows)
+    assert [budget_bracket(summary, n) for n in crossing] == [(2.5, 2.75), (5.0, 5.5)]
+    assert summary["steep"]["multiplier_at_budget"]["+"] == 2.5 and summary["gentle"]["shift_at_budget"]["+"] == 5.0
+    fluent = [_row("flat", m, m, 2.0) for m in (0, 1, 2)]  # never leaves the budget: nothing to halve
+    assert bisect_budget(fluent, lambda name, m: pytest.fail("asked"), ["flat"], 3) == fluent
 
 
 def test_fluency_is_measured_on_the_steered_answers(model):

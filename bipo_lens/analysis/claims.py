@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from statistics import fmean
 
 from bipo_lens.evaluation import MarginScorer
-from bipo_lens.evaluation.fluency import fluency_summary, multiplier_at_budget
+from bipo_lens.evaluation.fluency import budget_bracket, fluency_summary, multiplier_at_budget
 from bipo_lens.evaluation.intervals import crossed_difference_ci, crossed_ratio_ci
 from bipo_lens.vectors import SteeringVector
 
@@ -97,12 +97,16 @@ def beats_at_equal_fluency(scorer: MarginScorer, evaluated: list[dict], ours: li
     evaluations with multiplier 0 in which every vector is named as here), its per-pair margin shift
     from unsteered; ours (one ``(name, vector)`` per training seed) minus theirs, with an interval
     over pairs and seeds. Each seed's multiplier is chosen on its own answers: a seed whose answers
-    break earlier is read at a smaller multiplier. The multipliers' own uncertainty is not in the
-    interval.
+    break earlier is read at a smaller multiplier.
 
-    A vector still within the budget at the largest multiplier evaluated could steer further at the
-    same damage: its shift is a lower bound. So a verdict that such a vector's true shift could
-    overturn (ours losing while unbounded, or winning against an unbounded rival) is inconclusive."""
+    Where the budget binds is known only to a bracket (:func:`budget_bracket`: the last multiplier
+    evaluated within it, the first beyond; narrow it with :func:`bisect_budget`), so a verdict must
+    hold at the bracket's far edge too: ours winning must survive theirs read at its first multiplier
+    beyond the budget, ours losing must survive ours read at theirs (``at_bracket_edge``); else it is
+    inconclusive. A vector within the budget at the largest multiplier evaluated has no far edge: its
+    shift is a lower bound, and a verdict it could overturn (ours losing while unbounded, or winning
+    against an unbounded rival) is inconclusive. The perplexities' own sampling noise (a dozen
+    answers per multiplier) is in neither."""
     front = fluency_summary(evaluated)
     at = lambda name: multiplier_at_budget(front, name)  # noqa: E731
     largest = lambda name: max(r["multiplier"] for r in evaluated if r["vector"] == name)  # noqa: E731
@@ -112,18 +116,35 @@ def beats_at_equal_fluency(scorer: MarginScorer, evaluated: list[dict], ours: li
                 "why": "a vector has no multiplier within the perplexity budget"}
     unbounded = {"ours": [m == largest(name) for (name, _), m in zip(ours, chosen["ours"])],
                  "theirs": chosen["theirs"] == largest(theirs[0])}
+    brackets = {"ours": [budget_bracket(front, name) for name, _ in ours], "theirs": budget_bracket(front, theirs[0])}
     mine = [pair_shifts(scorer, vector, m) for (_, vector), m in zip(ours, chosen["ours"])]
     rival = pair_shifts(scorer, theirs[1], chosen["theirs"])
     interval = crossed_difference_ci([rival] * len(mine), mine)
     found = _claim(fmean(fmean(r) for r in mine) - fmean(rival), interval, 0.0, len(mine), len(rival),
-                   multipliers=chosen, unbounded=unbounded, ours=fmean(fmean(r) for r in mine), theirs=fmean(rival),
-                   budget_perplexity=front["_settings"]["budget_perplexity"])
+                   multipliers=chosen, unbounded=unbounded, brackets=brackets, ours=fmean(fmean(r) for r in mine),
+                   theirs=fmean(rival), budget_perplexity=front["_settings"]["budget_perplexity"])
     if found["verdict"] == NOT_REPRODUCED and any(unbounded["ours"]):
         found.update(verdict=INCONCLUSIVE, why=f"{found['why']}, but ours stays within the budget at the largest "
                                                "multiplier evaluated (its shift is a lower bound)")
     elif found["verdict"] == REPRODUCED and unbounded["theirs"]:
         found.update(verdict=INCONCLUSIVE, why=f"{found['why']}, but theirs stays within the budget at the largest "
                                                "multiplier evaluated (its shift is a lower bound)")
+    elif found["verdict"] == REPRODUCED:  # theirs at its first multiplier beyond the budget
+        far = pair_shifts(scorer, theirs[1], brackets["theirs"][1])
+        edge = crossed_difference_ci([far] * len(mine), mine)
+        found["at_bracket_edge"] = {"theirs": brackets["theirs"][1], "value": fmean(fmean(r) for r in mine) - fmean(far),
+                                    "ci": list(edge) if edge else None}
+        if edge is None or edge[0] <= 0:
+            found.update(verdict=INCONCLUSIVE, why=f"{found['why']}, but not against theirs at its first multiplier "
+                                                   "beyond the budget (where the budget binds is not known closely enough)")
+    elif found["verdict"] == NOT_REPRODUCED:  # each seed of ours at its first multiplier beyond the budget
+        far_mine = [pair_shifts(scorer, vector, b[1]) for (_, vector), b in zip(ours, brackets["ours"])]
+        edge = crossed_difference_ci([rival] * len(far_mine), far_mine)
+        found["at_bracket_edge"] = {"ours": [b[1] for b in brackets["ours"]],
+                                    "value": fmean(fmean(r) for r in far_mine) - fmean(rival), "ci": list(edge) if edge else None}
+        if edge is None or edge[1] >= 0:
+            found.update(verdict=INCONCLUSIVE, why=f"{found['why']}, but not with ours at its first multiplier "
+                                                   "beyond the budget (where the budget binds is not known closely enough)")
     return found
 
 

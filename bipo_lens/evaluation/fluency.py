@@ -16,6 +16,8 @@ multiplier, with the perplexity of its greedy answers under the unsteered model)
 
 from __future__ import annotations
 
+from typing import Callable
+
 COLLAPSE_FACTOR = 3.0
 COLLAPSE_DISTINCT2 = 0.5
 BUDGET_FACTOR = 1.5
@@ -38,7 +40,7 @@ def fluency_summary(results: list[dict], metric: str = "logprob_margin", collaps
         base = rows.get(0)
         if base is None or base[metric] is None:
             continue
-        entry = {"collapse_multiplier": {}, "shift_at_budget": {}, "multiplier_at_budget": {},
+        entry = {"collapse_multiplier": {}, "shift_at_budget": {}, "multiplier_at_budget": {}, "bracket_at_budget": {},
                  "front": [{"multiplier": m, "perplexity": r["perplexity"], "distinct2": r["distinct2"], metric: r[metric],
                             "collapsed": _collapsed(r, reference_ppl, collapse_factor, collapse_distinct2)}
                            for m, r in sorted(rows.items())]}
@@ -52,6 +54,10 @@ def fluency_summary(results: list[dict], metric: str = "logprob_margin", collaps
             best = max(shifts, key=shifts.get) if shifts else None
             entry["shift_at_budget"][direction] = shifts[best] if best is not None else None
             entry["multiplier_at_budget"][direction] = best
+            beyond = [m for m in side if abs(m) > abs(best or 0.0) and m not in fluent]
+            hi = beyond[0] if beyond else None
+            lo = max((m for m in fluent if hi is None or abs(m) < abs(hi)), key=abs, default=0.0)
+            entry["bracket_at_budget"][direction] = [lo, hi]
         summary[name] = entry
     return summary
 
@@ -60,6 +66,30 @@ def multiplier_at_budget(summary: dict, name: str, direction: str = "+") -> floa
     """The largest multiplier of ``name`` in ``direction`` whose answers stay within the budget, from
     :func:`fluency_summary`'s result; None where none does or ``name`` was not evaluated."""
     return (summary.get(name) or {}).get("multiplier_at_budget", {}).get(direction)
+
+
+def budget_bracket(summary: dict, name: str, direction: str = "+") -> tuple[float, float | None] | None:
+    """(lo, hi): ``hi`` the nearest multiplier evaluated beyond the one ``name`` is read at whose
+    answers exceed the budget (None where none does), ``lo`` the largest within it below ``hi`` (or 0):
+    where the budget binds lies between."""
+    found = (summary.get(name) or {}).get("bracket_at_budget", {}).get(direction)
+    return (float(found[0]), None if found[1] is None else float(found[1])) if found else None
+
+
+def bisect_budget(results: list[dict], evaluate_at: Callable[[str, float], list[dict]], names: list[str],
+                  steps: int, direction: str = "+") -> list[dict]:
+    """``results`` plus the rows of ``steps`` halvings of each named vector's :func:`budget_bracket`:
+    ``evaluate_at(name, multiplier)`` answers at the bracket's midpoint, which becomes its new lower or
+    upper end. A coarse ladder reads a vector up to a whole rung below where the budget binds (CAA at
+    +2 where +3 might pass); three halvings leave an eighth of the rung."""
+    rows = list(results)
+    for _ in range(steps):
+        summary = fluency_summary(rows)
+        for name in names:
+            bracket = budget_bracket(summary, name, direction)
+            if bracket is not None and bracket[1] is not None:
+                rows += evaluate_at(name, (bracket[0] + bracket[1]) / 2)
+    return rows
 
 
 def _collapsed(row: dict, reference_ppl: float, factor: float, min_distinct2: float) -> bool:
