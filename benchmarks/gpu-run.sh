@@ -2,7 +2,8 @@
 # The GPU checks of issues 13 and 14 (device machine: python3 with torch+CUDA, no network).
 # Usage: benchmarks/gpu-run.sh 1 (the first call), benchmarks/gpu-run.sh 2 (the second: the generation
 # benchmark after the cache-length buckets, a profile of the 7B step, the Mistral shape),
-# benchmarks/gpu-run.sh 3 (balanced packing, and the step with the blocks compiled: FastPath(compile=True)).
+# benchmarks/gpu-run.sh 3 (balanced packing, and the step with the blocks compiled: FastPath(compile=True)),
+# benchmarks/gpu-run.sh 5 (the host tier of the activation cache and --device-map, never run on CUDA yet).
 # Wheels the image lacks travel in .whl/ (transformer-lens and its few missing needs, and transformers
 # at the locked version); results go to $OUT (or ./gpu-out). Every step has its own time limit.
 set -u -o pipefail
@@ -44,6 +45,17 @@ step 90 train-7b-compiled-b8 python3 -m bipo_lens.cli bench train --model random
   --layer 15 --response-tokens 64 --steps 8 --compile --batch-size 8
 step 70 profile-135m-compiled python3 -m bipo_lens.cli bench train --model random:smollm2-135m --device cuda --dtype bfloat16 \
   --layer 15 --response-tokens 32 --steps 8 --compile --profile
+elif [ "$part" = 5 ]; then
+# Written without a GPU (2026-11-27): the paths added then, unverified on CUDA until this runs.
+# The host tier of the activation cache: a 1 MiB device budget puts the 7B's cache in pinned CPU memory.
+step 110 train-7b-host-tier python3 -m bipo_lens.cli bench train --model random:llama-2-7b --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 64 --steps 8 --cache-budget-mib 1
+# --device-map: the default model over GPU 0 and the CPU (CPU-held blocks run on the GPU), against one device.
+step 120 train-device-map python3 -m bipo_lens.cli train --data power_seeking --layer 12 --epochs 1 \
+  --device-map auto --max-memory 0=200MB,cpu=4GB --out "$OUT/spread.safetensors"
+step 90 train-one-device python3 -m bipo_lens.cli train --data power_seeking --layer 12 --epochs 1 \
+  --device cuda --out "$OUT/whole.safetensors"
+step 30 compare python3 -c "from bipo_lens.vectors import SteeringVector as S; a, b = S.load('$OUT/spread.safetensors'), S.load('$OUT/whole.safetensors'); print('cosine', float(a.vector @ b.vector / (a.vector.norm() * b.vector.norm())), a.norm, b.norm, a.record['device'])"
 else
 step 200 generate-135m-b python3 -m bipo_lens.cli bench generate --model random:smollm2-135m --device cuda \
   --dtype bfloat16 --compile --repeats 3

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from bipo_lens.activations import device_of
+from bipo_lens.scoring import cache_tier, default_host_budget
 from bipo_lens.records import finish_record, start_record
 
 SHARED_TRAIN = "bipo/power-seeking/train.csv"
@@ -32,13 +33,14 @@ def _default_data() -> str:
     return str(root / SHARED_TRAIN) if (root / SHARED_TRAIN).is_file() else "power_seeking"
 
 
-def _run(model, pairs, layer, fast, response_tokens, epochs=1, batch_size=4):
+def _run(model, pairs, layer, fast, response_tokens, epochs=1, batch_size=4, cache_budget_bytes=2 << 30):
     """(vector, total seconds, setup seconds, seconds per step after setup)."""
     from bipo_lens.training import train_bipo
 
     started = time.perf_counter()
     vector = train_bipo(model, pairs, layer, fast=fast, epochs=epochs, lr=5e-3, batch_size=batch_size,
-                        max_response_tokens=response_tokens, progress=False, seed=0)
+                        max_response_tokens=response_tokens, progress=False, seed=0,
+                        cache_budget_bytes=cache_budget_bytes)
     total = time.perf_counter() - started
     training = sum(r["seconds"] for r in vector.history)
     return vector, total, total - training, training / (-(-len(pairs) // batch_size) * epochs)
@@ -123,17 +125,21 @@ def fast_only(args) -> int:
     # what PairScorer caches: the layer-L residual of both sequences, in the model's dtype
     cache_per_pair = sum(len(s.ids) for pair in encoded for s in pair) * cfg.hidden_size * dtype.itemsize / len(encoded)
     print(f"tokens per pair (packed: prompt once, both responses) {tokens_per_pair:.0f}; cached residual "
-          f"{cache_per_pair / 2**20:.2f} MiB per pair in {dtype} (both sequences; cached on the device up to 2 GiB, "
-          f"beyond in pinned host memory up to half the free RAM, else recomputed per step)")
+          f"{cache_per_pair / 2**20:.2f} MiB per pair in {dtype} (both sequences)")
+    budget = args.cache_budget_mib << 20
+    tier = cache_tier(int(cache_per_pair * len(pairs)), device, budget, default_host_budget())
+    print(f"activation cache of {len(pairs)} pairs: {cache_per_pair * len(pairs) / 2**20:.0f} MiB -> tier '{tier}' "
+          f"(device budget {args.cache_budget_mib} MiB; host: half the free RAM; else recomputed per step)")
     fast = FastPath(compile=args.compile)
     started = time.perf_counter()
     # warm-up: one epoch over the same pairs, so that every batch shape has met the kernels' plans and
     # the compiler (a recompilation inside the timed epoch would count as a slow step)
-    _run(model, pairs, args.layer, fast, args.response_tokens, batch_size=batch)
+    _run(model, pairs, args.layer, fast, args.response_tokens, batch_size=batch, cache_budget_bytes=budget)
     print(f"warm-up (an epoch{', compilation included' if args.compile else ''}): {time.perf_counter() - started:.1f} s")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    _, total, setup, step = _run(model, pairs, args.layer, fast, args.response_tokens, batch_size=batch)
+    _, total, setup, step = _run(model, pairs, args.layer, fast, args.response_tokens, batch_size=batch,
+                                 cache_budget_bytes=budget)
     flops = _flops_per_step(model, pairs, args.layer, args.response_tokens) * batch / len(pairs)
     peak, label = _peak_flops(device, dtype, cfg.hidden_size, cfg.intermediate_size)
     achieved = flops / step / 1e9
@@ -190,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--device-map", default=None, help="auto: spread the model over devices (accelerate)")
+    parser.add_argument("--cache-budget-mib", type=int, default=2048,
+                        help="activation cache on the device up to this; beyond: pinned host memory (GPU), else recompute")
     parser.add_argument("--max-memory", default=None, help="with --device-map: 0=70GiB,cpu=100GiB")
     parser.add_argument("--authors-workload", default=None, metavar="CSV",
                         help="instead: the workload the BiPO authors' trainer was timed on (their "
