@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default=None)
     parser.add_argument("--device-map", default=None, help="auto: spread the model over devices (accelerate)")
     parser.add_argument("--cache-budget-mib", type=int, default=2048,
-                        help="activation cache on the device up to this; beyond: pinned host memory (GPU), else recompute")
+                        help="with --fast-only (and random: shapes): activation cache on the device up to this; "
+                             "beyond: pinned host memory (GPU), else recompute")
     parser.add_argument("--max-memory", default=None, help="with --device-map: 0=70GiB,cpu=100GiB")
     parser.add_argument("--authors-workload", default=None, metavar="CSV",
                         help="instead: the workload the BiPO authors' trainer was timed on (their "
