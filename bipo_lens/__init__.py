@@ -3,11 +3,32 @@
 __version__ = "0.1.0"
 
 from bipo_lens.errors import BipoLensError
-from bipo_lens.models import DEFAULT_MODEL, build_prompt, load_model
-from bipo_lens.pairs import PreferencePair, builtin_pair_sets, load_pairs, split_pairs
-from bipo_lens.generation import Sampling, generate, generate_batch, generate_grid, generate_samples
-from bipo_lens.steering import TokenStrategy, steer
-from bipo_lens.vectors import SteeringVector
+
+# The public names, imported on first use (PEP 562): ``bipo-lens --help`` and a bad flag answer
+# without importing torch and transformers, which take seconds.
+_LAZY = {
+    "DEFAULT_MODEL": "bipo_lens.models", "build_prompt": "bipo_lens.models", "load_model": "bipo_lens.models",
+    "PreferencePair": "bipo_lens.pairs", "builtin_pair_sets": "bipo_lens.pairs", "load_pairs": "bipo_lens.pairs",
+    "split_pairs": "bipo_lens.pairs", "Sampling": "bipo_lens.generation", "generate": "bipo_lens.generation",
+    "generate_batch": "bipo_lens.generation", "generate_grid": "bipo_lens.generation",
+    "generate_samples": "bipo_lens.generation", "TokenStrategy": "bipo_lens.steering", "steer": "bipo_lens.steering",
+    "SteeringVector": "bipo_lens.vectors",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bipo_lens' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "BipoLensError",

@@ -326,10 +326,14 @@ def _quiet_libraries() -> None:
     warnings.filterwarnings("ignore")
     import logging
 
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
+    # Through the environment where transformers is not imported yet, so that a command that stops at
+    # its arguments never pays the seconds of importing it.
+    os.environ["TRANSFORMERS_VERBOSITY"] = "error"
+    os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    if "transformers" in sys.modules:
+        transformers = sys.modules["transformers"]
+        transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
     logging.getLogger("transformer_lens").setLevel(logging.ERROR)
 
 
@@ -357,6 +361,9 @@ def _check_writable(path: str, directory: bool = False) -> None:
 
 
 def _load_vectors(paths: list[str], layer: int | None):
+    for path in paths:  # a mistyped name answers before torch is imported
+        if not os.path.exists(path):
+            raise BipoLensError(f"vector file not found: {path}")
     from bipo_lens.vectors import SteeringVector
 
     return [SteeringVector.load(p, layer=layer) for p in paths]
@@ -690,17 +697,17 @@ def _held_out(data: str, test_data: str | None, fraction: float, seed: int):
 
 
 def cmd_sweep(args) -> int:
+    if args.seeds < 1:
+        raise BipoLensError(f"--seeds must be at least 1, got {args.seeds}")
+    _check_writable(args.out_dir, directory=True)
+    if args.plot:
+        _check_writable(args.plot)
     from bipo_lens.analysis import SweepConfig, recommend_layer, sweep_layers
     from bipo_lens.analysis.claims import best_layer
     from bipo_lens.evaluation import EmbeddingJudge
     from bipo_lens.models import DEFAULT_MODEL, load_model, load_options
     from bipo_lens.plots import layer_sweep
 
-    if args.seeds < 1:
-        raise BipoLensError(f"--seeds must be at least 1, got {args.seeds}")
-    _check_writable(args.out_dir, directory=True)
-    if args.plot:
-        _check_writable(args.plot)
     train, test = _held_out(args.data, args.test_data, args.test_fraction, args.seed)
     judge = EmbeddingJudge() if args.generations else None
     model = load_model(args.model or DEFAULT_MODEL, **load_options(args))
@@ -734,6 +741,8 @@ def cmd_sweep(args) -> int:
 
 
 def cmd_similarity(args) -> int:
+    if not args.vector and not args.sweep_dir:
+        raise BipoLensError("give --vector files and/or --sweep-dir directories")
     from pathlib import Path
 
     from bipo_lens.analysis import cosine, logit_lens, similarity_rows
@@ -741,8 +750,6 @@ def cmd_similarity(args) -> int:
     from bipo_lens.models import load_model, load_options
     from bipo_lens.plots import similarity_heatmap
 
-    if not args.vector and not args.sweep_dir:
-        raise BipoLensError("give --vector files and/or --sweep-dir directories")
     vectors = _load_vectors(args.vector, None)
     names = [Path(p).stem for p in args.vector]
     for name, vector in zip(names, vectors):
@@ -775,6 +782,7 @@ def cmd_similarity(args) -> int:
 
 
 def cmd_transfer(args) -> int:
+    seeds = _load_vectors(_seed_files(args.vector, args.seeds, "--vector"), None)
     from pathlib import Path
 
     from bipo_lens.analysis import corresponding_layer, fit_linear_map, paired_activations, retained_efficacy, transfer_vector
@@ -782,7 +790,6 @@ def cmd_transfer(args) -> int:
     from bipo_lens.models import load_model, load_options
     from bipo_lens.pairs import builtin_pair_sets, load_pairs
 
-    seeds = _load_vectors(_seed_files(args.vector, args.seeds, "--vector"), None)
     out = Path(args.out)
     outs = [out] + [out.with_name(f"{out.stem}.seed{k}{out.suffix}") for k in range(1, len(seeds))]
     for path in outs:
@@ -836,14 +843,6 @@ def cmd_transfer(args) -> int:
 
 
 def cmd_compose(args) -> int:
-    import json
-    from pathlib import Path
-
-    from bipo_lens.analysis import compose
-    from bipo_lens.models import load_model, load_options
-    from bipo_lens.pairs import load_pairs
-    from bipo_lens.plots import composition_grid
-
     if len(args.vector) != len(args.data):
         raise BipoLensError(f"{len(args.vector)} --vector but {len(args.data)} --data: give one held-out set per vector")
     for path in (args.out_json, args.plot):
@@ -852,6 +851,14 @@ def cmd_compose(args) -> int:
     files = [_seed_files(v, args.seeds, "--vector") for v in args.vector]
     if len({len(f) for f in files}) > 1:
         raise BipoLensError("every --vector needs the same number of seed files (seed k of each is composed together)")
+    import json
+    from pathlib import Path
+
+    from bipo_lens.analysis import compose
+    from bipo_lens.models import load_model, load_options
+    from bipo_lens.pairs import load_pairs
+    from bipo_lens.plots import composition_grid
+
     seeded = [_load_vectors(f, None) for f in files]
     vectors = [s[0] for s in seeded]
     names = [Path(f[0]).stem for f in files]
