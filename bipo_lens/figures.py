@@ -771,6 +771,20 @@ def _budget_edges(found: dict) -> str:
     return f"; over the budget from {', '.join(edge(b) for b in brackets['ours'])} and CAA {edge(brackets['theirs'])}"
 
 
+def _budget_noise(found: dict) -> str:
+    """`` (the interval also draws which of the 12 questions were answered, ...)``: where the budget
+    binds resampled with the pairs and seeds (runs from before it was: nothing)."""
+    resampled = found.get("budget_resampled")
+    if not resampled:
+        return ""
+    moved = [f"{name} at {', '.join(f'{float(m):+g}' for m in counts)}"
+             for name, counts in zip([*(f"BiPO seed {k}" for k in range(len(found["multipliers"]["ours"]))), "CAA"],
+                                     resampled["read_at"]) if len(counts) > 1]
+    return (f" (the interval also draws which of the {resampled['questions']} questions were answered, so where the "
+            f"budget binds: {'; '.join(moved) if moved else 'every vector read where it is here'} across the resamples; "
+            f"each held at its multiplier: {_ranged(found['value'], found.get('ci_at_fixed_budget'), 2, True)})")
+
+
 def _edge_comparison(found: dict) -> str:
     """The verdict checked at the far edge of the bracket (see ``claims.beats_at_equal_fluency``)."""
     edge = found.get("at_bracket_edge")
@@ -803,7 +817,7 @@ def claims_table(stage: dict | None) -> list[str]:
         ["BiPO beats CAA at equal fluency", "(not tested in the paper: the users' form, same damage)",
          (f"margin shift at the largest multiplier within {fluent['budget_perplexity']:.2f} perplexity (BiPO "
           f"{_fluent_multipliers(fluent)}{_budget_edges(fluent)}): BiPO - CAA {_interval(fluent)} nats"
-          f"{_edge_comparison(fluent)}; {size(fluent)}")
+          f"{_budget_noise(fluent)}{_edge_comparison(fluent)}; {size(fluent)}")
          if fluent.get("budget_perplexity") else "-", verdict(fluent)],
         ["A middle layer steers best", "the authors steer at layer 15 of Llama-2-7b-chat's 32 (13 of Mistral-7B's 32)",
          f"best BiPO layer {layer['value']}; not told apart from it: {', '.join(map(str, layer['tied']))} "

@@ -9,7 +9,8 @@ import torch
 from bipo_lens import BipoLensError, PreferencePair, SteeringVector, load_pairs, split_pairs
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, ProbeJudge, evaluate, spearman, summarise
 from bipo_lens.evaluation.coherence import distinct2, perplexities
-from bipo_lens.evaluation.fluency import bisect_budget, budget_bracket, fluency_summary
+from bipo_lens.evaluation.fluency import (bisect_budget, budget_bracket, budget_resampled_difference_ci,
+                                          fluency_summary)
 from bipo_lens.evaluation.intervals import crossed_difference_ci, crossed_ratio_ci, paired_difference_ci
 from bipo_lens.generation import Sampling
 from bipo_lens.pairs import load_ab_pairs
@@ -111,6 +112,38 @@ def test_bisection_finds_where_the_budget_binds():
     assert summary["steep"]["multiplier_at_budget"]["+"] == 2.5 and summary["gentle"]["shift_at_budget"]["+"] == 5.0
     fluent = [_row("flat", m, m, 2.0) for m in (0, 1, 2)]  # never leaves the budget: nothing to halve
     assert bisect_budget(fluent, lambda name, m: pytest.fail("asked"), ["flat"], 3) == fluent
+
+
+def test_resampling_the_answered_questions_moves_where_the_budget_binds():
+    """Two seeds of ours and a rival answer 6 questions (budget 3.0). With every question alike, each
+    resample reads each vector at the same multiplier and the interval is the fixed-budget one (the
+    same draws). When one of the rival's answers at +2 is bad (perplexity 6), +2 is within the budget
+    on average (2.67) but not on the resamples that draw that question twice: the rival is then read
+    at +1, and the interval of ours minus theirs reaches higher than with the rival held at +2."""
+    def rows(rival_at_2: list[float]) -> list[dict]:
+        def row(name, m, per_question):
+            return {**_row(name, m, float(m), statistics.fmean(per_question)), "perplexity_per_question": per_question}
+        flat = [2.0] * 6
+        return [row(name, 0.0, flat) for name in ("a", "b", "c")] + [
+            row(name, m, flat if m < 4 else [9.0] * 6) for name in ("a", "b") for m in (1.0, 2.0, 4.0)] + [
+            row("c", 1.0, flat), row("c", 2.0, rival_at_2), row("c", 4.0, [9.0] * 6)]
+    asked = []
+
+    def shifts(k, m):  # per pair: seeds a, b and rival c, each growing with the multiplier
+        asked.append((k, m))
+        return [m * (1.0 + 0.2 * p) * (1.0, 1.2, 0.8)[k] for p in range(8)]
+    alike = budget_resampled_difference_ci(rows([2.0] * 6), shifts, ["a", "b"], "c", resamples=500)
+    assert alike["read_at"] == [{"2": 500}] * 3 and alike["questions"] == 6 and sorted(asked) == [(0, 2), (1, 2), (2, 2)]
+    fixed = crossed_difference_ci([shifts(2, 2)] * 2, [shifts(0, 2), shifts(1, 2)], resamples=500)
+    assert alike["ci"] == pytest.approx(list(fixed))
+    asked.clear()
+    noisy = budget_resampled_difference_ci(rows([2.0] * 5 + [6.0]), shifts, ["a", "b"], "c", resamples=500)
+    rival = noisy["read_at"][2]
+    assert set(rival) == {"1", "2"} and sum(rival.values()) == 500 and 0.1 < rival["1"] / 500 < 0.45
+    assert noisy["read_at"][:2] == [{"2": 500}] * 2 and sorted(asked) == [(0, 2), (1, 2), (2, 1), (2, 2)]
+    assert noisy["ci"][0] == pytest.approx(fixed[0], abs=0.3) and noisy["ci"][1] > fixed[1] + 0.5
+    assert budget_resampled_difference_ci([{k: v for k, v in r.items() if k != "perplexity_per_question"}
+                                           for r in rows([2.0] * 6)], shifts, ["a", "b"], "c") is None
 
 
 def test_fluency_is_measured_on_the_steered_answers(model):

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from statistics import fmean
 
 from bipo_lens.evaluation import MarginScorer
-from bipo_lens.evaluation.fluency import budget_bracket, fluency_summary, multiplier_at_budget
+from bipo_lens.evaluation.fluency import (budget_bracket, budget_resampled_difference_ci, fluency_summary,
+                                          multiplier_at_budget)
 from bipo_lens.evaluation.intervals import crossed_difference_ci, crossed_ratio_ci
 from bipo_lens.vectors import SteeringVector
 
@@ -105,8 +106,13 @@ def beats_at_equal_fluency(scorer: MarginScorer, evaluated: list[dict], ours: li
     beyond the budget, ours losing must survive ours read at theirs (``at_bracket_edge``); else it is
     inconclusive. A vector within the budget at the largest multiplier evaluated has no far edge: its
     shift is a lower bound, and a verdict it could overturn (ours losing while unbounded, or winning
-    against an unbounded rival) is inconclusive. The perplexities' own sampling noise (a dozen
-    answers per multiplier) is in neither."""
+    against an unbounded rival) is inconclusive.
+
+    The interval resamples where the budget binds too, where the rows carry per-question perplexities
+    (:func:`budget_resampled_difference_ci`: which of the dozen questions were answered is drawn with
+    the pairs and seeds, and each vector is read where the budget binds on the drawn answers); the
+    interval with every vector held at its chosen multiplier is kept as ``ci_at_fixed_budget``. Rows
+    from before per-question perplexities were kept give only the latter."""
     front = fluency_summary(evaluated)
     at = lambda name: multiplier_at_budget(front, name)  # noqa: E731
     largest = lambda name: max(r["multiplier"] for r in evaluated if r["vector"] == name)  # noqa: E731
@@ -119,10 +125,15 @@ def beats_at_equal_fluency(scorer: MarginScorer, evaluated: list[dict], ours: li
     brackets = {"ours": [budget_bracket(front, name) for name, _ in ours], "theirs": budget_bracket(front, theirs[0])}
     mine = [pair_shifts(scorer, vector, m) for (_, vector), m in zip(ours, chosen["ours"])]
     rival = pair_shifts(scorer, theirs[1], chosen["theirs"])
-    interval = crossed_difference_ci([rival] * len(mine), mine)
+    fixed = crossed_difference_ci([rival] * len(mine), mine)
+    vectors = [vector for _, vector in ours] + [theirs[1]]
+    resampled = budget_resampled_difference_ci(evaluated, lambda k, m: pair_shifts(scorer, vectors[k], m),
+                                               [name for name, _ in ours], theirs[0])
+    interval = tuple(resampled.pop("ci")) if resampled else fixed
     found = _claim(fmean(fmean(r) for r in mine) - fmean(rival), interval, 0.0, len(mine), len(rival),
                    multipliers=chosen, unbounded=unbounded, brackets=brackets, ours=fmean(fmean(r) for r in mine),
-                   theirs=fmean(rival), budget_perplexity=front["_settings"]["budget_perplexity"])
+                   theirs=fmean(rival), budget_perplexity=front["_settings"]["budget_perplexity"],
+                   ci_at_fixed_budget=list(fixed) if fixed else None, budget_resampled=resampled)
     if found["verdict"] == NOT_REPRODUCED and any(unbounded["ours"]):
         found.update(verdict=INCONCLUSIVE, why=f"{found['why']}, but ours stays within the budget at the largest "
                                                "multiplier evaluated (its shift is a lower bound)")

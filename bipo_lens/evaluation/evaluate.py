@@ -202,6 +202,8 @@ def evaluate(
                 "mc1_accuracy": statistics.fmean(mc1) if multiple_choice else None,
                 "ab_probability": ab, "judge_score": _mean(flat(judged)), "perplexity": _mean(flat(ppl)),
                 "distinct2": _mean(flat(d2)),
+                # per question (the mean over its samples): what a bootstrap of the fluency budget resamples
+                "perplexity_per_question": [_mean([row[q] for row in ppl]) for q in range(len(questions))],
             })
             generations += [{"vector": name, "multiplier": m, "question": q, "answer": t, "judge_score": s,
                              "perplexity": p, "distinct2": d, **({"sample": k} if samples > 1 else {})}

@@ -12,11 +12,23 @@ multiplier, with the perplexity of its greedy answers under the unsteered model)
   its unsteered value (signed: towards the behaviour for +, away for -) among the multipliers whose
   answers stay within ``budget_factor`` times the unsteered perplexity: the equal-fluency comparison.
 - ``front``: the points (perplexity, metric) per vector, the data of the Pareto plot.
+
+Where the budget binds is itself measured on a dozen answers, whose perplexity is noisy (not even
+monotone in the multiplier near the budget). ``budget_resampled_difference_ci`` puts that noise into
+an equal-fluency comparison's interval: each resample also draws which questions were answered, and
+each vector is read where the budget binds on those.
 """
 
 from __future__ import annotations
 
+import math
+from collections import Counter
+from statistics import fmean
 from typing import Callable
+
+import torch
+
+from bipo_lens.evaluation.intervals import RESAMPLES, _crossed_resamples, _percentiles
 
 COLLAPSE_FACTOR = 3.0
 COLLAPSE_DISTINCT2 = 0.5
@@ -96,3 +108,66 @@ def _collapsed(row: dict, reference_ppl: float, factor: float, min_distinct2: fl
     if row["perplexity"] is None:  # every answer empty: nothing left that is language
         return True
     return row["perplexity"] > factor * reference_ppl or (row["distinct2"] is not None and row["distinct2"] < min_distinct2)
+
+
+def on_questions(results: list[dict], drawn: list[int]) -> list[dict]:
+    """``results`` with each row's perplexity the mean over the ``drawn`` questions (indices, drawn
+    with replacement) of its ``perplexity_per_question``; None where no drawn answer has one."""
+    rows = []
+    for row in results:
+        values = [row["perplexity_per_question"][q] for q in drawn]
+        usable = [v for v in values if v is not None and not math.isnan(v)]
+        rows.append({**row, "perplexity": fmean(usable) if usable else None})
+    return rows
+
+
+def budget_resampled_difference_ci(evaluated: list[dict], shifts: Callable[[int, float], list[float]], ours: list[str],
+                                   theirs: str, level: float = 0.95, resamples: int = RESAMPLES,
+                                   seed: int = 0) -> dict | None:
+    """Interval for ours minus theirs at equal fluency, resampling where the budget binds as well as
+    the pairs and seeds: each resample draws the answered questions (with replacement), reads every
+    vector at its largest multiplier within the budget on those questions (:func:`fluency_summary` of
+    :func:`on_questions`; 0, unsteered, where none is), and draws the held-out pairs and the seeds as
+    :func:`~bipo_lens.evaluation.intervals.crossed_difference_ci` does, with the same draws for the
+    same seed: where every resample reads the same multipliers, the two intervals are equal.
+    ``shifts(k, multiplier)`` is the per-pair margin shift from unsteered of vector ``k`` of ``[*ours,
+    theirs]`` (the same pairs for every vector; called once per multiplier it is read at). ``ours``:
+    the name in ``evaluated`` of each training seed's vector.
+    Needs every row's ``perplexity_per_question`` (None without it). Returns the interval and how
+    often each vector (in the order of ``[*ours, theirs]``) was read at each multiplier."""
+    if not evaluated or any("perplexity_per_question" not in r for r in evaluated):
+        return None
+    n_questions = len(evaluated[0]["perplexity_per_question"])
+    if n_questions < 2:
+        return None
+    cache: dict[tuple[int, float], torch.Tensor | None] = {}
+
+    def shift(k: int, multiplier: float) -> torch.Tensor | None:
+        """None at 0: unsteered, no shift."""
+        if (k, multiplier) not in cache:
+            cache[k, multiplier] = torch.tensor(shifts(k, multiplier), dtype=torch.float64) if multiplier else None
+        return cache[k, multiplier]
+
+    questions = torch.randint(n_questions, (resamples, n_questions), generator=torch.Generator().manual_seed(seed + 1))
+    names = [*ours, theirs]
+    read: list[tuple[float, ...]] = []
+    for drawn in questions.tolist():
+        summary = fluency_summary(on_questions(evaluated, drawn))
+        read.append(tuple(float(multiplier_at_budget(summary, name) or 0.0) for name in names))
+    grids: dict[tuple[float, ...], torch.Tensor] = {}
+    for chosen in dict.fromkeys(read):
+        rival = shift(len(ours), chosen[-1])
+        mine = [shift(k, m) for k, m in enumerate(chosen[:-1])]
+        n_pairs = next((len(t) for t in [*mine, rival] if t is not None), None)
+        zero = torch.zeros(n_pairs or 0, dtype=torch.float64)
+        grids[chosen] = torch.stack([(t if t is not None else zero) - (rival if rival is not None else zero)
+                                     for t in mine])
+    n_seeds, n_pairs = next(iter(grids.values())).shape
+    if n_pairs < 2:
+        return None
+    cells = torch.arange(n_seeds * n_pairs, dtype=torch.float64).reshape(n_seeds, n_pairs)
+    positions = _crossed_resamples(cells, resamples, seed).long()  # resample x seed x pair, as the crossed draw
+    means = torch.stack([grids[chosen].flatten()[positions[r]].nanmean() for r, chosen in enumerate(read)])
+    counts = [{f"{m:g}": n for m, n in sorted(Counter(c[k] for c in read).items())} for k in range(len(names))]
+    return {"ci": list(_percentiles(means[~means.isnan()], level)), "questions": n_questions, "resamples": resamples,
+            "read_at": counts}
