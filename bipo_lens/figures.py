@@ -777,12 +777,12 @@ def _budget_noise(found: dict) -> str:
     resampled = found.get("budget_resampled")
     if not resampled:
         return ""
-    moved = [f"{name} at {', '.join(f'{float(m):+g}' for m in counts)}"
-             for name, counts in zip([*(f"BiPO seed {k}" for k in range(len(found["multipliers"]["ours"]))), "CAA"],
-                                     resampled["read_at"]) if len(counts) > 1]
-    return (f" (the interval also draws which of the {resampled['questions']} questions were answered, so where the "
-            f"budget binds: {'; '.join(moved) if moved else 'every vector read where it is here'} across the resamples; "
-            f"each held at its multiplier: {_ranged(found['value'], found.get('ci_at_fixed_budget'), 2, True)})")
+    read = [[float(m) for m in counts] for counts in resampled["read_at"]]  # BiPO's seeds, then CAA
+    span = lambda ms: f"at {min(ms):+g}" if min(ms) == max(ms) else f"between {min(ms):+g} and {max(ms):+g}"  # noqa: E731
+    return (f" (the interval also draws which of the {resampled['questions']} questions were answered, and so where "
+            f"the budget binds: BiPO read {span([m for ms in read[:-1] for m in ms])}, CAA {span(read[-1])} over "
+            f"{resampled['resamples']} resamples; each held at its multiplier: "
+            f"{_ranged(found['value'], found.get('ci_at_fixed_budget'), 2, True)})")
 
 
 def _edge_comparison(found: dict) -> str:
