@@ -143,7 +143,8 @@ def budget_resampled_difference_ci(evaluated: list[dict], shifts: Callable[[int,
     cache: dict[tuple[int, float], torch.Tensor | None] = {}
 
     def shift(k: int, multiplier: float) -> torch.Tensor | None:
-        """None at 0: unsteered, no shift."""
+        """None at 0: unsteered, exactly no shift (the scorer at 0 differs from unsteered by rounding,
+        which would tie a vector read at 0 against its rival to a few 1e-7, not to 0)."""
         if (k, multiplier) not in cache:
             cache[k, multiplier] = torch.tensor(shifts(k, multiplier), dtype=torch.float64) if multiplier else None
         return cache[k, multiplier]
