@@ -10,7 +10,7 @@ from bipo_lens import BipoLensError, PreferencePair, SteeringVector, load_pairs,
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, ProbeJudge, evaluate, spearman, summarise
 from bipo_lens.evaluation.coherence import distinct2, perplexities
 from bipo_lens.evaluation.fluency import (bisect_budget, budget_bracket, budget_resampled_difference_ci,
-                                          fluency_summary)
+                                          fluency_summary, with_per_question)
 from bipo_lens.evaluation.intervals import crossed_difference_ci, crossed_ratio_ci, paired_difference_ci
 from bipo_lens.generation import Sampling
 from bipo_lens.pairs import load_ab_pairs
@@ -144,6 +144,15 @@ def test_resampling_the_answered_questions_moves_where_the_budget_binds():
     assert noisy["ci"][0] == pytest.approx(fixed[0], abs=0.3) and noisy["ci"][1] > fixed[1] + 0.5
     assert budget_resampled_difference_ci([{k: v for k, v in r.items() if k != "perplexity_per_question"}
                                            for r in rows([2.0] * 6)], shifts, ["a", "b"], "c") is None
+    # Two bad answers of six at every multiplier: within the budget only on the resamples that draw
+    # them at most once (about 35 %); on the others every vector is read unsteered, a difference of 0.
+    bad = [2.0] * 4 + [6.0] * 2
+    unsteered = [{**r, "perplexity_per_question": [2.0] * 6} for r in rows([2.0] * 6) if r["multiplier"] == 0]
+    steered = [{**r, "perplexity": statistics.fmean(bad), "perplexity_per_question": bad}
+               for r in rows([2.0] * 6) if r["multiplier"] in (1.0, 2.0)]
+    rarely = budget_resampled_difference_ci(unsteered + steered, shifts, ["a", "b"], "c", resamples=500)
+    assert all(set(counts) == {"0", "2"} and 0.55 < counts["0"] / 500 < 0.75 for counts in rarely["read_at"])
+    assert rarely["ci"][0] == 0 and rarely["ci"][1] > 0
 
 
 def test_fluency_is_measured_on_the_steered_answers(model):
@@ -165,6 +174,10 @@ def test_fluency_is_measured_on_the_steered_answers(model):
         ppl = [p for p in perplexities(model, [g["question"] for g in broken], texts) if p is not None]
         d2 = [d for d in map(distinct2, texts) if d is not None]
         assert not ppl or statistics.fmean(ppl) > 3 * unsteered_ppl or (d2 and statistics.fmean(d2) < 0.5)
+    # A run kept without per-question perplexities gets them back, exactly, from its saved answers.
+    kept = [{k: v for k, v in row.items() if k != "perplexity_per_question"} for row in report["results"]]
+    assert with_per_question(kept, report["generations"]) == report["results"]
+    assert with_per_question(report["results"], []) == report["results"]
 
 
 def test_ab_view_of_an_ab_csv(tmp_path):

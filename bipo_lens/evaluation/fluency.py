@@ -121,6 +121,24 @@ def on_questions(results: list[dict], drawn: list[int]) -> list[dict]:
     return rows
 
 
+def with_per_question(results: list[dict], generations: list[dict]) -> list[dict]:
+    """``results`` (rows of one ``evaluate`` call) each with its ``perplexity_per_question``, taken from
+    ``generations`` (the same call's answers, each with its perplexity) where a row was kept without
+    it: runs from before ``evaluate`` kept per-question perplexities saved every answer's, in question
+    order, so their budgets can be resampled without answering again."""
+    answers: dict[tuple[str, float], dict[str, list[float | None]]] = {}
+    for g in generations:
+        answers.setdefault((g["vector"], g["multiplier"]), {}).setdefault(g["question"], []).append(g["perplexity"])
+
+    def mean(values: list[float | None]) -> float | None:
+        usable = [v for v in values if v is not None and not math.isnan(v)]
+        return fmean(usable) if usable else None
+
+    return [row if "perplexity_per_question" in row else
+            {**row, "perplexity_per_question": [mean(v) for v in answers[row["vector"], row["multiplier"]].values()]}
+            for row in results]
+
+
 def budget_resampled_difference_ci(evaluated: list[dict], shifts: Callable[[int, float], list[float]], ours: list[str],
                                    theirs: str, level: float = 0.95, resamples: int = RESAMPLES,
                                    seed: int = 0) -> dict | None:
@@ -155,17 +173,15 @@ def budget_resampled_difference_ci(evaluated: list[dict], shifts: Callable[[int,
     for drawn in questions.tolist():
         summary = fluency_summary(on_questions(evaluated, drawn))
         read.append(tuple(float(multiplier_at_budget(summary, name) or 0.0) for name in names))
-    grids: dict[tuple[float, ...], torch.Tensor] = {}
-    for chosen in dict.fromkeys(read):
-        rival = shift(len(ours), chosen[-1])
-        mine = [shift(k, m) for k, m in enumerate(chosen[:-1])]
-        n_pairs = next((len(t) for t in [*mine, rival] if t is not None), None)
-        zero = torch.zeros(n_pairs or 0, dtype=torch.float64)
-        grids[chosen] = torch.stack([(t if t is not None else zero) - (rival if rival is not None else zero)
-                                     for t in mine])
-    n_seeds, n_pairs = next(iter(grids.values())).shape
+    read_shifts = {chosen: [shift(k, m) for k, m in enumerate(chosen)] for chosen in dict.fromkeys(read)}
+    n_pairs = next((len(t) for ts in read_shifts.values() for t in ts if t is not None), 0)  # 0: all read unsteered
     if n_pairs < 2:
         return None
+    zero = torch.zeros(n_pairs, dtype=torch.float64)
+    grids = {chosen: torch.stack([(t if t is not None else zero) - (ts[-1] if ts[-1] is not None else zero)
+                                  for t in ts[:-1]])
+             for chosen, ts in read_shifts.items()}
+    n_seeds = len(ours)
     cells = torch.arange(n_seeds * n_pairs, dtype=torch.float64).reshape(n_seeds, n_pairs)
     positions = _crossed_resamples(cells, resamples, seed).long()  # resample x seed x pair, as the crossed draw
     means = torch.stack([grids[chosen].flatten()[positions[r]].nanmean() for r, chosen in enumerate(read)])
