@@ -57,7 +57,7 @@ from bipo_lens.analysis.transfer import pair_texts
 from bipo_lens.atomic import atomic_write
 from bipo_lens.errors import BipoLensError
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, evaluate
-from bipo_lens.evaluation.fluency import bisect_budget
+from bipo_lens.evaluation.fluency import bisect_budget, with_per_question
 from bipo_lens.models import DEFAULT_MODEL, info, load_model, sibling_record
 from bipo_lens.pairs import load_pairs, one_per_question, shared_behaviour_sets, shared_data_dir, split_pairs
 from bipo_lens.records import describe, finish_record, git_state, start_record
@@ -434,12 +434,13 @@ def _baselines(run: _Run, judge) -> dict:
     run.log(f"baselines: answers of {len(vectors) - 2} methods at multipliers {multipliers} (fluency)")
     others = {name: v for name, v in vectors.items() if name not in ("bipo", "caa")}
     answered = evaluate(model, others, test, multipliers, max_questions=b.test_pairs, max_generations=b.generations,
-                        max_new_tokens=b.max_new_tokens, progress=False, scorer=scorer)["results"]
+                        max_new_tokens=b.max_new_tokens, progress=False, scorer=scorer)
     stage_one = {"BiPO": "bipo", "CAA": "caa"}
-    evaluated = [{**r, "vector": stage_one[r["vector"]]} for r in first_rows] + answered
+    first_rows = with_per_question(first_rows, run.results["steering"]["generations"])  # a stage 1 from before they were kept
+    evaluated = [{**r, "vector": stage_one[r["vector"]]} for r in first_rows] + answered["results"]
     return {"layer": STEERING_LAYER, "train_pairs": len(train), "test_pairs": len(test), "multiplier": b.multiplier,
             "rows": rows, "fluency": compare_at_equal_fluency(scorer, evaluated, vectors, "bipo"),
-            "evaluated": evaluated,
+            "evaluated": evaluated, "generations": answered["generations"],
             "train_seconds": seconds, "reps": {"history": vectors["reps"].history,
                                                "hyperparameters": vectors["reps"].hyperparameters}}
 
@@ -688,24 +689,46 @@ def baselines_table(found: dict | None) -> list[str]:
 
 def _fluency_table(rows: list[dict] | None, top: float | None) -> list[str]:
     """The baselines at equal fluency (runs from before it was measured have none). A method read
-    at ``top``, the largest multiplier evaluated, never met the budget: its shift is a lower bound."""
+    at ``top``, the largest multiplier evaluated, never met the budget: its shift is a lower bound.
+    Where the budget binds resampled (runs from before it was: the interval at the chosen multipliers),
+    how often each method was read at each multiplier, and the interval with both held there."""
     if not rows:
         return []
     chosen = lambda m: "none within" if m is None else f"{m:+g}" + (" (top: lower bound)" if m == top else "")  # noqa: E731
     collapse = lambda r: ", ".join(f"{d}{abs(m):g}" for d, m in (r["collapse_multiplier"] or {}).items()  # noqa: E731
                                    if m is not None) or "none up to the largest"
+    resampled = next((r["budget_resampled"] for r in rows if r.get("budget_resampled")), None)
+
+    def read_at(counts: dict[str, int]) -> str:
+        total = sum(counts.values())
+        return ", ".join(f"{float(m):+g} {100 * n / total:.0f}%" for m, n in counts.items())
+
+    def gap(r: dict) -> str:
+        if r["method"] == r["reference"] or r["reference_minus_this"] is None:
+            return "-"
+        held = r.get("budget_resampled") and _ranged(r["reference_minus_this"], r["reference_minus_this_ci_at_fixed_budget"])
+        return _ranged(r["reference_minus_this"], r["reference_minus_this_ci"]) + (f" (held: {held})" if held else "")
+
+    reads = lambda r: f"BiPO {read_at(r['budget_resampled']['read_at'][0])}; it {read_at(r['budget_resampled']['read_at'][1])}"  # noqa: E731
     return [
         f"At equal fluency: each method at the largest + multiplier whose greedy answers (stage 1's questions and "
         f"multipliers) stay within {rows[0]['budget_perplexity']:.2f} perplexity under the unsteered model (1.5x the "
-        "unsteered answers'), its held-out margin's shift from unsteered there, BiPO's minus it (paired by pair), "
-        "and the multipliers where each direction's answers stop being language. The multipliers are chosen on the "
-        "same answers." + (f" *Top*: still within the budget at +{top:g}, the largest multiplier here, so the shift is "
-                           "a lower bound (the claims table's equal-fluency row reads BiPO and CAA further up)."
-                           if top is not None else ""), "",
-        *_table(["method", "multiplier", "shift", "BiPO - it, equal fluency", "collapses at"],
-                [[METHOD_NAMES[r["method"]], chosen(r["multiplier_at_budget"]), "-" if r["shift"] is None else _ranged(r["shift"], r["shift_ci"]),
-                  "-" if r["method"] == r["reference"] or r["reference_minus_this"] is None
-                  else _ranged(r["reference_minus_this"], r["reference_minus_this_ci"]), collapse(r)]
+        f"unsteered answers'), its held-out margin's shift from unsteered there, BiPO's minus it"
+        f"{'' if resampled else ' (paired by pair)'}, and the multipliers where each direction's answers stop "
+        "being language. "
+        + (f"Where the budget binds is measured on {resampled['questions']} answers, so BiPO's-minus-it interval "
+           f"also draws which of them were answered ({resampled['resamples']} resamples, with the pairs) and reads "
+           "both where the budget binds on those (how often, at which multiplier: *read at*); *held*: the interval "
+           "with both held at the multipliers shown." if resampled else
+           "The multipliers are chosen on the same answers.")
+        + (f" *Top*: still within the budget at +{top:g}, the largest multiplier here, so the shift is "
+           "a lower bound (the claims table's equal-fluency row reads BiPO and CAA further up)."
+           if top is not None else ""), "",
+        *_table(["method", "multiplier", "shift", "BiPO - it, equal fluency", *(["read at"] if resampled else []),
+                 "collapses at"],
+                [[METHOD_NAMES[r["method"]], chosen(r["multiplier_at_budget"]),
+                  "-" if r["shift"] is None else _ranged(r["shift"], r["shift_ci"]), gap(r),
+                  *([reads(r) if r.get("budget_resampled") else "-"] if resampled else []), collapse(r)]
                  for r in rows], text_columns=1), "",
     ]
 

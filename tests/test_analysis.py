@@ -270,7 +270,7 @@ def test_methods_compared_at_equal_fluency(model, pairs, caa15, tmp_path):
     test = pairs[1][:5]
     vectors = {"caa": caa15, "reps": claims.scaled(caa15, caa15.norm * 16)}
     scorer = MarginScorer(model, test)
-    answered = evaluate(model, vectors, test, [-1.0, 0.0, 1.0, 2.0], max_questions=5, max_generations=2,
+    answered = evaluate(model, vectors, test, [-1.0, 0.0, 1.0, 2.0], max_questions=5, max_generations=5,
                         max_new_tokens=16, progress=False, scorer=scorer)["results"]
     caa, blown = compare_at_equal_fluency(scorer, answered, vectors, "caa")
     assert blown["collapse_multiplier"]["+"] == 1.0 and blown["multiplier_at_budget"] is None and blown["shift"] is None
@@ -278,13 +278,25 @@ def test_methods_compared_at_equal_fluency(model, pairs, caa15, tmp_path):
     expected = claims.pair_shifts(scorer, caa15, caa["multiplier_at_budget"])
     assert caa["shift"] == pytest.approx(sum(expected) / len(expected)) and caa["shift"] > 0
     assert caa["shift_ci"][0] <= caa["shift"] <= caa["shift_ci"][1]
+    assert blown["reference_minus_this_ci"] is None and blown["budget_resampled"] is None
+    # A weaker twin answering exactly as CAA does: read where CAA is in every resample of the answered
+    # questions, and CAA moves the margin further there; resamples whose answers leave room for a
+    # larger multiplier widen the interval beyond the one held at the chosen multipliers.
+    quarter = claims.scaled(caa15, caa15.norm / 4)
+    twinned = answered + [{**r, "vector": "twin"} for r in answered if r["vector"] == "caa"]
+    twin = compare_at_equal_fluency(scorer, twinned, {"caa": caa15, "twin": quarter}, "caa")[1]
+    reads = twin["budget_resampled"]["read_at"]
+    assert reads[0] == reads[1] and sum(reads[0].values()) == 2000 and twin["budget_resampled"]["questions"] == 5
+    assert twin["multiplier_at_budget"] == caa["multiplier_at_budget"] and twin["reference_minus_this"] > 0
+    fixed = twin["reference_minus_this_ci_at_fixed_budget"]
+    assert 0 < fixed[0] <= twin["reference_minus_this"] <= fixed[1] and twin["reference_minus_this_ci"][0] > 0
+    assert len(reads[0]) == 1 or twin["reference_minus_this_ci"][1] > fixed[1]
     rows = compare_methods(scorer, vectors, "caa")
     assert plots.method_bars(rows, tmp_path / "bars.png", fluency=[caa, blown]).stat().st_size > 10_000
     # The claim, with seeds: each read at its own multiplier within the budget, ours minus theirs.
     tie = claims.beats_at_equal_fluency(scorer, answered, [("caa", caa15)] * 2, ("caa", caa15))
     assert tie["value"] == 0 and tie["ci"] == [0, 0] and tie["seeds"] == 2 and tie["verdict"] == "inconclusive"
     assert tie["multipliers"] == {"ours": [caa["multiplier_at_budget"]] * 2, "theirs": caa["multiplier_at_budget"]}
-    quarter = claims.scaled(caa15, caa15.norm / 4)
     lost = claims.beats_at_equal_fluency(scorer, answered, [("caa", quarter)] * 2, ("caa", caa15))
     weaker = claims.pair_shifts(scorer, quarter, caa["multiplier_at_budget"])
     assert lost["value"] == pytest.approx(sum(weaker) / len(weaker) - caa["shift"]) and lost["ci"][1] < 0

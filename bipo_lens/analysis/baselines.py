@@ -10,7 +10,8 @@ is a measured difference between these vectors, not yet between the methods).
 Equal norm is not what a user holds fixed, though: each method is used at the largest multiplier
 its answers survive. So each is also read at equal fluency: at its largest multiplier whose greedy
 answers stay within the perplexity budget (:mod:`bipo_lens.evaluation.fluency`), with the
-multiplier where its answers stop being language.
+multiplier where its answers stop being language. Where the budget binds is measured on a dozen
+answers, so that comparison's interval draws which of them were answered, too.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from statistics import fmean
 from bipo_lens.analysis.claims import pair_shifts, scaled
 from bipo_lens.analysis.similarity import cosine
 from bipo_lens.evaluation import MarginScorer
-from bipo_lens.evaluation.fluency import fluency_summary, multiplier_at_budget
+from bipo_lens.evaluation.fluency import budget_resampled_difference_ci, fluency_summary, multiplier_at_budget
 from bipo_lens.evaluation.intervals import paired_difference_ci
 from bipo_lens.vectors import SteeringVector
 
@@ -53,24 +54,44 @@ def compare_at_equal_fluency(scorer: MarginScorer, evaluated: list[dict], vector
     """One row per method of ``vectors`` (named as in ``evaluated``, the rows of evaluations of every
     method at every multiplier, 0 included, with answers): the largest + multiplier whose answers stay
     within the perplexity budget, the held-out margin's shift from unsteered there (per pair, with a
-    95% interval), the reference's shift minus this one (paired), and the multipliers where each
-    direction's answers collapse. The multipliers are chosen on the same answers; their own
-    uncertainty is not in the intervals."""
+    95% interval), the reference's shift minus this one, and the multipliers where each direction's
+    answers collapse.
+
+    The multipliers are chosen on a dozen answers, so where the budget binds is itself noisy: where
+    the rows carry per-question perplexities, the reference-minus-this interval also draws which
+    questions were answered and reads both vectors where the budget binds on those
+    (:func:`~bipo_lens.evaluation.fluency.budget_resampled_difference_ci`, as the claims' equal-fluency
+    row does), with how often each was read at each multiplier (``budget_resampled``); the interval
+    with both held at their chosen multipliers (paired by pair) is kept as
+    ``reference_minus_this_ci_at_fixed_budget``."""
     front = fluency_summary(evaluated)
     if not front:
         return []
     chosen = {name: multiplier_at_budget(front, name) for name in vectors}
-    shifts = {name: pair_shifts(scorer, vectors[name], m) if m is not None else None for name, m in chosen.items()}
+    memo: dict[tuple[str, float], list[float]] = {}
+
+    def shifts(name: str, multiplier: float) -> list[float]:
+        if (name, multiplier) not in memo:
+            memo[name, multiplier] = pair_shifts(scorer, vectors[name], multiplier)
+        return memo[name, multiplier]
+
     rows = []
     for name in vectors:
-        own, ref = shifts[name], shifts[reference]
+        own = shifts(name, chosen[name]) if chosen[name] is not None else None
+        ref = shifts(reference, chosen[reference]) if chosen[reference] is not None else None
         zeros = [0.0] * len(own) if own else []
         ci = paired_difference_ci(zeros, own) if own else None
-        gap = paired_difference_ci(own, ref) if own and ref and name != reference else None
+        compared = bool(own and ref) and name != reference
+        fixed = paired_difference_ci(own, ref) if compared else None
+        resampled = budget_resampled_difference_ci(
+            evaluated, lambda k, m, pair=(reference, name): shifts(pair[k], m), [reference], name) if compared else None
+        gap = resampled.pop("ci") if resampled else (list(fixed) if fixed else None)
         rows.append({"method": name, "reference": reference, "multiplier_at_budget": chosen[name],
                      "collapse_multiplier": (front.get(name) or {}).get("collapse_multiplier"),
                      "shift": fmean(own) if own else None, "shift_ci": list(ci) if ci else None,
                      "reference_minus_this": fmean(ref) - fmean(own) if own and ref else None,
-                     "reference_minus_this_ci": list(gap) if gap else None,
+                     "reference_minus_this_ci": gap,
+                     "reference_minus_this_ci_at_fixed_budget": list(fixed) if fixed else None,
+                     "budget_resampled": resampled,
                      "budget_perplexity": front["_settings"]["budget_perplexity"], "pairs": len(own or [])})
     return rows
