@@ -98,13 +98,16 @@ class Budget:
     # that the perplexity budget binds (BiPO's answers stayed fluent at +8 in an earlier run).
     fluency_multipliers: tuple[float, ...] = (1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0)
     fluency_bisections: int = 3  # then halve each vector's bracket where the budget binds this often
+    # Questions each vector answers on that ladder (None: ``generations``): where the budget binds is
+    # read on their perplexities, so more of them place it less loosely.
+    fluency_questions: int | None = None
 
 
 FULL = Budget("full", train_pairs=64, epochs=8, lr=5e-3, test_pairs=48, generations=12, max_new_tokens=40,
               layers=(0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 29),
               sweep=SweepConfig(epochs=3, max_train_pairs=32, max_test_pairs=32, generations=3, max_new_tokens=24),
               behaviours=("optimism", "formality"), behaviour_layers=(3, 9, 15, 21, 27), fit_pairs=256,
-              composition_pairs=24)
+              composition_pairs=24, fluency_questions=24)
 QUICK = Budget("quick", train_pairs=8, epochs=1, lr=5e-3, test_pairs=4, generations=1, max_new_tokens=8,
                layers=(15, 24), sweep=SweepConfig(epochs=1, max_train_pairs=4, max_test_pairs=4),
                behaviours=("optimism",), behaviour_layers=(15, 24), fit_pairs=8, composition_pairs=4,
@@ -455,9 +458,9 @@ def _claims(run: _Run, judge) -> dict:
     """The paper's claims with intervals. BiPO is retrained at layer 15 with seeds 1.. (seed 0 is
     stage 1's vector; the others are saved in the work directory), every other vector is read from
     the earlier stages' work files, and every margin is recomputed per held-out pair, so each claim
-    gets an interval over pairs and seeds. For equal fluency every seed and CAA answer stage 1's
-    questions up the budget's ladder of multipliers, so each is read at its own largest multiplier
-    within the perplexity budget."""
+    gets an interval over pairs and seeds. For equal fluency every seed and CAA answer held-out
+    questions (``fluency_questions``: stage 1's and more) up the budget's ladder of multipliers, so
+    each is read at its own largest multiplier within the perplexity budget."""
     b, model = run.budget, run.model
     train, test = run.ps_train[: b.train_pairs], run.ps_test[: b.test_pairs]
     first = run.power_vectors()
@@ -470,11 +473,13 @@ def _claims(run: _Run, judge) -> dict:
     scorer = MarginScorer(model, test)
     named = [("BiPO", seeds[0])] + [(f"BiPO seed {seed}", v) for seed, v in enumerate(seeds[1:], 1)]
     ladder = [0.0, *b.fluency_multipliers]
-    run.log(f"claims: answers of {len(seeds)} BiPO seeds and CAA at multipliers {ladder} (equal fluency)")
+    run.log(f"claims: answers of {len(seeds)} BiPO seeds and CAA to {b.fluency_questions or b.generations} questions "
+            f"at multipliers {ladder} (equal fluency)")
     answering = {**dict(named), "CAA": caa}
 
     def answers(vectors: dict, multipliers: list[float]) -> list[dict]:
-        return evaluate(model, vectors, test, multipliers, max_questions=b.test_pairs, max_generations=b.generations,
+        return evaluate(model, vectors, test, multipliers, max_questions=b.test_pairs,
+                        max_generations=b.fluency_questions or b.generations,
                         max_new_tokens=b.max_new_tokens, progress=False, scorer=scorer)["results"]
 
     answered = answers(answering, ladder)
@@ -795,7 +800,7 @@ def _budget_edges(found: dict) -> str:
 
 
 def _budget_noise(found: dict) -> str:
-    """`` (the interval also draws which of the 12 questions were answered, ...)``: where the budget
+    """`` (the interval also draws which of the N questions were answered, ...)``: where the budget
     binds resampled with the pairs and seeds (runs from before it was: nothing)."""
     resampled = found.get("budget_resampled")
     if not resampled:

@@ -109,7 +109,7 @@ def beats_at_equal_fluency(scorer: MarginScorer, evaluated: list[dict], ours: li
     against an unbounded rival) is inconclusive.
 
     The interval resamples where the budget binds too, where the rows carry per-question perplexities
-    (:func:`budget_resampled_difference_ci`: which of the dozen questions were answered is drawn with
+    (:func:`budget_resampled_difference_ci`: which of the questions were answered is drawn with
     the pairs and seeds, and each vector is read where the budget binds on the drawn answers); the
     interval with every vector held at its chosen multiplier is kept as ``ci_at_fixed_budget``. Rows
     from before per-question perplexities were kept give only the latter."""
