@@ -705,8 +705,10 @@ def _fluency_table(rows: list[dict] | None, top: float | None) -> list[str]:
     resampled = next((r["budget_resampled"] for r in rows if r.get("budget_resampled")), None)
 
     def read_at(counts: dict[str, int]) -> str:
+        """``+1 <1%, +2 99.5%``-like: rare reads stay visible; 0 is unsteered (no multiplier within)."""
         total = sum(counts.values())
-        return ", ".join(f"{float(m):+g} {100 * n / total:.0f}%" for m, n in counts.items())
+        share = lambda n: "<1%" if 100 * n < total else f"{100 * n / total:.3g}%"  # noqa: E731
+        return ", ".join(f"{'0' if float(m) == 0 else f'{float(m):+g}'} {share(n)}" for m, n in counts.items())
 
     def gap(r: dict) -> str:
         if r["method"] == r["reference"] or r["reference_minus_this"] is None:
