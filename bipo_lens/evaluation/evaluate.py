@@ -29,7 +29,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from bipo_lens.evaluation.coherence import distinct2, perplexities
-from bipo_lens.evaluation.fluency import fluency_summary
+from bipo_lens.evaluation.fluency import fluency_summary, mean_of_usable
 from bipo_lens.evaluation.intervals import crossed_difference_ci, paired_difference_ci
 from bipo_lens.errors import BipoLensError
 from bipo_lens.models import info
@@ -200,10 +200,10 @@ def evaluate(
                 "logprob_margin": float(margin.mean()), "logprob_margin_per_token": float(per_token.mean()),
                 "preference_accuracy": float((margin > 0).float().mean()),
                 "mc1_accuracy": statistics.fmean(mc1) if multiple_choice else None,
-                "ab_probability": ab, "judge_score": _mean(flat(judged)), "perplexity": _mean(flat(ppl)),
-                "distinct2": _mean(flat(d2)),
+                "ab_probability": ab, "judge_score": mean_of_usable(flat(judged)),
+                "perplexity": mean_of_usable(flat(ppl)), "distinct2": mean_of_usable(flat(d2)),
                 # per question (the mean over its samples): what a bootstrap of the fluency budget resamples
-                "perplexity_per_question": [_mean([row[q] for row in ppl]) for q in range(len(questions))],
+                "perplexity_per_question": [mean_of_usable([row[q] for row in ppl]) for q in range(len(questions))],
             })
             generations += [{"vector": name, "multiplier": m, "question": q, "answer": t, "judge_score": s,
                              "perplexity": p, "distinct2": d, **({"sample": k} if samples > 1 else {})}
@@ -216,11 +216,6 @@ def evaluate(
             "n_margin_pairs": len(margin_pairs), "n_ab_pairs": len(ab_pairs[:max_questions]) if ab_pairs else 0,
             "n_generation_questions": len(questions), "samples": samples,
             "sampling": {"temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed}}
-
-
-def _mean(values) -> float | None:
-    usable = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return statistics.fmean(usable) if usable else None
 
 
 def summarise(results: list[dict], items: dict[tuple[str, float], dict[str, list]] | None = None) -> dict:

@@ -110,15 +110,17 @@ def _collapsed(row: dict, reference_ppl: float, factor: float, min_distinct2: fl
     return row["perplexity"] > factor * reference_ppl or (row["distinct2"] is not None and row["distinct2"] < min_distinct2)
 
 
+def mean_of_usable(values) -> float | None:
+    """The mean of the values an answer gave (None or NaN: an empty answer has no perplexity, say);
+    None where none did."""
+    usable = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return fmean(usable) if usable else None
+
+
 def on_questions(results: list[dict], drawn: list[int]) -> list[dict]:
     """``results`` with each row's perplexity the mean over the ``drawn`` questions (indices, drawn
     with replacement) of its ``perplexity_per_question``; None where no drawn answer has one."""
-    rows = []
-    for row in results:
-        values = [row["perplexity_per_question"][q] for q in drawn]
-        usable = [v for v in values if v is not None and not math.isnan(v)]
-        rows.append({**row, "perplexity": fmean(usable) if usable else None})
-    return rows
+    return [{**row, "perplexity": mean_of_usable(row["perplexity_per_question"][q] for q in drawn)} for row in results]
 
 
 def with_per_question(results: list[dict], generations: list[dict]) -> list[dict]:
@@ -129,13 +131,8 @@ def with_per_question(results: list[dict], generations: list[dict]) -> list[dict
     answers: dict[tuple[str, float], dict[str, list[float | None]]] = {}
     for g in generations:
         answers.setdefault((g["vector"], g["multiplier"]), {}).setdefault(g["question"], []).append(g["perplexity"])
-
-    def mean(values: list[float | None]) -> float | None:
-        usable = [v for v in values if v is not None and not math.isnan(v)]
-        return fmean(usable) if usable else None
-
     return [row if "perplexity_per_question" in row else
-            {**row, "perplexity_per_question": [mean(v) for v in answers[row["vector"], row["multiplier"]].values()]}
+            {**row, "perplexity_per_question": [mean_of_usable(v) for v in answers[row["vector"], row["multiplier"]].values()]}
             for row in results]
 
 
