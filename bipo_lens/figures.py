@@ -11,10 +11,11 @@ and drawn by ``bipo_lens.plots``:
    goes from Llama-2-chat to Vicuna), the BiPO vector on a 4-bit sibling, and on Gemma-3-270m
    through learned linear maps (and back);
 5. composition: power-seeking and optimism vectors added together over a grid of weights;
-6. baselines: CAA at the answer token, PCA, the activation-margin variant and RePS beside BiPO;
-7. claims: the paper's claims as numbers with 95% intervals over held-out pairs and training
+6. claims: the paper's claims as numbers with 95% intervals over held-out pairs and training
    seeds (BiPO retrained with ``seeds`` seeds at layer 15) and a verdict each
    (:mod:`bipo_lens.analysis.claims`);
+7. baselines: CAA at the answer token, PCA, the activation-margin variant and RePS beside BiPO,
+   at equal fluency read on the claims' ladder of multipliers (BiPO and CAA on the claims' answers);
 8. behaviours: the claims' both-ways and BiPO-vs-CAA tests on every behaviour set in the data
    directory (:func:`bipo_lens.pairs.shared_behaviour_sets`), resumable per behaviour.
 
@@ -57,7 +58,7 @@ from bipo_lens.analysis.transfer import pair_texts
 from bipo_lens.atomic import atomic_write
 from bipo_lens.errors import BipoLensError
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, evaluate
-from bipo_lens.evaluation.fluency import bisect_budget, with_per_question
+from bipo_lens.evaluation.fluency import bisect_budget
 from bipo_lens.models import DEFAULT_MODEL, info, load_model, sibling_record
 from bipo_lens.pairs import load_pairs, one_per_question, shared_behaviour_sets, shared_data_dir, split_pairs
 from bipo_lens.records import describe, finish_record, git_state, start_record
@@ -410,8 +411,11 @@ def _draw_composition(found: dict, out: Path) -> None:
 def _baselines(run: _Run, judge) -> dict:
     """Stage 1's BiPO and CAA beside the other methods, trained on the same pairs at the same layer
     (RePS with the authors' settings, ``reps_epochs`` epochs), scored on the same held-out
-    pairs at their own norms, at BiPO's, and at equal fluency (the other methods answer stage 1's
-    questions at stage 1's multipliers, so BiPO's and CAA's answers are stage 1's)."""
+    pairs at their own norms, at BiPO's, and at equal fluency. For equal fluency the other methods
+    answer the claims' questions up the claims' ladder of multipliers, with as many halvings of each
+    bracket where the budget binds, and BiPO (seed 0) and CAA are read on the claims stage's own
+    answers: every method is read where the budget binds, not at stage 1's +2, and BiPO - CAA here
+    is the claims' reading for one seed."""
     b, model = run.budget, run.model
     train, test = run.ps_train[: b.train_pairs], run.ps_test[: b.test_pairs]
     first = run.power_vectors()
@@ -432,18 +436,29 @@ def _baselines(run: _Run, judge) -> dict:
     run.log(f"baselines: margins of {len(vectors)} vectors on {len(test)} held-out pairs")
     scorer = MarginScorer(model, test)
     rows = compare_methods(scorer, vectors, "bipo", b.multiplier)
-    first_rows = run.results["steering"]["results"]
-    multipliers = sorted({r["multiplier"] for r in first_rows})
-    run.log(f"baselines: answers of {len(vectors) - 2} methods at multipliers {multipliers} (fluency)")
     others = {name: v for name, v in vectors.items() if name not in ("bipo", "caa")}
-    answered = evaluate(model, others, test, multipliers, max_questions=b.test_pairs, max_generations=b.generations,
-                        max_new_tokens=b.max_new_tokens, progress=False, scorer=scorer)
-    stage_one = {"BiPO": "bipo", "CAA": "caa"}
-    first_rows = with_per_question(first_rows, run.results["steering"]["generations"])  # a stage 1 from before they were kept
-    evaluated = [{**r, "vector": stage_one[r["vector"]]} for r in first_rows] + answered["results"]
+    ladder = [0.0, *b.fluency_multipliers]
+    run.log(f"baselines: answers of {len(others)} methods to {b.fluency_questions or b.generations} questions at "
+            f"multipliers {ladder}, then {b.fluency_bisections} halvings (equal fluency)")
+    generations: list[dict] = []
+
+    def answers(named: dict, multipliers: list[float]) -> list[dict]:
+        report = evaluate(model, named, test, multipliers, max_questions=b.test_pairs,
+                          max_generations=b.fluency_questions or b.generations,
+                          max_new_tokens=b.max_new_tokens, progress=False, scorer=scorer)
+        generations.extend(report["generations"])
+        return report["results"]
+
+    answered = bisect_budget(answers(others, ladder), lambda name, mid: answers({name: others[name]}, [mid]),
+                             list(others), b.fluency_bisections)
+    claims = {"BiPO": "bipo", "CAA": "caa"}  # the claims stage's names of stage 1's vectors
+    evaluated = [{**r, "vector": claims[r["vector"]]} for r in run.results["claims"]["fluency_answers"]
+                 if r["vector"] in claims] + answered
+    fluency = compare_at_equal_fluency(scorer, evaluated, vectors, "bipo")
+    read = {r["method"]: r["multiplier_at_budget"] or 0.0 for r in fluency}
     return {"layer": STEERING_LAYER, "train_pairs": len(train), "test_pairs": len(test), "multiplier": b.multiplier,
-            "rows": rows, "fluency": compare_at_equal_fluency(scorer, evaluated, vectors, "bipo"),
-            "evaluated": evaluated, "generations": answered["generations"],
+            "rows": rows, "fluency": fluency, "evaluated": evaluated, "ladder": ladder,
+            "generations": [g for g in generations if g["multiplier"] in (0.0, read[g["vector"]])],  # where each is read
             "train_seconds": seconds, "reps": {"history": vectors["reps"].history,
                                                "hyperparameters": vectors["reps"].hyperparameters}}
 
@@ -590,8 +605,8 @@ STAGES = {
     "similarity": (_similarity, _draw_similarity),
     "transfer": (_transfer, _draw_transfer),
     "composition": (_composition, _draw_composition),
-    "baselines": (_baselines, _draw_baselines),
     "claims": (_claims, _draw_claims),
+    "baselines": (_baselines, _draw_baselines),
     "behaviours": (_behaviours, _draw_behaviours),
 }
 
@@ -688,15 +703,17 @@ def baselines_table(found: dict | None) -> list[str]:
                  for r in found["rows"]]), "",
         f"RePS training: loss {found['reps']['history'][0]['loss']:.3f} -> {found['reps']['history'][-1]['loss']:.3f}, "
         f"b {reps['bias']:+.3f}, |v| {reps['unscaled_norm']:.2f} before scaling.", "",
-        *_fluency_table(found.get("fluency"), max((r["multiplier"] for r in found.get("evaluated", [])), default=None)),
+        *_fluency_table(found.get("fluency"), max((r["multiplier"] for r in found.get("evaluated", [])), default=None),
+                        found.get("ladder")),
     ]
 
 
-def _fluency_table(rows: list[dict] | None, top: float | None) -> list[str]:
+def _fluency_table(rows: list[dict] | None, top: float | None, ladder: list[float] | None = None) -> list[str]:
     """The baselines at equal fluency (runs from before it was measured have none). A method read
     at ``top``, the largest multiplier evaluated, never met the budget: its shift is a lower bound.
     Where the budget binds resampled (runs from before it was: the interval at the chosen multipliers),
-    how often each method was read at each multiplier, and the interval with both held there."""
+    how often each method was read at each multiplier, and the interval with both held there.
+    ``ladder``: the multipliers every method answered at (runs from before it was kept: stage 1's)."""
     if not rows:
         return []
     chosen = lambda m: "none within" if m is None else f"{m:+g}" + (" (top: lower bound)" if m == top else "")  # noqa: E731
@@ -716,10 +733,14 @@ def _fluency_table(rows: list[dict] | None, top: float | None) -> list[str]:
         held = r.get("budget_resampled") and _ranged(r["reference_minus_this"], r["reference_minus_this_ci_at_fixed_budget"])
         return _ranged(r["reference_minus_this"], r["reference_minus_this_ci"]) + (f" (held: {held})" if held else "")
 
+    questions = (f"{resampled['questions']} held-out questions at the claims' multipliers "
+                 f"{', '.join(f'{m:+g}' for m in ladder if m)} and halvings where "
+                 "the budget binds; BiPO and CAA: the claims' own answers" if ladder and resampled
+                 else "stage 1's questions and multipliers")  # runs from before the ladder: stage 1's -2..+2
     reads = lambda r: f"BiPO {read_at(r['budget_resampled']['read_at'][0])}; it {read_at(r['budget_resampled']['read_at'][1])}"  # noqa: E731
     return [
-        f"At equal fluency: each method at the largest + multiplier whose greedy answers (stage 1's questions and "
-        f"multipliers) stay within {rows[0]['budget_perplexity']:.2f} perplexity under the unsteered model (1.5x the "
+        f"At equal fluency: each method at the largest + multiplier whose greedy answers ({questions}) stay "
+        f"within {rows[0]['budget_perplexity']:.2f} perplexity under the unsteered model (1.5x the "
         f"unsteered answers'), its held-out margin's shift from unsteered there, BiPO's minus it"
         f"{'' if resampled else ' (paired by pair)'}, and the multipliers where each direction's answers stop "
         "being language. "
@@ -729,7 +750,7 @@ def _fluency_table(rows: list[dict] | None, top: float | None) -> list[str]:
            "with both held at the multipliers shown." if resampled else
            "The multipliers are chosen on the same answers.")
         + (f" *Top*: still within the budget at +{top:g}, the largest multiplier here, so the shift is "
-           "a lower bound (the claims table's equal-fluency row reads BiPO and CAA further up)."
+           "a lower bound" + ("." if ladder else " (the claims table's equal-fluency row reads BiPO and CAA further up).")
            if top is not None else ""), "",
         *_table(["method", "multiplier", "shift", "BiPO - it, equal fluency", *(["read at"] if resampled else []),
                  "collapses at"],

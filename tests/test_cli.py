@@ -170,7 +170,7 @@ def test_figures_redraw_gives_the_committed_readme_word_for_word(tmp_path):
     assert_one_line_error(cli("figures", "--redraw", "--out-dir", tmp_path / "empty"), "cannot redraw")
 
 
-@pytest.mark.slow  # 220 s; each stage's computation is tested through the analysis API and commands
+@pytest.mark.slow  # 275 s; each stage's computation is tested through the analysis API and commands
 def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     out, work = tmp_path / "figures", tmp_path / "work"
     (out).mkdir()
@@ -198,8 +198,10 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     assert "## `baselines.png`" in readme and "| RePS |" in readme
     fluent = results["baselines"]["fluency"]  # every method at the largest multiplier its answers survive
     assert [r["method"] for r in fluent] == [r["method"] for r in results["baselines"]["rows"]]
+    assert results["baselines"]["ladder"] == [0.0, 1.0, 4.0]  # the claims' quick ladder, for every method
     for row in fluent:
-        assert row["multiplier_at_budget"] in (None, 1.0, 2.0)
+        asked = {r["multiplier"] for r in results["baselines"]["evaluated"] if r["vector"] == row["method"]}
+        assert {0.0, 1.0, 4.0} <= asked and row["multiplier_at_budget"] in (None, *asked)
         assert row["shift"] is None or row["shift_ci"] is None or row["shift_ci"][0] <= row["shift"] <= row["shift_ci"][1]
     assert "At equal fluency" in readme
     assert SteeringVector.load(work / "power_seeking_reps.safetensors").method == "reps"  # kept for later study
@@ -223,6 +225,8 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     assert "brackets" in fluent_claim or "no multiplier within" in fluent_claim["why"]
     assert fluent_claim["verdict"] in ("reproduced", "not reproduced", "inconclusive")
     assert "| BiPO beats CAA at equal fluency |" in readme
+    read = {r["method"]: r["multiplier_at_budget"] for r in fluent}  # the baselines read BiPO and CAA on the claims' answers
+    assert [read["bipo"], read["caa"]] == [fluent_claim["multipliers"]["ours"][0], fluent_claim["multipliers"]["theirs"]]
     assert SteeringVector.load(work / "power_seeking_bipo_seed1.safetensors").layer == 15  # kept for later study
     rows = results["behaviours"]["rows"]  # power-seeking from the claims stage, then the data directory's first set
     with_data = results["behaviours"]["data_root"] is not None  # ../shared/data found
