@@ -123,19 +123,6 @@ def on_questions(results: list[dict], drawn: list[int]) -> list[dict]:
     return [{**row, "perplexity": mean_of_usable(row["perplexity_per_question"][q] for q in drawn)} for row in results]
 
 
-def with_per_question(results: list[dict], generations: list[dict]) -> list[dict]:
-    """``results`` (rows of one ``evaluate`` call) each with its ``perplexity_per_question``, taken from
-    ``generations`` (the same call's answers, each with its perplexity) where a row was kept without
-    it: runs from before ``evaluate`` kept per-question perplexities saved every answer's, in question
-    order, so their budgets can be resampled without answering again."""
-    answers: dict[tuple[str, float], dict[str, list[float | None]]] = {}
-    for g in generations:
-        answers.setdefault((g["vector"], g["multiplier"]), {}).setdefault(g["question"], []).append(g["perplexity"])
-    return [row if "perplexity_per_question" in row else
-            {**row, "perplexity_per_question": [mean_of_usable(v) for v in answers[row["vector"], row["multiplier"]].values()]}
-            for row in results]
-
-
 def budget_resampled_difference_ci(evaluated: list[dict], shifts: Callable[[int, float], list[float]], ours: list[str],
                                    theirs: str, level: float = 0.95, resamples: int = RESAMPLES,
                                    seed: int = 0) -> dict | None:
