@@ -737,7 +737,17 @@ def _fluency_table(rows: list[dict] | None, top: float | None, ladder: list[floa
                  f"{', '.join(f'{m:+g}' for m in ladder if m)} and halvings where "
                  "the budget binds; BiPO and CAA: the claims' own answers" if ladder and resampled
                  else "stage 1's questions and multipliers")  # runs from before the ladder: stage 1's -2..+2
-    reads = lambda r: f"BiPO {read_at(r['budget_resampled']['read_at'][0])}; it {read_at(r['budget_resampled']['read_at'][1])}"  # noqa: E731
+    theirs = [r["budget_resampled"]["read_at"][0] for r in rows if r.get("budget_resampled")]
+    shared = theirs and all(t == theirs[0] for t in theirs)  # the same draws in every row: BiPO's reads once, in its row
+
+    def reads(r: dict) -> str:
+        if r["method"] == r["reference"]:
+            return read_at(theirs[0]) if shared else "-"
+        if not r.get("budget_resampled"):
+            return "-"
+        it = read_at(r["budget_resampled"]["read_at"][1])
+        return it if shared else f"BiPO {read_at(r['budget_resampled']['read_at'][0])}; it {it}"
+
     return [
         f"At equal fluency: each method at the largest + multiplier whose greedy answers ({questions}) stay "
         f"within {rows[0]['budget_perplexity']:.2f} perplexity under the unsteered model (1.5x the "
@@ -746,8 +756,9 @@ def _fluency_table(rows: list[dict] | None, top: float | None, ladder: list[floa
         "being language. "
         + (f"Where the budget binds is measured on {resampled['questions']} answers, so BiPO's-minus-it interval "
            f"also draws which of them were answered ({resampled['resamples']} resamples, with the pairs) and reads "
-           "both where the budget binds on those (how often, at which multiplier: *read at*); *held*: the interval "
-           "with both held at the multipliers shown." if resampled else
+           "both where the budget binds on those (how often, at which multiplier: *read at*"
+           + ("; BiPO's in its own row, the same draws for every method" if shared else "")
+           + "); *held*: the interval with both held at the multipliers shown." if resampled else
            "The multipliers are chosen on the same answers.")
         + (f" *Top*: still within the budget at +{top:g}, the largest multiplier here, so the shift is "
            "a lower bound" + ("." if ladder else " (the claims table's equal-fluency row reads BiPO and CAA further up).")
@@ -756,7 +767,7 @@ def _fluency_table(rows: list[dict] | None, top: float | None, ladder: list[floa
                  "collapses at"],
                 [[METHOD_NAMES[r["method"]], chosen(r["multiplier_at_budget"]),
                   "-" if r["shift"] is None else _ranged(r["shift"], r["shift_ci"]), gap(r),
-                  *([reads(r) if r.get("budget_resampled") else "-"] if resampled else []), collapse(r)]
+                  *([reads(r)] if resampled else []), collapse(r)]
                  for r in rows], text_columns=1), "",
     ]
 
