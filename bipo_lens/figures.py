@@ -737,6 +737,7 @@ def _fluency_table(rows: list[dict] | None, top: float | None, ladder: list[floa
                  f"{', '.join(f'{m:+g}' for m in ladder if m)} and halvings where "
                  "the budget binds; BiPO and CAA: the claims' own answers" if ladder and resampled
                  else "stage 1's questions and multipliers")  # runs from before the ladder: stage 1's -2..+2
+    broken = "its answers (+ side: the ladder goes up)" if ladder else "each direction's answers"
     theirs = [r["budget_resampled"]["read_at"][0] for r in rows if r.get("budget_resampled")]
     shared = theirs and all(t == theirs[0] for t in theirs)  # the same draws in every row: BiPO's reads once, in its row
 
@@ -752,7 +753,8 @@ def _fluency_table(rows: list[dict] | None, top: float | None, ladder: list[floa
         f"At equal fluency: each method at the largest + multiplier whose greedy answers ({questions}) stay "
         f"within {rows[0]['budget_perplexity']:.2f} perplexity under the unsteered model (1.5x the "
         f"unsteered answers'), its held-out margin's shift from unsteered there, BiPO's minus it"
-        f"{'' if resampled else ' (paired by pair)'}, and the multipliers where each direction's answers stop "
+        f"{'' if resampled else ' (paired by pair)'}, and the multipliers where "
+        f"{broken} stop "
         "being language. "
         + (f"Where the budget binds is measured on {resampled['questions']} answers, so BiPO's-minus-it interval "
            f"also draws which of them were answered ({resampled['resamples']} resamples, with the pairs) and reads "
