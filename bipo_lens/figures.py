@@ -141,6 +141,15 @@ class _Run:
         return self.work / f"sweep_{behaviour}"
 
 
+def _check_resumable(work: Path) -> None:
+    """A stage computed on ``--resume`` reads earlier stages' saved results; one saved before what it
+    reads was kept stops the run here, before the model loads, saying which file to delete."""
+    claims, baselines = work / "stage_claims.json", work / "stage_baselines.json"
+    if claims.is_file() and not baselines.is_file() and "fluency_answers" not in json.loads(claims.read_text()):
+        raise BipoLensError(f"{claims} holds no answers up the equal-fluency ladder, which the baselines stage reads "
+                            "(a claims stage from before they were kept): delete it to compute the claims again")
+
+
 def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir: str | Path | None = None,
                  work_dir: str | Path = "runs/figures", device: str = "auto", resume: bool = False,
                  command: str | None = None, seeds: int | None = None) -> dict:
@@ -154,6 +163,8 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
             raise BipoLensError(f"--seeds must be at least 1, not {seeds}")
         budget = replace(budget, seeds=seeds)
     out, work = Path(out_dir), Path(work_dir)
+    if resume:
+        _check_resumable(work)
     judge = EmbeddingJudge()  # before anything is deleted or computed: a missing package stops here
     if work.exists() and not resume:
         shutil.rmtree(work)

@@ -1,6 +1,7 @@
 """The CLI as a user runs it: real processes, real files, the real model."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -144,6 +145,14 @@ def test_analysis_commands_reject_bad_input_in_one_line(tmp_path):
     assert_one_line_error(cli("figures", "--seeds", "0", "--out-dir", tmp_path / "f", "--work-dir", tmp_path / "w"),
                           "--seeds must be at least 1")
     assert not (tmp_path / "s").exists() and not (tmp_path / "w").exists()  # stopped before any work
+    old = tmp_path / "old"  # a work directory whose claims stage predates the answers the baselines stage reads
+    shutil.copytree(COMMITTED / "work", old, ignore=shutil.ignore_patterns("stage_baselines.json", "stage_behaviours.json"))
+    claims = json.loads((old / "stage_claims.json").read_text())
+    del claims["fluency_answers"]
+    (old / "stage_claims.json").write_text(json.dumps(claims))
+    assert_one_line_error(cli("figures", "--resume", "--work-dir", old, "--out-dir", tmp_path / "f", "--device", "cpu"),
+                          "stage_claims.json holds no answers up the equal-fluency ladder")
+    assert (old / "stage_claims.json").is_file() and not (tmp_path / "f").exists()  # stopped before anything was touched
 
 
 PNGS = {"steering": {"steering_curve.png", "training_curve.png"}, "layers": {"layer_sweep.png"},
