@@ -103,6 +103,11 @@ class Budget:
     # read on their perplexities, so more of them place it less loosely.
     fluency_questions: int | None = None
 
+    @property
+    def fluency_ladder(self) -> list[float]:
+        """Unsteered, then the claims' + multipliers: where every vector read at equal fluency answers."""
+        return [0.0, *self.fluency_multipliers]
+
 
 FULL = Budget("full", train_pairs=64, epochs=8, lr=5e-3, test_pairs=48, generations=12, max_new_tokens=40,
               layers=(0, 3, 6, 9, 12, 15, 18, 21, 24, 27, 29),
@@ -419,6 +424,26 @@ def _draw_composition(found: dict, out: Path) -> None:
     plots.composition_grid(found["same_layer"], out / "composition.png")
 
 
+def _up_the_ladder(run: _Run, vectors: dict[str, SteeringVector], test: list, scorer: MarginScorer,
+                   generations: list[dict] | None = None) -> list[dict]:
+    """The rows equal fluency is read on, for the claims and the baselines alike: every vector's answers
+    to the budget's held-out questions (``fluency_questions``) unsteered and up its ladder of +
+    multipliers, then ``fluency_bisections`` halvings of each one's bracket where the perplexity budget
+    binds. The answers themselves are added to ``generations`` where given."""
+    b = run.budget
+
+    def answers(named: dict[str, SteeringVector], multipliers: list[float]) -> list[dict]:
+        report = evaluate(run.model, named, test, multipliers, max_questions=b.test_pairs,
+                          max_generations=b.fluency_questions or b.generations,
+                          max_new_tokens=b.max_new_tokens, progress=False, scorer=scorer)
+        if generations is not None:
+            generations.extend(report["generations"])
+        return report["results"]
+
+    return bisect_budget(answers(vectors, b.fluency_ladder), lambda name, mid: answers({name: vectors[name]}, [mid]),
+                         list(vectors), b.fluency_bisections)
+
+
 def _baselines(run: _Run, judge) -> dict:
     """Stage 1's BiPO and CAA beside the other methods, trained on the same pairs at the same layer
     (RePS with the authors' settings, ``reps_epochs`` epochs), scored on the same held-out
@@ -448,27 +473,17 @@ def _baselines(run: _Run, judge) -> dict:
     scorer = MarginScorer(model, test)
     rows = compare_methods(scorer, vectors, "bipo", b.multiplier)
     others = {name: v for name, v in vectors.items() if name not in ("bipo", "caa")}
-    ladder = [0.0, *b.fluency_multipliers]
     run.log(f"baselines: answers of {len(others)} methods to {b.fluency_questions or b.generations} questions at "
-            f"multipliers {ladder}, then {b.fluency_bisections} halvings (equal fluency)")
+            f"multipliers {b.fluency_ladder}, then {b.fluency_bisections} halvings (equal fluency)")
     generations: list[dict] = []
-
-    def answers(named: dict, multipliers: list[float]) -> list[dict]:
-        report = evaluate(model, named, test, multipliers, max_questions=b.test_pairs,
-                          max_generations=b.fluency_questions or b.generations,
-                          max_new_tokens=b.max_new_tokens, progress=False, scorer=scorer)
-        generations.extend(report["generations"])
-        return report["results"]
-
-    answered = bisect_budget(answers(others, ladder), lambda name, mid: answers({name: others[name]}, [mid]),
-                             list(others), b.fluency_bisections)
+    answered = _up_the_ladder(run, others, test, scorer, generations)
     claims = {"BiPO": "bipo", "CAA": "caa"}  # the claims stage's names of stage 1's vectors
     evaluated = [{**r, "vector": claims[r["vector"]]} for r in run.results["claims"]["fluency_answers"]
                  if r["vector"] in claims] + answered
     fluency = compare_at_equal_fluency(scorer, evaluated, vectors, "bipo")
     read = {r["method"]: r["multiplier_at_budget"] or 0.0 for r in fluency}
     return {"layer": STEERING_LAYER, "train_pairs": len(train), "test_pairs": len(test), "multiplier": b.multiplier,
-            "rows": rows, "fluency": fluency, "evaluated": evaluated, "ladder": ladder,
+            "rows": rows, "fluency": fluency, "evaluated": evaluated, "ladder": b.fluency_ladder,
             "generations": [g for g in generations if g["multiplier"] in (0.0, read[g["vector"]])],  # where each is read
             "train_seconds": seconds, "reps": {"history": vectors["reps"].history,
                                                "hyperparameters": vectors["reps"].hyperparameters}}
@@ -498,20 +513,10 @@ def _claims(run: _Run, judge) -> dict:
     caa, m = first["caa"], b.multiplier
     scorer = MarginScorer(model, test)
     named = [("BiPO", seeds[0])] + [(f"BiPO seed {seed}", v) for seed, v in enumerate(seeds[1:], 1)]
-    ladder = [0.0, *b.fluency_multipliers]
     run.log(f"claims: answers of {len(seeds)} BiPO seeds and CAA to {b.fluency_questions or b.generations} questions "
-            f"at multipliers {ladder} (equal fluency)")
+            f"at multipliers {b.fluency_ladder}, then {b.fluency_bisections} halvings (equal fluency)")
     answering = {**dict(named), "CAA": caa}
-
-    def answers(vectors: dict, multipliers: list[float]) -> list[dict]:
-        return evaluate(model, vectors, test, multipliers, max_questions=b.test_pairs,
-                        max_generations=b.fluency_questions or b.generations,
-                        max_new_tokens=b.max_new_tokens, progress=False, scorer=scorer)["results"]
-
-    answered = answers(answering, ladder)
-    run.log(f"claims: {b.fluency_bisections} halvings of each vector's bracket where the budget binds")
-    answered = bisect_budget(answered, lambda name, mid: answers({name: answering[name]}, [mid]), list(answering),
-                             b.fluency_bisections)
+    answered = _up_the_ladder(run, answering, test, scorer)
     run.log("claims: both ways, against CAA")
     found = {
         "both_ways": claim.steers_both_ways(scorer, seeds, m),
@@ -764,9 +769,7 @@ def _fluency_table(rows: list[dict] | None, top: float | None, ladder: list[floa
         f"At equal fluency: each method at the largest + multiplier whose greedy answers ({questions}) stay "
         f"within {rows[0]['budget_perplexity']:.2f} perplexity under the unsteered model (1.5x the "
         f"unsteered answers'), its held-out margin's shift from unsteered there, BiPO's minus it"
-        f"{'' if resampled else ' (paired by pair)'}, and the multipliers where "
-        f"{broken} stop "
-        "being language. "
+        f"{'' if resampled else ' (paired by pair)'}, and the multipliers where {broken} stop being language. "
         + (f"Where the budget binds is measured on {resampled['questions']} answers, so BiPO's-minus-it interval "
            f"also draws which of them were answered ({resampled['resamples']} resamples, with the pairs) and reads "
            "both where the budget binds on those (how often, at which multiplier: *read at*"
