@@ -10,7 +10,7 @@ is a measured difference between these vectors, not yet between the methods).
 Equal norm is not what a user holds fixed, though: each method is used at the largest multiplier
 its answers survive. So each is also read at equal fluency: at its largest multiplier whose greedy
 answers stay within the perplexity budget (:mod:`bipo_lens.evaluation.fluency`), with the
-multiplier where its answers stop being language. Where the budget binds is measured on a dozen
+multiplier where its answers stop being language. Where the budget binds is measured on a few dozen
 answers, so that comparison's interval draws which of them were answered, too.
 """
 
@@ -57,7 +57,7 @@ def compare_at_equal_fluency(scorer: MarginScorer, evaluated: list[dict], vector
     95% interval), the reference's shift minus this one, and the multipliers where each direction's
     answers collapse.
 
-    The multipliers are chosen on a dozen answers, so where the budget binds is itself noisy: where
+    The multipliers are chosen on a few dozen answers, so where the budget binds is itself noisy: where
     the rows carry per-question perplexities, the reference-minus-this interval also draws which
     questions were answered and reads both vectors where the budget binds on those
     (:func:`~bipo_lens.evaluation.fluency.budget_resampled_difference_ci`, as the claims' equal-fluency

@@ -13,7 +13,7 @@ multiplier, with the perplexity of its greedy answers under the unsteered model)
   answers stay within ``budget_factor`` times the unsteered perplexity: the equal-fluency comparison.
 - ``front``: the points (perplexity, metric) per vector, the data of the Pareto plot.
 
-Where the budget binds is itself measured on a dozen answers, whose perplexity is noisy (not even
+Where the budget binds is itself measured on a few dozen answers (24 in the figures), whose perplexity is noisy (not even
 monotone in the multiplier near the budget). ``budget_resampled_difference_ci`` puts that noise into
 an equal-fluency comparison's interval: each resample also draws which questions were answered, and
 each vector is read where the budget binds on those.
