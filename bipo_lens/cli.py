@@ -293,7 +293,7 @@ def _join_negative_values(argv: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(_join_negative_values(sys.argv[1:] if argv is None else argv))
     _quiet_libraries()
-    signal.signal(signal.SIGTERM, _interrupt)  # a polite kill saves a checkpoint like Ctrl-C
+    signal.signal(signal.SIGTERM, _interrupt)  # a polite kill is a Ctrl-C: training checkpoints on it
     started = time.time()
     try:
         code = COMMANDS[args.command](args)
@@ -302,10 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"bipo-lens: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        where = getattr(args, "checkpoint_dir", None)
-        print("bipo-lens: interrupted" + (f"; checkpoint saved in {where} (continue with --resume)" if where else ""),
-              file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"bipo-lens: interrupted{_what_was_kept(e, getattr(args, 'checkpoint_dir', None))}", file=sys.stderr)
         return 130
     except Exception as e:  # a bug of ours or a library's: one line unless --debug
         if getattr(args, "debug", False):
@@ -319,6 +317,18 @@ def main(argv: list[str] | None = None) -> int:
 
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
+
+
+def _what_was_kept(interrupt: KeyboardInterrupt, checkpoint_dir: str | None) -> str:
+    """Say which checkpoint a resume would start from: the one written on the interrupt, the last epoch's
+    (a second Ctrl-C, or one before the first step), or none."""
+    if getattr(interrupt, "checkpoint", None):
+        return f"; checkpoint saved in {checkpoint_dir} (continue with --resume)"
+    from bipo_lens.training.checkpoint import FILENAME
+
+    if checkpoint_dir and os.path.isfile(os.path.join(checkpoint_dir, FILENAME)):
+        return f"; the last checkpoint in {checkpoint_dir} is kept (continue with --resume)"
+    return ""
 
 
 def _quiet_libraries() -> None:

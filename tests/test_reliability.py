@@ -11,6 +11,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 import bipo_lens
 from bipo_lens import BipoLensError, SteeringVector, load_pairs
@@ -73,6 +74,31 @@ def test_interrupt_kill_and_resume_give_the_uninterrupted_vector(model, tmp_path
     assert third.returncode == 0, third.stderr
     resumed = SteeringVector.load(out)
     uninterrupted = train_bipo(model, load_pairs("optimism")[:8], 15, epochs=4, lr=5e-3, progress=False)
+    assert torch.equal(resumed.vector, uninterrupted.vector)
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in uninterrupted.history]
+
+
+def test_an_interrupt_just_after_the_optimiser_step_resumes_to_the_same_vector(model, tmp_path):
+    """The narrowest window: Ctrl-C lands after the optimiser moved the vector, before the step is counted.
+    Saved there, the checkpoint would redo that step on resume; it is held to the step's end instead."""
+    pairs, steps = load_pairs("optimism")[:8], []
+
+    def ctrl_c_after_third_step(optimizer, args, kwargs):
+        steps.append(1)
+        if len(steps) == 3:  # epoch 2's first step (2 steps an epoch)
+            signal.raise_signal(signal.SIGINT)
+
+    hook = register_optimizer_step_post_hook(ctrl_c_after_third_step)
+    try:
+        with pytest.raises(KeyboardInterrupt) as interrupted:
+            train_bipo(model, pairs, 15, epochs=2, lr=5e-3, checkpoint_dir=tmp_path, progress=False)
+    finally:
+        hook.remove()
+    assert interrupted.value.checkpoint == tmp_path / "checkpoint.pt"
+    assert checkpoint_position(tmp_path / "checkpoint.pt") == (1, 1)  # after the step, counted
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
+    resumed = train_bipo(model, pairs, 15, epochs=2, lr=5e-3, checkpoint_dir=tmp_path, resume=True, progress=False)
+    uninterrupted = train_bipo(model, pairs, 15, epochs=2, lr=5e-3, progress=False)
     assert torch.equal(resumed.vector, uninterrupted.vector)
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in uninterrupted.history]
 

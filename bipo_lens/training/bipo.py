@@ -31,7 +31,8 @@ from bipo_lens.errors import BipoLensError
 from bipo_lens.models import check_layer, info
 from bipo_lens.pairs import PreferencePair, fingerprint
 from bipo_lens.activations import device_of, response_deltas
-from bipo_lens.training.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from bipo_lens.training.checkpoint import (HeldInterrupts, TrainingInterrupted, TrainingState, load_checkpoint,
+                                          save_checkpoint)
 from bipo_lens.tokens import RESPONSE_FORMATS, encode_pairs
 from bipo_lens.scoring import FastPath, PairScorer
 from bipo_lens.vectors import SteeringVector
@@ -111,7 +112,8 @@ def train_bipo(
     that many epochs, and the vector of the epoch with the lowest held-out loss is returned (its
     ``hyperparameters`` name ``best_epoch`` and ``epochs_run``): a converged vector, not the last one.
 
-    With ``checkpoint_dir`` a checkpoint is written after every epoch and on Ctrl-C; ``resume``
+    With ``checkpoint_dir`` a checkpoint is written after every epoch and on Ctrl-C (at the end of the
+    step in progress: :class:`~bipo_lens.training.checkpoint.HeldInterrupts`); ``resume``
     continues from it and ends with the vector an uninterrupted run would have given. A non-finite
     loss stops training with an error and leaves the last good checkpoint in place. The pairs' layer-L
     activations are cached on the device up to ``cache_budget_bytes``; beyond it, on a GPU, in pinned
@@ -180,17 +182,19 @@ def train_bipo(
 
     bar = tqdm(total=total, initial=first_epoch * steps_per_epoch + (state.step_in_epoch if state else 0),
                desc=f"{config.loss} layer {layer}", disable=not (progress and distributed.is_main()), leave=False)
-    for epoch in range(first_epoch, config.epochs):
-        epoch_started = time.perf_counter()
-        if state is not None and state.epoch == epoch and state.order:
-            order, losses, first_step = list(state.order), list(state.losses), state.step_in_epoch
-        else:
-            order = list(range(len(pairs)))
-            rng.shuffle(order)
-            losses, first_step = [], 0
-        for step in range(first_step, steps_per_epoch):
-            random_state = rng.getstate()
-            try:
+    with HeldInterrupts(checkpoint_dir is not None, device) as interrupts:  # Ctrl-C waits for the step to end
+        for epoch in range(first_epoch, config.epochs):
+            epoch_started = time.perf_counter()
+            if state is not None and state.epoch == epoch and state.order:
+                order, losses, first_step = list(state.order), list(state.losses), state.step_in_epoch
+            else:
+                order = list(range(len(pairs)))
+                rng.shuffle(order)
+                losses, first_step = [], 0
+            for step in range(first_step, steps_per_epoch):
+                if interrupts.stop_here():  # at a step boundary: the checkpoint resumes to the same vector
+                    state_now = snapshot(epoch, step, order, losses, rng.getstate())
+                    raise TrainingInterrupted(save_checkpoint(checkpoint_dir, state_now) if writes else None)
                 batch = order[step * config.batch_size : (step + 1) * config.batch_size]
                 optimizer.zero_grad(set_to_none=False)
                 share = step_loss(batch)  # this rank's part of the batch's mean loss (all of it alone)
@@ -209,27 +213,23 @@ def train_bipo(
                 if not torch.isfinite(vector).all():
                     raise BipoLensError(f"the vector became non-finite at epoch {epoch + 1}, step {step + 1}: try a "
                                         "lower learning rate" + (" (the last good checkpoint is kept)" if checkpoint_dir else ""))
-            except KeyboardInterrupt:
-                if writes:
-                    save_checkpoint(checkpoint_dir, snapshot(epoch, step, order, losses, random_state))
-                raise
-            losses.append(loss.item())
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", norm=f"{vector.norm().item():.3f}")
-        record = {"epoch": epoch + 1, "loss": sum(losses) / len(losses), "norm": vector.norm().item(),
-                  "seconds": round(time.perf_counter() - epoch_started, 3)}
-        if test_scorer is not None:
-            record.update(held_out_metrics(test_scorer, vector.detach(), config.beta, config.patience is not None))
-        history.append(record)
-        stop = False
-        if config.patience is not None:
-            if best is None or record["held_out_loss"] < best["loss"]:
-                best = {"vector": vector.detach().cpu().clone(), "loss": record["held_out_loss"], "epoch": epoch + 1}
-            stop = epoch + 1 - best["epoch"] >= config.patience
-        if writes:  # a stopped run's checkpoint is a finished one: --resume returns its best vector
-            save_checkpoint(checkpoint_dir, snapshot(config.epochs if stop else epoch + 1, 0, [], [], rng.getstate()))
-        if stop:
-            break
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.4f}", norm=f"{vector.norm().item():.3f}")
+            record = {"epoch": epoch + 1, "loss": sum(losses) / len(losses), "norm": vector.norm().item(),
+                      "seconds": round(time.perf_counter() - epoch_started, 3)}
+            if test_scorer is not None:
+                record.update(held_out_metrics(test_scorer, vector.detach(), config.beta, config.patience is not None))
+            history.append(record)
+            stop = False
+            if config.patience is not None:
+                if best is None or record["held_out_loss"] < best["loss"]:
+                    best = {"vector": vector.detach().cpu().clone(), "loss": record["held_out_loss"], "epoch": epoch + 1}
+                stop = epoch + 1 - best["epoch"] >= config.patience
+            if writes:  # a stopped run's checkpoint is a finished one: --resume returns its best vector
+                save_checkpoint(checkpoint_dir, snapshot(config.epochs if stop else epoch + 1, 0, [], [], rng.getstate()))
+            if stop:
+                break
     bar.close()
     stopping = {"best_epoch": best["epoch"], "epochs_run": len(history)} if best is not None else {}
     return SteeringVector(
