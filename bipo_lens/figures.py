@@ -147,12 +147,17 @@ class _Run:
 
 
 def _check_resumable(work: Path) -> None:
-    """A stage computed on ``--resume`` reads earlier stages' saved results; one saved before what it
-    reads was kept stops the run here, before the model loads, saying which file to delete."""
-    claims, baselines = work / "stage_claims.json", work / "stage_baselines.json"
-    if claims.is_file() and not baselines.is_file() and "fluency_answers" not in json.loads(claims.read_text()):
-        raise BipoLensError(f"{claims} holds no answers up the equal-fluency ladder, which the baselines stage reads "
-                            "(a claims stage from before they were kept): delete it to compute the claims again")
+    """A stage computed on ``--resume`` reads earlier stages' saved results (:data:`READS`); one saved
+    before what it reads was kept stops the run here, before the model loads, saying which file to delete."""
+    for name in STAGES:
+        if (work / f"stage_{name}.json").is_file():
+            continue  # read back, not computed: it reads nothing
+        for earlier, keys in READS.get(name, {}).items():
+            path = work / f"stage_{earlier}.json"
+            saved = json.loads(path.read_text()) if path.is_file() else {}
+            for key in (k for k in keys if path.is_file() and k not in saved):
+                raise BipoLensError(f"{path} holds no {keys[key]}, which the {name} stage reads (a {earlier} stage "
+                                    f"from before they were kept): delete it to compute the {earlier} stage again")
 
 
 def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir: str | Path | None = None,
@@ -624,6 +629,12 @@ STAGES = {
     "claims": (_claims, _draw_claims),
     "baselines": (_baselines, _draw_baselines),
     "behaviours": (_behaviours, _draw_behaviours),
+}
+READS = {  # stage -> {earlier stage: {key of its results it reads: what that key holds}}, checked on --resume
+    "claims": {"layers": {"sweep": "layer sweep"}, "transfer": {"rows": "transfer rows"}},
+    "baselines": {"claims": {"fluency_answers": "answers up the equal-fluency ladder"}},
+    "behaviours": {"claims": {"claims": "claims", "test_pairs": "held-out pair count", "seed_norms": "seed norms"},
+                   "steering": {"cosine": "BiPO-CAA cosine", "norms": "vector norms"}},
 }
 
 
