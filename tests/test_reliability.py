@@ -78,29 +78,40 @@ def test_interrupt_kill_and_resume_give_the_uninterrupted_vector(model, tmp_path
     assert [r["loss"] for r in resumed.history] == [r["loss"] for r in uninterrupted.history]
 
 
-def test_an_interrupt_just_after_the_optimiser_step_resumes_to_the_same_vector(model, tmp_path):
+SHORT = {"epochs": 2, "lr": 5e-3, "batch_size": 2, "progress": False}  # 4 pairs: 2 steps an epoch
+
+
+@pytest.fixture(scope="module")
+def short_run(model):
+    return train_bipo(model, load_pairs("optimism")[:4], 15, **SHORT)
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_an_interrupt_just_after_the_optimiser_step_resumes_to_the_same_vector(model, short_run, tmp_path, presses):
     """The narrowest window: Ctrl-C lands after the optimiser moved the vector, before the step is counted.
-    Saved there, the checkpoint would redo that step on resume; it is held to the step's end instead."""
-    pairs, steps = load_pairs("optimism")[:8], []
+    Saved there, the checkpoint would redo that step on resume; it is held to the step's end instead.
+    A second Ctrl-C stops at once and keeps the last epoch's checkpoint; both resume to the same vector."""
+    pairs, steps = load_pairs("optimism")[:4], []
 
     def ctrl_c_after_third_step(optimizer, args, kwargs):
         steps.append(1)
         if len(steps) == 3:  # epoch 2's first step (2 steps an epoch)
-            signal.raise_signal(signal.SIGINT)
+            for _ in range(presses):
+                signal.raise_signal(signal.SIGINT)
 
     hook = register_optimizer_step_post_hook(ctrl_c_after_third_step)
     try:
         with pytest.raises(KeyboardInterrupt) as interrupted:
-            train_bipo(model, pairs, 15, epochs=2, lr=5e-3, checkpoint_dir=tmp_path, progress=False)
+            train_bipo(model, pairs, 15, checkpoint_dir=tmp_path, **SHORT)
     finally:
         hook.remove()
-    assert interrupted.value.checkpoint == tmp_path / "checkpoint.pt"
-    assert checkpoint_position(tmp_path / "checkpoint.pt") == (1, 1)  # after the step, counted
+    assert getattr(interrupted.value, "checkpoint", None) == (tmp_path / "checkpoint.pt" if presses == 1 else None)
+    at = checkpoint_position(tmp_path / "checkpoint.pt")
+    assert at == ((1, 1) if presses == 1 else (1, 0)), at  # after the step, counted; or the epoch's
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is given back
-    resumed = train_bipo(model, pairs, 15, epochs=2, lr=5e-3, checkpoint_dir=tmp_path, resume=True, progress=False)
-    uninterrupted = train_bipo(model, pairs, 15, epochs=2, lr=5e-3, progress=False)
-    assert torch.equal(resumed.vector, uninterrupted.vector)
-    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in uninterrupted.history]
+    resumed = train_bipo(model, pairs, 15, checkpoint_dir=tmp_path, resume=True, **SHORT)
+    assert torch.equal(resumed.vector, short_run.vector)
+    assert [r["loss"] for r in resumed.history] == [r["loss"] for r in short_run.history]
 
 
 def test_divergence_stops_with_one_line_and_keeps_the_last_good_checkpoint(tmp_path):
