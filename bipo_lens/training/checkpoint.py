@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from bipo_lens import distributed
-
 from bipo_lens.atomic import atomic_write
 from bipo_lens.errors import BipoLensError
 
