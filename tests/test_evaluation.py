@@ -114,6 +114,24 @@ def test_bisection_finds_where_the_budget_binds():
     assert bisect_budget(fluent, lambda name, m: pytest.fail("asked"), ["flat"], 3) == fluent
 
 
+def test_a_vector_fluent_at_the_top_of_the_ladder_climbs_it_first():
+    """A vector whose answers leave the budget (3.0) only above +12 is read at the ladder's top, +8, a
+    lower bound. With a ceiling it first doubles the multiplier until its answers leave the budget (+16),
+    then halves that bracket; one that never leaves stops at the ceiling, its reading still a lower bound."""
+    crossing = {"late": 12.0}
+    answer = lambda name, m: _row(name, m, m, 2.0 + m / crossing.get(name, 1e9))  # noqa: E731
+    asked = []
+    ask = lambda name, m: asked.append((name, m)) or [answer(name, m)]  # noqa: E731
+    ladder = [answer(name, m) for name in ("late", "flat") for m in (0, 1, 2, 4, 8)]
+    rows = bisect_budget(ladder, ask, ["late", "flat"], 3, ceiling=64.0)
+    assert asked == [("late", 16.0), ("flat", 16.0), ("flat", 32.0), ("flat", 64.0),
+                     ("late", 12.0), ("late", 14.0), ("late", 13.0)]
+    summary = fluency_summary(rows)
+    assert budget_bracket(summary, "late") == (12.0, 13.0) and summary["late"]["multiplier_at_budget"]["+"] == 12.0
+    assert budget_bracket(summary, "flat") == (64.0, None)  # within the budget as far as it was asked
+    assert bisect_budget(ladder, lambda name, m: [], ["flat"], 3, ceiling=64.0) == ladder  # nothing answered: no loop
+
+
 def test_resampling_the_answered_questions_moves_where_the_budget_binds():
     """Two seeds of ours and a rival answer 6 questions (budget 3.0). With every question alike, each
     resample reads each vector at the same multiplier and the interval is the fixed-budget one (the

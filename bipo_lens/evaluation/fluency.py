@@ -89,12 +89,23 @@ def budget_bracket(summary: dict, name: str, direction: str = "+") -> tuple[floa
 
 
 def bisect_budget(results: list[dict], evaluate_at: Callable[[str, float], list[dict]], names: list[str],
-                  steps: int, direction: str = "+") -> list[dict]:
+                  steps: int, direction: str = "+", ceiling: float | None = None) -> list[dict]:
     """``results`` plus the rows of ``steps`` halvings of each named vector's :func:`budget_bracket`:
     ``evaluate_at(name, multiplier)`` answers at the bracket's midpoint, which becomes its new lower or
     upper end. A coarse ladder reads a vector up to a whole rung below where the budget binds (CAA at
-    +2 where +3 might pass); three halvings leave an eighth of the rung."""
+    +2 where +3 might pass); three halvings leave an eighth of the rung.
+
+    With a ``ceiling``, a vector still within the budget at the top of the ladder first climbs it,
+    doubling the multiplier up to the ceiling, until its answers leave the budget: without that its
+    reading is only a lower bound (a vector of a small norm read at +16 when it stays fluent to +64)."""
     rows = list(results)
+    for name in names if ceiling else []:
+        while (bracket := budget_bracket(fluency_summary(rows), name, direction)) is not None \
+                and bracket[1] is None and bracket[0] != 0 and abs(2 * bracket[0]) <= ceiling:
+            climbed = evaluate_at(name, 2 * bracket[0])
+            if not climbed:
+                break
+            rows += climbed
     for _ in range(steps):
         summary = fluency_summary(rows)
         for name in names:
