@@ -99,6 +99,7 @@ class Budget:
     # that the perplexity budget binds (BiPO's answers stayed fluent at +8 in an earlier run).
     fluency_multipliers: tuple[float, ...] = (1.0, 2.0, 4.0, 6.0, 8.0, 12.0, 16.0)
     fluency_bisections: int = 3  # then halve each vector's bracket where the budget binds this often
+    fluency_ceiling: float = 256.0  # first, one still within the budget at the top climbs (x2) up to this
     # Questions each vector answers on that ladder (None: ``generations``): where the budget binds is
     # read on their perplexities, so more of them place it less loosely.
     fluency_questions: int | None = None
@@ -118,7 +119,7 @@ QUICK = Budget("quick", train_pairs=8, epochs=1, lr=5e-3, test_pairs=4, generati
                layers=(15, 24), sweep=SweepConfig(epochs=1, max_train_pairs=4, max_test_pairs=4),
                behaviours=("optimism",), behaviour_layers=(15, 24), fit_pairs=8, composition_pairs=4,
                fit_builtin_pairs=8, weights=(-1.0, 0.0, 1.0), finetuned=False, seeds=2, reps_epochs=1,
-               behaviour_sets=1, fluency_multipliers=(1.0, 4.0), fluency_bisections=1)
+               behaviour_sets=1, fluency_multipliers=(1.0, 4.0), fluency_bisections=1, fluency_ceiling=16.0)
 
 
 @dataclass
@@ -433,7 +434,8 @@ def _up_the_ladder(run: _Run, vectors: dict[str, SteeringVector], test: list, sc
                    generations: list[dict] | None = None) -> list[dict]:
     """The rows equal fluency is read on, for the claims and the baselines alike: every vector's answers
     to the budget's held-out questions (``fluency_questions``) unsteered and up its ladder of +
-    multipliers, then ``fluency_bisections`` halvings of each one's bracket where the perplexity budget
+    multipliers, further up (doubling, to ``fluency_ceiling``) for one still within the perplexity
+    budget at the top, then ``fluency_bisections`` halvings of each one's bracket where the budget
     binds. The answers themselves are added to ``generations`` where given."""
     b = run.budget
 
@@ -446,7 +448,7 @@ def _up_the_ladder(run: _Run, vectors: dict[str, SteeringVector], test: list, sc
         return report["results"]
 
     return bisect_budget(answers(vectors, b.fluency_ladder), lambda name, mid: answers({name: vectors[name]}, [mid]),
-                         list(vectors), b.fluency_bisections)
+                         list(vectors), b.fluency_bisections, ceiling=b.fluency_ceiling)
 
 
 def _baselines(run: _Run, judge) -> dict:
@@ -730,20 +732,30 @@ def baselines_table(found: dict | None) -> list[str]:
                  for r in found["rows"]]), "",
         f"RePS training: loss {found['reps']['history'][0]['loss']:.3f} -> {found['reps']['history'][-1]['loss']:.3f}, "
         f"b {reps['bias']:+.3f}, |v| {reps['unscaled_norm']:.2f} before scaling.", "",
-        *_fluency_table(found.get("fluency"), max((r["multiplier"] for r in found.get("evaluated", [])), default=None),
-                        found.get("ladder")),
+        *_fluency_table(found.get("fluency"), _tops(found.get("evaluated", [])), found.get("ladder")),
     ]
 
 
-def _fluency_table(rows: list[dict] | None, top: float | None, ladder: list[float] | None = None) -> list[str]:
+def _tops(evaluated: list[dict]) -> dict[str, float]:
+    """Each method's largest multiplier evaluated (a method read there never met the budget)."""
+    tops: dict[str, float] = {}
+    for r in evaluated:
+        tops[r["vector"]] = max(tops.get(r["vector"], r["multiplier"]), r["multiplier"])
+    return tops
+
+
+def _fluency_table(rows: list[dict] | None, tops: dict[str, float], ladder: list[float] | None = None) -> list[str]:
     """The baselines at equal fluency (runs from before it was measured have none). A method read
-    at ``top``, the largest multiplier evaluated, never met the budget: its shift is a lower bound.
+    at ``tops[method]``, the largest multiplier it was evaluated at, never met the budget: its shift is
+    a lower bound (a method still within the budget at the ladder's top climbs it first: ``climbed``).
     Where the budget binds resampled (runs from before it was: the interval at the chosen multipliers),
     how often each method was read at each multiplier, and the interval with both held there.
     ``ladder``: the multipliers every method answered at (runs from before it was kept: stage 1's)."""
     if not rows:
         return []
-    chosen = lambda m: "none within" if m is None else f"{m:+g}" + (" (top: lower bound)" if m == top else "")  # noqa: E731
+    chosen = lambda m, method: "none within" if m is None else f"{m:+g}" + (  # noqa: E731
+        " (top: lower bound)" if m == tops.get(method) else "")
+    climbed = ladder and any(top > max(ladder) for top in tops.values())
     collapse = lambda r: ", ".join(f"{d}{abs(m):g}" for d, m in (r["collapse_multiplier"] or {}).items()  # noqa: E731
                                    if m is not None) or "none up to the largest"
     resampled = next((r["budget_resampled"] for r in rows if r.get("budget_resampled")), None)
@@ -761,7 +773,8 @@ def _fluency_table(rows: list[dict] | None, top: float | None, ladder: list[floa
         return _ranged(r["reference_minus_this"], r["reference_minus_this_ci"]) + (f" (held: {held})" if held else "")
 
     questions = (f"{resampled['questions']} held-out questions at the claims' multipliers "
-                 f"{', '.join(f'{m:+g}' for m in ladder if m)} and halvings where "
+                 f"{', '.join(f'{m:+g}' for m in ladder if m)}" + (", doubled past the top by a method still within the "
+                 "budget there," if climbed else "") + " and halvings where "
                  "the budget binds; BiPO and CAA: the claims' own answers" if ladder and resampled
                  else "stage 1's questions and multipliers")  # runs from before the ladder: stage 1's -2..+2
     broken = "its answers (+ side: the ladder goes up)" if ladder else "each direction's answers"
@@ -787,12 +800,12 @@ def _fluency_table(rows: list[dict] | None, top: float | None, ladder: list[floa
            + ("; BiPO's in its own row, the same draws for every method" if shared else "")
            + "); *held*: the interval with both held at the multipliers shown." if resampled else
            "The multipliers are chosen on the same answers.")
-        + (f" *Top*: still within the budget at +{top:g}, the largest multiplier here, so the shift is "
+        + (" *Top*: still within the budget at the largest multiplier that method answered at, so its shift is "
            "a lower bound" + ("." if ladder else " (the claims table's equal-fluency row reads BiPO and CAA further up).")
-           if top is not None else ""), "",
+           if any(r["multiplier_at_budget"] == tops.get(r["method"]) for r in rows) else ""), "",
         *_table(["method", "multiplier", "shift", "BiPO - it, equal fluency", *(["read at"] if resampled else []),
                  "collapses at"],
-                [[METHOD_NAMES[r["method"]], chosen(r["multiplier_at_budget"]),
+                [[METHOD_NAMES[r["method"]], chosen(r["multiplier_at_budget"], r["method"]),
                   "-" if r["shift"] is None else _ranged(r["shift"], r["shift_ci"]), gap(r),
                   *([reads(r)] if resampled else []), collapse(r)]
                  for r in rows], text_columns=1), "",

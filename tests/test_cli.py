@@ -228,7 +228,8 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     answered = results["claims"]["fluency_answers"]  # every seed and CAA up the quick ladder, each read at its own
     assert {r["vector"] for r in answered} == {"BiPO", "BiPO seed 1", "CAA"}
     asked = {r["multiplier"] for r in answered}  # the ladder, and one halving of a bracket where the budget binds
-    assert {0.0, 1.0, 4.0} <= asked and asked - {0.0, 1.0, 4.0} <= {0.5, 2.5}
+    climbed = {8.0, 16.0, 6.0, 12.0}  # or, still within it at +4, doubling to the quick ceiling (16), then a halving
+    assert {0.0, 1.0, 4.0} <= asked and asked - {0.0, 1.0, 4.0} <= {0.5, 2.5} | climbed
     fluent_claim = claimed["beats_caa_equal_fluency"]
     assert fluent_claim["seeds"] == 2 and len(fluent_claim["multipliers"]["ours"]) == 2
     assert "brackets" in fluent_claim or "no multiplier within" in fluent_claim["why"]
