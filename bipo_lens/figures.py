@@ -155,9 +155,11 @@ def _check_resumable(work: Path) -> None:
             continue  # read back, not computed: it reads nothing
         for earlier, keys in READS.get(name, {}).items():
             path = work / f"stage_{earlier}.json"
-            saved = json.loads(path.read_text()) if path.is_file() else {}
-            for key in (k for k in keys if path.is_file() and k not in saved):
-                raise BipoLensError(f"{path} holds no {keys[key]}, which the {name} stage reads (a {earlier} stage "
+            if not path.is_file():
+                continue  # computed in this run, with everything it holds now
+            missing = [what for key, what in keys.items() if key not in json.loads(path.read_text())]
+            if missing:
+                raise BipoLensError(f"{path} holds no {missing[0]}, which the {name} stage reads (a {earlier} stage "
                                     f"from before they were kept): delete it to compute the {earlier} stage again")
 
 
