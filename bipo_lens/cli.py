@@ -401,11 +401,7 @@ def _write_json(path, data) -> None:
 
 
 def cmd_train(args) -> int:
-    from bipo_lens.models import DEFAULT_MODEL, check_layer, load_model, load_options
-    from bipo_lens.pairs import load_pairs, split_pairs
-    from bipo_lens.training import BipoConfig, train_bipo, train_caa, train_pca
-
-    if os.path.exists(args.out) and not args.overwrite:
+    if os.path.exists(args.out) and not args.overwrite:  # flags and outputs before torch is imported
         raise BipoLensError(f"{args.out} exists; pass --overwrite to replace it")
     _check_writable(args.out)
     if args.checkpoint_dir:
@@ -425,6 +421,10 @@ def cmd_train(args) -> int:
             raise BipoLensError(f"{', '.join(unused)} do not apply to --method reps")
     if args.positions and args.method == "bipo":
         raise BipoLensError("--positions is for --method caa or pca: BiPO scores whole responses")
+    from bipo_lens.models import DEFAULT_MODEL, check_layer, load_model, load_options
+    from bipo_lens.pairs import load_pairs, split_pairs
+    from bipo_lens.training import BipoConfig, train_bipo, train_caa, train_pca
+
     pairs = load_pairs(args.data)
     # Split first, then cap: `eval --test-fraction F --seed S` then sees none of the training questions.
     train_pairs, test_pairs = split_pairs(pairs, args.test_fraction, args.seed) if args.test_fraction else (pairs, [])
@@ -556,13 +556,7 @@ def cmd_eval(args) -> int:
     import json
     from pathlib import Path
 
-    from bipo_lens.evaluation import evaluate, make_judge
-    from bipo_lens.generation import GREEDY, Sampling
-    from bipo_lens.models import load_model, load_options
-    from bipo_lens.pairs import load_ab_pairs, load_pairs, split_pairs
-    from bipo_lens.plots import fluency_front, steering_curve
-
-    if args.seeds < 1:
+    if args.seeds < 1:  # flags and outputs first: a mistake answers before torch is imported
         raise BipoLensError(f"--seeds must be at least 1, got {args.seeds}")
     if args.seeds > 1 and not args.temperature > 0:
         raise BipoLensError(f"--seeds {args.seeds} samples answers: --temperature must be > 0, got {args.temperature}")
@@ -570,6 +564,12 @@ def cmd_eval(args) -> int:
     for plot in (args.plot, args.fluency_plot):
         if plot:
             _check_writable(plot)
+    from bipo_lens.evaluation import evaluate, make_judge
+    from bipo_lens.generation import GREEDY, Sampling
+    from bipo_lens.models import load_model, load_options
+    from bipo_lens.pairs import load_ab_pairs, load_pairs, split_pairs
+    from bipo_lens.plots import fluency_front, steering_curve
+
     vectors = _load_vectors(args.vector, args.layer)
     names = [Path(p).stem for p in args.vector]
     if len(set(names)) < len(names):
