@@ -749,7 +749,8 @@ def _tops(evaluated: list[dict]) -> dict[str, float]:
 def _fluency_table(rows: list[dict] | None, tops: dict[str, float], ladder: list[float] | None = None) -> list[str]:
     """The baselines at equal fluency (runs from before it was measured have none). A method read
     at ``tops[method]``, the largest multiplier it was evaluated at, never met the budget: its shift is
-    a lower bound (a method still within the budget at the ladder's top climbs it first: ``climbed``).
+    a lower bound (a method still within the budget at the ladder's top climbs it first; the caption
+    says so when one did).
     Where the budget binds resampled (runs from before it was: the interval at the chosen multipliers),
     how often each method was read at each multiplier, and the interval with both held there.
     ``ladder``: the multipliers every method answered at (runs from before it was kept: stage 1's)."""
