@@ -370,6 +370,20 @@ def _check_writable(path: str, directory: bool = False) -> None:
         raise BipoLensError(f"cannot write {path}: it is a directory")
 
 
+def _check_before_loading(model: str, layers=(), vectors=()) -> None:
+    """A wrong layer, or a vector made for another model, said before the model is loaded (6-12 s
+    here, minutes for a 7B checkpoint), where its configuration tells its shape
+    (:func:`bipo_lens.model_names.peek`); elsewhere the same check runs after loading."""
+    from bipo_lens.model_names import peek
+
+    shape = peek(model)
+    if shape is not None:
+        for layer in layers:
+            shape.check_layer(layer)
+        for vector in vectors:
+            shape.check_vector(vector.layer, vector.d_model, vector.model_id)
+
+
 def _load_vectors(paths: list[str], layer: int | None):
     for path in paths:  # a mistyped name answers before torch is imported
         if not os.path.exists(path):
@@ -421,7 +435,10 @@ def cmd_train(args) -> int:
             raise BipoLensError(f"{', '.join(unused)} do not apply to --method reps")
     if args.positions and args.method == "bipo":
         raise BipoLensError("--positions is for --method caa or pca: BiPO scores whole responses")
-    from bipo_lens.models import DEFAULT_MODEL, check_layer, load_model, load_options
+    from bipo_lens.model_names import DEFAULT_MODEL
+
+    _check_before_loading(args.model or DEFAULT_MODEL, layers=[args.layer])
+    from bipo_lens.models import check_layer, load_model, load_options
     from bipo_lens.pairs import load_pairs, split_pairs
     from bipo_lens.training import BipoConfig, train_bipo, train_caa, train_pca
 
@@ -486,7 +503,9 @@ def cmd_generate(args) -> int:
 
     vectors = _load_vectors(args.vector, args.layer)
     strategy = TokenStrategy(args.token_strategy, args.decay_rate, args.min_strength, args.max_strength)
-    model = load_model(_model_for(vectors, args.model), **load_options(args))
+    model_name = _model_for(vectors, args.model)
+    _check_before_loading(model_name, vectors=vectors)
+    model = load_model(model_name, **load_options(args))
     for vector in vectors:
         vector.check_compatible(model)
     multipliers = [m * args.strength for m in args.multipliers]
@@ -510,8 +529,9 @@ def cmd_chat(args) -> int:
 
     vectors = _load_vectors([args.vector], args.layer) if args.vector else []
     sampling = Sampling(args.temperature, args.top_p, args.seed)
-    model = load_model(_model_for(vectors, args.model) if vectors else args.model or DEFAULT_MODEL,
-                       **load_options(args))
+    model_name = _model_for(vectors, args.model) if vectors else args.model or DEFAULT_MODEL
+    _check_before_loading(model_name, vectors=vectors)
+    model = load_model(model_name, **load_options(args))
     for vector in vectors:
         vector.check_compatible(model)
     ChatSession(model, vectors[0] if vectors else None, args.multiplier,
@@ -533,8 +553,9 @@ def cmd_serve(args) -> int:
             raise BipoLensError(f"vector name {name!r} given twice")
         named[name] = _load_vectors([path], None)[0]
     vectors = list(named.values())
-    model = load_model(_model_for(vectors, args.model) if vectors else args.model or DEFAULT_MODEL,
-                       **load_options(args))
+    model_name = _model_for(vectors, args.model) if vectors else args.model or DEFAULT_MODEL
+    _check_before_loading(model_name, vectors=vectors)
+    model = load_model(model_name, **load_options(args))
     for vector in vectors:
         vector.check_compatible(model)
     serve(model, named, args.host, args.port)
@@ -543,7 +564,7 @@ def cmd_serve(args) -> int:
 
 def _model_for(vectors, requested: str | None) -> str:
     """The model asked for, else the one the first vector was trained on where it can be found."""
-    from bipo_lens.models import DEFAULT_MODEL, EMBEDDED_MODELS
+    from bipo_lens.model_names import DEFAULT_MODEL, EMBEDDED_MODELS
 
     trained_on = vectors[0].model_id
     if requested:
@@ -571,6 +592,8 @@ def cmd_eval(args) -> int:
     from bipo_lens.plots import fluency_front, steering_curve
 
     vectors = _load_vectors(args.vector, args.layer)
+    model_name = _model_for(vectors, args.model)
+    _check_before_loading(model_name, vectors=vectors)
     names = [Path(p).stem for p in args.vector]
     if len(set(names)) < len(names):
         names = [str(p) for p in args.vector]
@@ -580,7 +603,7 @@ def cmd_eval(args) -> int:
         pairs = split_pairs(pairs, args.test_fraction, args.seed)[1]
         ab_pairs = None  # the A/B view's questions differ; its split would not line up
     judge = make_judge(args.judge, args.behavior)  # before the model: a missing judge stops in a second
-    model = load_model(_model_for(vectors, args.model), **load_options(args))
+    model = load_model(model_name, **load_options(args))
     record = start_record(model=model, data=[args.data], seeds={"split": args.seed})
     validation = judge.validation_accuracy(pairs[: args.max_questions]) if judge else None
     if judge:
@@ -680,6 +703,7 @@ def cmd_import(args) -> int:
     if args.model:
         from bipo_lens.models import load_model, load_options
 
+        _check_before_loading(args.model, vectors=vectors)
         model = load_model(args.model, **load_options(args))
         for vector in vectors:
             if vector.model_id == "unknown":
@@ -712,10 +736,14 @@ def cmd_sweep(args) -> int:
     _check_writable(args.out_dir, directory=True)
     if args.plot:
         _check_writable(args.plot)
+    from bipo_lens.model_names import DEFAULT_MODEL
+
+    if args.layers:
+        _check_before_loading(args.model or DEFAULT_MODEL, layers=args.layers)
     from bipo_lens.analysis import SweepConfig, recommend_layer, sweep_layers
     from bipo_lens.analysis.claims import best_layer
     from bipo_lens.evaluation import EmbeddingJudge
-    from bipo_lens.models import DEFAULT_MODEL, load_model, load_options
+    from bipo_lens.models import load_model, load_options
     from bipo_lens.plots import layer_sweep
 
     train, test = _held_out(args.data, args.test_data, args.test_fraction, args.seed)
@@ -874,7 +902,9 @@ def cmd_compose(args) -> int:
     names = [Path(f[0]).stem for f in files]
     if len(set(names)) < len(names):
         names = [f"{i}:{n}" for i, n in enumerate(names)]
-    model = load_model(_model_for([v for s in seeded for v in s], args.model), **load_options(args))
+    model_name = _model_for(vectors, args.model)
+    _check_before_loading(model_name, vectors=[v for s in seeded for v in s])
+    model = load_model(model_name, **load_options(args))
     tests = {n: load_pairs(d)[: args.max_test_pairs] for n, d in zip(names, args.data)}
     record = start_record(model=model, data=args.data)
     further = {n: s[1:] for n, s in zip(names, seeded)} if len(files[0]) > 1 else None

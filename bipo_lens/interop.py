@@ -28,8 +28,8 @@ METADATA_KEY = "bipo_lens.vector.{}"
 
 def model_hint(model_id: str) -> str:
     """llama.cpp's name of a model's architecture (``llama``, ``gemma3``, ...), as repeng writes it."""
-    from bipo_lens.models import EMBEDDED_MODELS
-    from bipo_lens.shapes import is_random, shape_config
+    from bipo_lens.model_names import EMBEDDED_MODELS, is_random
+    from bipo_lens.shapes import shape_config
 
     if model_id in EMBEDDED_MODELS:
         architecture = EMBEDDED_MODELS[model_id].architecture  # e.g. LlamaForCausalLM

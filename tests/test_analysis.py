@@ -25,6 +25,7 @@ from bipo_lens.analysis import (
 from bipo_lens.analysis.transfer import corresponding_layer, pair_texts
 from bipo_lens.errors import BipoLensError
 from bipo_lens.evaluation import MarginScorer
+from bipo_lens.model_names import peek
 from bipo_lens.models import load_model, run_from_layer, run_to_layer, unembed
 from bipo_lens.pairs import load_pairs, split_pairs
 from bipo_lens.steering import steer
@@ -182,6 +183,7 @@ def test_quantised_sibling_and_direct_transfer(model, caa15, pairs):
 
 def test_cross_model_map_to_gemma(model, caa15, pairs):
     gemma = load_model("gemma-3-270m", device="cpu")
+    assert peek("gemma-3-270m") == gemma.lens_info.shape  # the embedded table, checked against the file
     tokens = torch.tensor([gemma.tokenizer("Question: Would you like more power?\nAnswer: No")["input_ids"]])
     with torch.no_grad():  # sliced runs agree with the bridge (Gemma mixes sliding and full attention)
         torch.testing.assert_close(unembed(gemma, run_from_layer(gemma, run_to_layer(gemma, tokens, 9), 9)),

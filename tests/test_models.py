@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from bipo_lens import BipoLensError, load_model
+from bipo_lens.model_names import DEFAULT_MODEL, peek
 from bipo_lens.models import (
     EMBEDDED_MODELS,
     _cache_entry_valid,
@@ -39,6 +40,7 @@ def plain():
 
 def test_default_model_shape(model):
     assert info(model).n_layers == 30 and info(model).d_model == 576 and info(model).chat
+    assert peek(DEFAULT_MODEL) == info(model).shape  # what commands check a --layer against before loading
     assert "blocks.15.hook_resid_post" in model.hook_dict
 
 
@@ -127,3 +129,4 @@ def test_local_hugging_face_directory_loads(model):
     with torch.no_grad():
         assert torch.allclose(local(tokens), model(tokens), atol=1e-5)
     assert info(local).chat and info(local).model_id == str(entry)
+    assert peek(str(entry)) == info(local).shape  # read from its config.json

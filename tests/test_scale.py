@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from bipo_lens.errors import BipoLensError
+from bipo_lens.model_names import ModelShape, peek, random_shapes
 from bipo_lens.models import load_options
-from bipo_lens.shapes import available, byte_tokenizer, shape_config
+from bipo_lens.shapes import byte_tokenizer, shape_config
 from bipo_lens.vectors import SteeringVector
 
 BIPO_LENS = Path(sys.executable).parent / "bipo-lens"
@@ -32,12 +33,13 @@ def test_shapes_have_the_published_sizes(shape, billions, layers, width):
     """The written configs give the published parameter counts (instantiated on the meta device: no memory)."""
     from transformers import AutoModelForCausalLM
 
-    assert shape in available()
+    assert shape in random_shapes()
     config = shape_config(shape)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     assert sum(p.numel() for p in model.parameters()) / 1e9 == pytest.approx(billions, rel=0.01)
     assert (config.num_hidden_layers, config.hidden_size) == (layers, width)
+    assert peek(shape) == ModelShape(shape, layers, width)  # what commands check --layer against before loading
 
 
 def test_byte_tokenizer_round_trips_any_text_and_fits_every_vocabulary():
@@ -45,7 +47,7 @@ def test_byte_tokenizer_round_trips_any_text_and_fits_every_vocabulary():
     text = "Grüße, 東京! <|im_end|> tabs\tand\nlines"
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert tokenizer.decode(ids) == text and tokenizer.convert_tokens_to_ids("<|im_end|>") in ids
-    assert max(tokenizer.get_vocab().values()) < min(shape_config(s).vocab_size for s in available())
+    assert max(tokenizer.get_vocab().values()) < min(shape_config(s).vocab_size for s in random_shapes())
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
     assert prompt == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 

