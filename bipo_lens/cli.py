@@ -870,10 +870,13 @@ def cmd_transfer(args) -> int:
         test = load_pairs(args.test_data)[: args.max_test_pairs]
         found = retained_efficacy(target, moved, native if len(native) > 1 else native[0], test, args.multiplier)
         over = "over pairs" + (f" and {len(moved)} seeds" if len(moved) > 1 else "")
-        ci = f" [{{:.3f}}, {{:.3f}}] (95%, {over})".format(*found["retained_ci"]) if found["retained_ci"] else ""
+        interval = lambda key: f" [{{:.3f}}, {{:.3f}}] (95%, {over})".format(*found[key]) if found[key] else ""  # noqa: E731
         print(f"margin range at +/-{args.multiplier:g} on {len(test)} held-out pairs: transferred "
               f"{found['transferred_range']:+.3f}, native {found['native_range']:+.3f}; retained efficacy "
-              f"{found['retained']:.3f}{ci}; cosine to native {found['cosine_to_native']:+.3f}")
+              f"{found['retained']:.3f}{interval('retained_ci')}; cosine to native {found['cosine_to_native']:+.3f}")
+        print(f"at the native norm (transferred norm {found['transferred_norm']:.3f} rescaled to {found['native_norm']:.3f}): "
+              f"range {found['transferred_range_at_native_norm']:+.3f}, retained "
+              f"{found['retained_at_native_norm']:.3f}{interval('retained_at_native_norm_ci')}")
         if args.out_json:
             _write_json(args.out_json, {**found, "record": finish_record(record)})
             print(f"results: {args.out_json}")

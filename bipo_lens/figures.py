@@ -652,6 +652,13 @@ def _signed(value, digits: int = 2) -> str:
     return "-" if value is None else f"{value:+.{digits}f}"
 
 
+def _retained_at_native(row: dict) -> str:
+    if "retained_at_native_norm" not in row:
+        return "-"
+    ci = row.get("retained_at_native_norm_ci")
+    return f"{row['retained_at_native_norm']:.2f}" + (" [{:.2f}, {:.2f}]".format(*ci) if ci else "")
+
+
 def _summary(results: dict) -> list[str]:
     """The findings in a few lines, every number read from ``results`` (the main README points here)."""
     s, lay, sim, tr, co = (results[k] for k in ("steering", "layers", "similarity", "transfer", "composition"))
@@ -678,7 +685,8 @@ def _summary(results: dict) -> list[str]:
         f"{lay['recommended_per_norm']['caa']}; CAA's norm is {min(ratios):.0f}-{max(ratios):.0f}x BiPO's across layers.",
         "- **Transfer** (retained efficacy; norms transferred / native): " + "; ".join(
             f"{METHOD_NAMES[r['method']] + ' ' if mixed else ''}{r['source']} -> {r['target']} ({r['map']}) {r['retained']:.2f} "
-            f"({r.get('transferred_norm', float('nan')):.1f} / {r.get('native_norm', float('nan')):.1f})"
+            f"({r.get('transferred_norm', float('nan')):.1f} / {r.get('native_norm', float('nan')):.1f}"
+            + (f"; {r['retained_at_native_norm']:.2f} at the native norm" if "retained_at_native_norm" in r else "") + ")"
             for r in tr["rows"]) + ".",
         "- **Composition** (power-seeking + optimism; retained, crosstalk): " + "; ".join(
             f"layers {label}: " + ", ".join(f"{name} {m['retained']:.2f}, {m['crosstalk']:+.2f}"
@@ -962,6 +970,7 @@ def render_readme(results: dict) -> str:
     """``figures/README.md``: per figure, the command, the data and the key numbers."""
     s, lay, sim, tr, co = (results[k] for k in ("steering", "layers", "similarity", "transfer", "composition"))
     mixed = len({r.get("method", "bipo") for r in tr["rows"]}) > 1  # runs before CAA transferred too: BiPO only
+    at_native = any("retained_at_native_norm" in r for r in tr["rows"])  # runs before it was measured: none
     b, c = results["budget"], lay["config"]
     spearman = {name: s["summary"][name]["logprob_margin"]["spearman"] for name in ("BiPO", "CAA")}
     lines = [
@@ -1028,12 +1037,16 @@ def render_readme(results: dict) -> str:
         f"and budget). " + _finetuned_text(tr) + f"`{SIBLING}`: every linear weight rounded to 4 bits per output row "
         f"(same d_model: direct). Gemma-3-270m (d_model 640, layer {tr['layers'][OTHER_MODEL]} = same relative depth): "
         f"linear maps fitted on {tr['fit_texts']} texts (2 rows each) read by both models: ridge least squares "
-        "(`lstsq`) and scaled orthogonal Procrustes (`procrustes`); R^2 on held-out texts.", "",
+        "(`lstsq`) and scaled orthogonal Procrustes (`procrustes`); R^2 on held-out texts."
+        + (" *At native norm*: the transferred vector rescaled to the native vector's norm (a map between residual "
+           "spaces of different scales changes the norm tenfold; this asks whether the direction carried over), "
+           "with its 95% interval over held-out pairs." if at_native else ""), "",
         *_table([*(["vector"] if mixed else []), "source", "target", "map", "R^2 (held-out)", "transferred range",
-                 "native range", "retained", "cos to native"],
+                 "native range", "retained", *(["at native norm"] if at_native else []), "cos to native"],
                 [[*([METHOD_NAMES[r["method"]]] if mixed else []), r["source"], r["target"], r["map"],
                   "-" if r["r2_test"] is None else f"{r['r2_test']:.3f}",
                   _signed(r["transferred_range"]), _signed(r["native_range"]), f"**{r['retained']:.2f}**",
+                  *([_retained_at_native(r)] if at_native else []),
                   _signed(r["cosine_to_native"], 3)] for r in tr["rows"]], text_columns=4 if mixed else 3), "",
     ]
     lines += baselines_table(results.get("baselines"))

@@ -22,6 +22,7 @@ from bipo_lens.analysis import (
     sweep_layers,
     transfer_vector,
 )
+from bipo_lens.analysis.claims import scaled
 from bipo_lens.analysis.transfer import corresponding_layer, pair_texts
 from bipo_lens.errors import BipoLensError
 from bipo_lens.evaluation import MarginScorer
@@ -177,6 +178,12 @@ def test_quantised_sibling_and_direct_transfer(model, caa15, pairs):
     assert found["retained"] == pytest.approx(found["transferred_range"] / found["native_range"])
     assert 0.5 < found["retained"] < 2 and found["retained"] != pytest.approx(1.0, abs=1e-4)
     assert found["retained_ci"][0] <= found["retained"] <= found["retained_ci"][1]
+    assert found["transferred_range_at_native_norm"] == pytest.approx(
+        on_sibling.margin_range(scaled(moved, native.norm)), abs=1e-4)
+    # The native direction made 3x longer retains more than 1 by length alone; at the native norm it is the native vector.
+    longer = retained_efficacy(sibling, scaled(native, 3 * native.norm), native, test, scorer=on_sibling)
+    assert longer["retained"] > 1.5 and longer["retained_at_native_norm"] == pytest.approx(1.0, abs=1e-4)
+    assert longer["retained_at_native_norm_ci"][0] <= 1.0 + 1e-4 and longer["retained_at_native_norm_ci"][1] >= 1.0 - 1e-4
     with pytest.raises(BipoLensError, match="@int2"):
         load_model("smollm2-135m-instruct@int9")
 
@@ -249,7 +256,7 @@ def test_methods_compared_at_their_own_norm_and_at_the_references(model, pairs, 
 
     other = SteeringVector(vector=torch.roll(caa15.vector, 1), layer=15, model_id=caa15.model_id, method="pca")
     rows = compare_methods(MarginScorer(model, pairs[1][:5]),
-                           {"caa": caa15, "pca": claims.scaled(caa15, caa15.norm / 2), "reps": other}, "caa")
+                           {"caa": caa15, "pca": scaled(caa15, caa15.norm / 2), "reps": other}, "caa")
     ref, half, rolled = rows
     assert [r["method"] for r in rows] == ["caa", "pca", "reps"] and ref["reference_minus_this_ci"] is None
     assert ref["range"] > 0 and ref["range_ci"][0] <= ref["range"] <= ref["range_ci"][1]
@@ -270,7 +277,7 @@ def test_methods_compared_at_equal_fluency(model, pairs, caa15, tmp_path):
     from bipo_lens.evaluation import evaluate
 
     test = pairs[1][:5]
-    vectors = {"caa": caa15, "reps": claims.scaled(caa15, caa15.norm * 16)}
+    vectors = {"caa": caa15, "reps": scaled(caa15, caa15.norm * 16)}
     scorer = MarginScorer(model, test)
     answered = evaluate(model, vectors, test, [-1.0, 0.0, 1.0, 2.0], max_questions=5, max_generations=5,
                         max_new_tokens=16, progress=False, scorer=scorer)["results"]
@@ -284,7 +291,7 @@ def test_methods_compared_at_equal_fluency(model, pairs, caa15, tmp_path):
     # A weaker twin answering exactly as CAA does: read where CAA is in every resample of the answered
     # questions, and CAA moves the margin further there; resamples whose answers leave room for a
     # larger multiplier widen the interval beyond the one held at the chosen multipliers.
-    quarter = claims.scaled(caa15, caa15.norm / 4)
+    quarter = scaled(caa15, caa15.norm / 4)
     twinned = answered + [{**r, "vector": "twin"} for r in answered if r["vector"] == "caa"]
     twin = compare_at_equal_fluency(scorer, twinned, {"caa": caa15, "twin": quarter}, "caa")[1]
     reads = twin["budget_resampled"]["read_at"]
@@ -322,7 +329,7 @@ def test_claims_read_intervals_against_the_paper_side(model, pairs, caa15):
     from bipo_lens.analysis import claims
 
     scorer = MarginScorer(model, pairs[1][:5])
-    quarter = claims.scaled(caa15, caa15.norm / 4)
+    quarter = scaled(caa15, caa15.norm / 4)
     assert quarter.norm == pytest.approx(caa15.norm / 4, rel=1e-5) and cosine(quarter, caa15) == pytest.approx(1.0, abs=1e-5)
     one = claims.beats(scorer, [caa15], [quarter])
     assert one["value"] > 0 and one["ci"][0] > 0 and one["verdict"] == "inconclusive" and "one training seed" in one["why"]
@@ -335,7 +342,7 @@ def test_claims_read_intervals_against_the_paper_side(model, pairs, caa15):
     same = claims.retained(scorer, [caa15, caa15], [caa15, caa15])
     assert same["value"] == pytest.approx(1.0) and same["ci"] == pytest.approx([1.0, 1.0])
     assert same["verdict"] == "reproduced"  # 1 > 0.5
-    half = claims.retained(scorer, [claims.scaled(caa15, caa15.norm / 2)], [caa15])
+    half = claims.retained(scorer, [scaled(caa15, caa15.norm / 2)], [caa15])
     assert 0 < half["value"] < 1 and half["ci"][0] <= half["value"] <= half["ci"][1]
 
 

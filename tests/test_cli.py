@@ -146,6 +146,7 @@ def test_analysis_commands(tmp_path):
     assert found["transferred_range"] != pytest.approx(found["native_range"], abs=1e-3)  # two different vectors
     assert found["cosine_to_native"] < 0.999
     assert "[{:.3f}, {:.3f}] (95%, over pairs and 2 seeds)".format(*found["retained_ci"]) in transfer.stdout
+    assert f"retained {found['retained_at_native_norm']:.3f} [" in transfer.stdout  # the direction alone, at the native norm
     for moved in ("moved.safetensors", "moved.seed1.safetensors"):  # every seed moved, under a name of its own
         info = cli("info", tmp_path / moved)
         assert "smollm2-135m-instruct@int4" in info.stdout and "transferred_from" in info.stdout
@@ -232,6 +233,7 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     results = json.loads((out / "results.json").read_text())
     assert results["budget"]["name"] == "quick" and results["command"].startswith("bipo-lens figures --quick")
     assert {r["map"] for r in results["transfer"]["rows"]} == {"direct", "lstsq", "procrustes"}
+    assert "| at native norm |" in readme and all("retained_at_native_norm" in r for r in results["transfer"]["rows"])
     record = results["record"]
     assert record["device"]["type"] == "cpu" and record["device"]["dtype"] == "float32"
     assert len(record["git"]["commit"]) == 40 and record["versions"]["transformers"]

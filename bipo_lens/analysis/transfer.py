@@ -32,6 +32,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from bipo_lens.analysis.claims import scaled
 from bipo_lens.errors import BipoLensError
 from bipo_lens.evaluation.evaluate import MarginScorer
 from bipo_lens.evaluation.intervals import crossed_ratio_ci
@@ -160,7 +161,10 @@ def retained_efficacy(target_model, transferred: SteeringVector | list[SteeringV
     the seeds and the interval resamples pairs and seeds.
 
     Steering strength grows with a vector's norm, so a transferred vector longer than the native
-    one can retain more than 1; the norms are reported beside the ratio."""
+    one can retain more than 1 by its length alone (a map between residual spaces of different
+    scales changes the norm tenfold): ``retained_at_native_norm`` (with ``_ci``) is the same ratio
+    with each transferred vector rescaled to its native vector's norm, which asks whether the
+    direction carried over. The norms are reported beside both."""
     moved = transferred if isinstance(transferred, list) else [transferred]
     natives = native if isinstance(native, list) else [native] * len(moved)
     if len(natives) != len(moved):
@@ -168,11 +172,17 @@ def retained_efficacy(target_model, transferred: SteeringVector | list[SteeringV
     scorer = scorer or MarginScorer(target_model, test_pairs)
     above = [scorer.pair_ranges(v, multiplier).tolist() for v in moved]
     below = [scorer.pair_ranges(v, multiplier).tolist() for v in natives]
+    at_native = [scorer.pair_ranges(scaled(v, n.norm), multiplier).tolist() for v, n in zip(moved, natives)]
     moved_range, native_range = fmean(x for r in above for x in r), fmean(x for r in below for x in r)
+    at_native_range = fmean(x for r in at_native for x in r)
     ci = crossed_ratio_ci(above, below)  # over the held-out pairs (and seeds)
+    ci_at_native = crossed_ratio_ci(at_native, below)
     return {"transferred_range": moved_range, "native_range": native_range,
             "retained": moved_range / native_range if native_range else float("nan"),
             "retained_ci": list(ci) if ci else None, "seeds": len(moved),
+            "transferred_range_at_native_norm": at_native_range,
+            "retained_at_native_norm": at_native_range / native_range if native_range else float("nan"),
+            "retained_at_native_norm_ci": list(ci_at_native) if ci_at_native else None,
             "transferred_norm": fmean(v.norm for v in moved), "native_norm": fmean(v.norm for v in natives),
             "cosine_to_native": fmean(float(torch.nn.functional.cosine_similarity(
                 a.vector.float(), b.vector.float(), dim=0)) for a, b in zip(moved, natives))}
