@@ -109,7 +109,10 @@ def test_layer_sweep_writes_one_result_per_layer_and_resumes(model, pairs, tmp_p
     assert bipo["margin_range"] == pytest.approx(sum(map(sum, bipo["pair_ranges"])) / 8)
     assert bipo["margin_range_ci"][0] <= bipo["margin_range"] <= bipo["margin_range_ci"][1]
     assert seeded["caa"]["seeds"] == 1 and (tmp_path / "bipo_layer_22_seed1.safetensors").is_file()
-    assert len(bipo["seed_norms"]) == 2 and bipo["seed_norms"][0] != bipo["seed_norms"][1]
+    # One AdamW step from zero moves every coordinate by about lr, whatever the seed: the norms may tie,
+    # so each is checked against its own saved vector, and the two vectors against each other.
+    saved = [SteeringVector.load(tmp_path / f"bipo_layer_22{suffix}.safetensors") for suffix in ("", "_seed1")]
+    assert bipo["seed_norms"] == pytest.approx([v.norm for v in saved]) and not torch.equal(saved[0].vector, saved[1].vector)
     with pytest.raises(BipoLensError, match="out of range"):
         sweep_layers(model, pairs[0], pairs[1], [30], tmp_path, config)
 
