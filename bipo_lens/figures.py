@@ -908,9 +908,10 @@ def _edge_comparison(found: dict) -> str:
     return f"; BiPO at its first multipliers beyond the budget: {_interval(edge)}"
 
 
-def claims_table(stage: dict | None) -> list[str]:
+def claims_table(stage: dict | None, transfer: dict | None = None) -> list[str]:
     """The paper's claims beside ours, with intervals and a verdict each (empty for runs without
-    the claims stage)."""
+    the claims stage). ``transfer``: the transfer stage, whose rows add retained efficacy at the
+    native norm to the family row where they hold it."""
     if not stage:
         return []
     c, m = stage["claims"], stage["multiplier"]
@@ -944,9 +945,16 @@ def claims_table(stage: dict | None) -> list[str]:
                      f"{_interval(sib['caa'], signed=False)}; {FINETUNED}; transfers if > {sib['bipo']['threshold']:g}",
                      verdict(sib["bipo"])])
     fam = c["transfer_family"]
+    at_native = {(r["source"], r["target"], r["map"]): r["retained_at_native_norm"]
+                 for r in (transfer or {}).get("rows", []) if "retained_at_native_norm" in r}
+
+    def family_row(r: dict) -> str:
+        key = (r["source"], r["target"], r["map"])
+        equal_norm = f" ({at_native[key]:.2f} at the native norm)" if key in at_native else ""
+        return f"{r['source']} -> {r['target']} ({r['map']}) {r['retained']:.2f}{equal_norm}"
+
     rows.append(["Transfer across families", "(not in the paper: its transfers keep Llama-2's architecture)",
-                 "retained " + ", ".join(f"{r['source']} -> {r['target']} ({r['map']}) {r['retained']:.2f}"
-                                         for r in fam["rows"]), f"**{fam['verdict']}** ({fam['why']})"])
+                 "retained " + ", ".join(map(family_row, fam["rows"])), f"**{fam['verdict']}** ({fam['why']})"])
     rows.append(["Composition", "two behaviours' vectors added together each keep their effect (vector synergy "
                  "section)", "retained beside the other at +1: power-seeking "
                  f"{_interval(comp['power_seeking'], signed=False)} ({size(comp['power_seeking'])}), optimism "
@@ -983,7 +991,7 @@ def render_readme(results: dict) -> str:
             f"{k} (commit {(v.get('commit') or 'unknown')[:10]})" for k, v in results["record"]["resumed_stages"].items())
            + ".", ""] if results["record"].get("resumed_stages") else []),
         *_summary(results), "",
-        *claims_table(results.get("claims")),
+        *claims_table(results.get("claims"), results.get("transfer")),
         "Efficacy is the log-probability margin on held-out pairs: mean over pairs of log p(matching) - "
         "log p(not matching), summed over response tokens, in nats. A *margin range* is the mean margin "
         f"at multiplier +{b['multiplier']:g} minus that at -{b['multiplier']:g}.", "",
