@@ -1047,7 +1047,7 @@ def render_readme(results: dict) -> str:
         f"linear maps fitted on {tr['fit_texts']} texts (2 rows each) read by both models: ridge least squares "
         "(`lstsq`) and scaled orthogonal Procrustes (`procrustes`); R^2 on held-out texts."
         + (" *At native norm*: the transferred vector rescaled to the native vector's norm (a map between residual "
-           "spaces of different scales changes the norm tenfold; this asks whether the direction carried over), "
+           "spaces of different scales can change the norm tenfold, as it does here; this asks whether the direction carried over), "
            "with its 95% interval over held-out pairs." if at_native else ""), "",
         *_table([*(["vector"] if mixed else []), "source", "target", "map", "R^2 (held-out)", "transferred range",
                  "native range", "retained", *(["at native norm"] if at_native else []), "cos to native"],

@@ -162,7 +162,7 @@ def retained_efficacy(target_model, transferred: SteeringVector | list[SteeringV
 
     Steering strength grows with a vector's norm, so a transferred vector longer than the native
     one can retain more than 1 by its length alone (a map between residual spaces of different
-    scales changes the norm tenfold): ``retained_at_native_norm`` (with ``_ci``) is the same ratio
+    scales can change the norm tenfold, as it does between SmolLM2 and Gemma): ``retained_at_native_norm`` (with ``_ci``) is the same ratio
     with each transferred vector rescaled to its native vector's norm, which asks whether the
     direction carried over. The norms are reported beside both."""
     moved = transferred if isinstance(transferred, list) else [transferred]
