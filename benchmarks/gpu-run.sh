@@ -3,7 +3,8 @@
 # Usage: benchmarks/gpu-run.sh 1 (the first call), benchmarks/gpu-run.sh 2 (the second: the generation
 # benchmark after the cache-length buckets, a profile of the 7B step, the Mistral shape),
 # benchmarks/gpu-run.sh 3 (balanced packing, and the step with the blocks compiled: FastPath(compile=True)),
-# benchmarks/gpu-run.sh 5 (the host tier of the activation cache and --device-map, never run on CUDA yet).
+# benchmarks/gpu-run.sh 5 (the host tier of the activation cache and --device-map, never run on CUDA yet),
+# benchmarks/gpu-run.sh 6 (the step replayed as CUDA graphs over bucketed shapes: --compile graphs, never run on CUDA yet).
 # Wheels the image lacks travel in .whl/ (transformer-lens and its few missing needs, and transformers
 # at the locked version); results go to $OUT (or ./gpu-out). Every step has its own time limit.
 set -u -o pipefail
@@ -56,6 +57,18 @@ step 120 train-device-map python3 -m bipo_lens.cli train --data power_seeking --
 step 90 train-one-device python3 -m bipo_lens.cli train --data power_seeking --layer 12 --epochs 1 \
   --device cuda --out "$OUT/whole.safetensors"
 step 30 compare python3 -c "from bipo_lens.vectors import SteeringVector as S; a, b = S.load('$OUT/spread.safetensors'), S.load('$OUT/whole.safetensors'); print('cosine', float(a.vector @ b.vector / (a.vector.norm() * b.vector.norm())), a.norm, b.norm, a.record['device'])"
+elif [ "$part" = 6 ]; then
+# Written without a GPU (2026-11-28): --compile graphs (blocks as CUDA graphs, shapes rounded up to 64 tokens).
+# Issue 14's default-model target: >= 3x faster than 0.048 s/step; same session's eager and fused steps beside it.
+step 45 train-135m-eager python3 -m bipo_lens.cli bench train --model random:smollm2-135m --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 32 --steps 8
+step 80 train-135m-fused python3 -m bipo_lens.cli bench train --model random:smollm2-135m --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 32 --steps 8 --compile
+step 150 train-135m-graphs python3 -m bipo_lens.cli bench train --model random:smollm2-135m --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 32 --steps 8 --compile graphs --full-run
+# The 7B step at the paper's batch 4: MFU >= 45 % is the target (41.7 % at best fused, 45.6 % at batch 8).
+step 200 train-7b-graphs python3 -m bipo_lens.cli bench train --model random:llama-2-7b --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 64 --steps 8 --compile graphs
 else
 step 200 generate-135m-b python3 -m bipo_lens.cli bench generate --model random:smollm2-135m --device cuda \
   --dtype bfloat16 --compile --repeats 3

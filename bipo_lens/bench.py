@@ -130,7 +130,7 @@ def fast_only(args) -> int:
     tier = cache_tier(int(cache_per_pair * len(pairs)), device, budget, default_host_budget())
     print(f"activation cache of {len(pairs)} pairs: {cache_per_pair * len(pairs) / 2**20:.0f} MiB -> tier '{tier}' "
           f"(device budget {args.cache_budget_mib} MiB; host: half the free RAM; else recomputed per step)")
-    fast = FastPath(compile=args.compile)
+    fast = FastPath.compiled(args.compile)
     started = time.perf_counter()
     # warm-up: one epoch over the same pairs, so that every batch shape has met the kernels' plans and
     # the compiler (a recompilation inside the timed epoch would count as a slow step)
@@ -210,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="time the fast path alone (no naive loop, no switch table): for large models; "
                              "implied by random:<shape> models")
     parser.add_argument("--batch-size", type=int, default=4, help="with --fast-only: pairs per step (the paper's 4)")
-    parser.add_argument("--compile", action="store_true",
-                        help="with --fast-only: the blocks after L through torch.compile (FastPath(compile=True))")
+    parser.add_argument("--compile", nargs="?", const="fused", choices=("fused", "graphs"), default=None,
+                        help="with --fast-only: the blocks after L through torch.compile (FastPath.compiled: "
+                             "'fused' kernels, or also replayed as CUDA 'graphs' over bucketed shapes)")
     parser.add_argument("--profile", action="store_true",
                         help="with --fast-only: the top kernels of a few fast steps (torch.profiler)")
     args = parser.parse_args(argv)

@@ -73,9 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="early stopping: stop once the held-out loss has not fallen for N epochs and keep the "
                             "best epoch's vector (needs --test-fraction)")
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--compile", action="store_true",
+    train.add_argument("--compile", nargs="?", const="fused", choices=("fused", "graphs"), default=None,
                        help="bipo: run the blocks after the layer through torch.compile (for GPUs: fused kernels, "
-                            "faster steps after a ~20 s compilation; the same numbers)")
+                            "faster steps after a ~20 s compilation; the same numbers); '--compile graphs' also "
+                            "replays them as CUDA graphs over shapes rounded up to 64 tokens (small models)")
     train.add_argument("--out", "--save-steering-vector", required=True, help=".safetensors (or .pt, BiPO format)")
     train.add_argument("--overwrite", action="store_true")
     train.add_argument("--checkpoint-dir", default=None, help="write a checkpoint every epoch (and on Ctrl-C)")
@@ -480,7 +481,7 @@ def cmd_train(args) -> int:
         from bipo_lens.scoring import FastPath
 
         vector = train_bipo(model, train_pairs, args.layer, config, test_pairs=test_pairs or None,
-                            checkpoint_dir=args.checkpoint_dir, resume=args.resume, fast=FastPath(compile=args.compile))
+                            checkpoint_dir=args.checkpoint_dir, resume=args.resume, fast=FastPath.compiled(args.compile))
         from bipo_lens import distributed
 
         if not distributed.is_main():  # under torchrun: rank 0 reports and saves

@@ -623,30 +623,38 @@ def check_layer(model, layer: int) -> None:
     info(model).shape.check_layer(layer)
 
 
-def _compiled_blocks(model, blocks: slice) -> list[torch.nn.Module]:
+COMPILE_MODES = {"fused": dict(dynamic=True), "graphs": dict(dynamic=False, mode="reduce-overhead")}
+
+
+def _compiled_blocks(model, blocks: slice, how: str) -> list[torch.nn.Module]:
     """``torch.compile``d wrappers of the raw model's blocks (same weights), made once per block and
-    kept on the model. Why compile: on a GPU a block's many small elementwise kernels (RMSNorm's
-    float32 round trip, rotary, gating, residual adds) cost as much as its matmuls; the compiler
-    fuses them. ``dynamic=True``: every batch has other lengths, and one graph serves them all."""
+    mode and kept on the model. Why compile: on a GPU a block's many small elementwise kernels
+    (RMSNorm's float32 round trip, rotary, gating, residual adds) cost as much as its matmuls.
+    ``"fused"``: the compiler fuses them; ``dynamic=True``, since every batch has other lengths and one
+    graph serves them all. ``"graphs"``: also replays each block as a CUDA graph (one launch instead
+    of hundreds: small models are launch-bound), which needs static shapes: one graph per shape, so
+    the caller rounds shapes up to buckets, and the compiler may keep that many per block."""
     raw = model.lens_raw
     made = raw.__dict__.setdefault("_bipo_lens_compiled", {})
     layers = raw.model.layers
+    if how == "graphs":
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     for index in range(len(layers))[blocks]:
-        if index not in made:
-            made[index] = torch.compile(layers[index], dynamic=True)
-    return [made[index] for index in range(len(layers))[blocks]]
+        if (index, how) not in made:
+            made[index, how] = torch.compile(layers[index], **COMPILE_MODES[how])
+    return [made[index, how] for index in range(len(layers))[blocks]]
 
 
 @contextlib.contextmanager
-def _only_blocks(model, blocks: slice, compiled: bool = False):
+def _only_blocks(model, blocks: slice, compiled: str | None = None):
     """The raw model's decoder with only ``blocks`` in place (their compiled wrappers with
-    ``compiled``), restored on exit."""
+    ``compiled``, a key of ``COMPILE_MODES``), restored on exit."""
     inner = model.lens_raw.model
     layers, config = inner.layers, inner.config
     # Models with mixed attention (Gemma 3: sliding and full) look up each block's type by its
     # index in the list, so the per-block types are sliced with the blocks.
     layer_types = getattr(config, "layer_types", None)
-    inner.layers = torch.nn.ModuleList(_compiled_blocks(model, blocks) if compiled else list(layers)[blocks])
+    inner.layers = torch.nn.ModuleList(_compiled_blocks(model, blocks, compiled) if compiled else list(layers)[blocks])
     if layer_types is not None:
         config.layer_types = list(layer_types)[blocks]
     try:
@@ -672,12 +680,12 @@ def run_to_layer(model, tokens, layer: int, attention_mask=None, position_ids=No
     return captured[0].to(info(model).device)  # a no-op but with --device-map: activations live with the inputs
 
 
-def run_from_layer(model, resid, layer: int, attention_mask=None, position_ids=None, compiled: bool = False):
+def run_from_layer(model, resid, layer: int, attention_mask=None, position_ids=None, compiled: str | None = None):
     """Final-normed hidden states from the residual stream after block ``layer``.
 
     Runs only blocks ``layer+1..`` of the raw model: TransformerBridge's ``start_at_layer`` still
-    executes the earlier blocks, which is what the fast trainer must avoid. ``compiled``: through
-    the blocks' ``torch.compile``d wrappers (see :func:`_compiled_blocks`).
+    executes the earlier blocks, which is what the fast trainer must avoid. ``compiled``
+    (``"fused"``, ``"graphs"``): through the blocks' ``torch.compile``d wrappers (:func:`_compiled_blocks`).
     """
     with _only_blocks(model, slice(layer + 1, None), compiled) as inner:
         return inner(

@@ -13,6 +13,7 @@ from typing import Callable
 
 import einops
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float
 from torch import Tensor
 
@@ -31,15 +32,31 @@ class FastPath:
     response_logits_only: bool = True  # unembed only where a response token is predicted
     share_prompt: bool = True  # one row per pair: the prompt once, both responses after it
     compile: bool = False  # the blocks after L through torch.compile (GPU: fused elementwise kernels)
+    graphs: bool = False  # compiled blocks replayed as CUDA graphs, over shapes rounded up to buckets
 
     @classmethod
     def naive(cls) -> "FastPath":
-        return cls(False, False, False, False, False)
+        return cls(False, False, False, False, False, False)
+
+    @classmethod
+    def compiled(cls, how: str | None) -> "FastPath":
+        """All savings, with the blocks after L as ``--compile`` says: None (eager), ``"fused"``, ``"graphs"``."""
+        return cls(compile=how is not None, graphs=how == "graphs")
 
     @property
     def split(self) -> bool:
         """Run blocks after L on their own (every saving but ``reference_once`` needs this)."""
-        return self.prefix_cache or self.response_logits_only or self.share_prompt or self.compile
+        return self.prefix_cache or self.response_logits_only or self.share_prompt or self.compile or self.graphs
+
+    @property
+    def bucket(self) -> int:
+        """Row lengths and target counts are rounded up to multiples of this. Why: a CUDA graph
+        replays one fixed shape, so every new shape costs a compilation and a capture; buckets of
+        ``GRAPH_BUCKET`` tokens bound them to a handful per run, for a little padding."""
+        return GRAPH_BUCKET if self.graphs else 1
+
+
+GRAPH_BUCKET = 64
 
 
 def cache_tier(cache_bytes: int, device: torch.device, device_budget: int | None,
@@ -95,14 +112,16 @@ class PairScorer:
         """Per pair: (log p(matching), log p(not_matching)), each summed over response tokens."""
         indices = list(pair_indices)
         out = []
+        if self.fast.graphs and self.device.type == "cuda":  # a new step: earlier replays' outputs are done with
+            torch.compiler.cudagraph_mark_step_begin()
         # One graph for a training step; bounded memory wherever no gradient is needed.
         chunk = len(indices) if vector is not None and torch.is_grad_enabled() else 8
         for start in range(0, len(indices), chunk):
             part = indices[start : start + chunk]
             forward = self._split_forward if self.fast.split else self._hooked_forward
             batch, logprobs = forward(part, vector, d)
-            per_slot = torch.zeros(batch.n_slots, device=self.device, dtype=logprobs.dtype)
-            per_slot = per_slot.index_add(0, batch.target_slots, logprobs)
+            per_slot = torch.zeros(batch.n_slots + 1, device=self.device, dtype=logprobs.dtype)  # + the sink
+            per_slot = per_slot.index_add(0, batch.target_slots, logprobs)[:-1]
             out.append(einops.rearrange(per_slot, "(pairs side) -> pairs side", side=2))
         return torch.cat(out)
 
@@ -123,8 +142,8 @@ class PairScorer:
             rows = [found[j] for j in sequence_indices]
         batch = make_batch(sequences, self.pad, self.device)
         logprobs = self._later_blocks(batch, intervene(torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)))
-        return torch.zeros(batch.n_slots, device=self.device, dtype=logprobs.dtype).index_add(
-            0, batch.target_slots, logprobs)
+        return torch.zeros(batch.n_slots + 1, device=self.device, dtype=logprobs.dtype).index_add(
+            0, batch.target_slots, logprobs)[:-1]
 
     def _hooked_forward(self, part: list[int], vector: Tensor | None, d: float) -> tuple[TokenBatch, Tensor]:
         """The naive path, as the paper's trl-based code computes it: a full forward through the
@@ -148,21 +167,22 @@ class PairScorer:
         else:
             resids = pair_residuals(self.model, pairs, self.layer)
         if self.fast.share_prompt and packing_allowed(self.model, MAX_ROW_TOKENS):
-            batch = make_packed_batch(pairs, self.pad, self.device, MAX_ROW_TOKENS)
+            batch = make_packed_batch(pairs, self.pad, self.device, MAX_ROW_TOKENS, self.fast.bucket)
             segments = [torch.cat([rm[: len(m.ids)], rn[m.prompt_len :]])
                         for (m, _), rm, rn in zip(pairs, resids[0::2], resids[1::2])]
             rows = [torch.cat([segments[i] for i in members]) for members in batch.packing]
         else:
-            batch, rows = make_batch(sequences, self.pad, self.device), resids
+            batch, rows = make_batch(sequences, self.pad, self.device, self.fast.bucket), resids
         resid = torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)
+        resid = F.pad(resid, (0, 0, 0, batch.tokens.shape[1] - resid.shape[1]))  # to the bucket's length
         if vector is not None:
             resid = add_steering(resid, vector, d)
         return batch, self._later_blocks(batch, resid)
 
     def _later_blocks(self, batch: TokenBatch, resid: Float[Tensor, "row pos d_model"]) -> Float[Tensor, " n_targets"]:
         """Each response token's log-prob, from the (steered) layer-L residual through the blocks after L."""
-        hidden = run_from_layer(self.model, resid, self.layer, batch.attention_mask, batch.position_ids,
-                                compiled=self.fast.compile)
+        compiled = "graphs" if self.fast.graphs else "fused" if self.fast.compile else None
+        hidden = run_from_layer(self.model, resid, self.layer, batch.attention_mask, batch.position_ids, compiled)
         if self.fast.response_logits_only:
             logits = unembed(self.model, hidden[batch.target_rows, batch.target_positions])
         else:

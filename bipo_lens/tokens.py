@@ -106,7 +106,8 @@ def _authors_response(model, prompt_text: str, prompt_ids: list[int], response: 
 @dataclass
 class TokenBatch:
     """Right-padded rows and, flattened, every response token: the row and position whose logits
-    predict it, and the slot (``2 * pair + side``) whose log-probability it adds to."""
+    predict it, and the slot (``2 * pair + side``) whose log-probability it adds to. Slot
+    ``n_slots`` is a sink: targets added only to fill a shape bucket go there and are dropped."""
 
     tokens: Int[Tensor, "row pos"]
     attention_mask: Int[Tensor, "row pos"] | Bool[Tensor, "row 1 pos pos"]
@@ -119,9 +120,25 @@ class TokenBatch:
     packing: list[list[int]] | None = None  # pair indices of each row, when pairs are packed
 
 
-def make_batch(sequences: list[Sequence], pad_id: int, device: torch.device) -> TokenBatch:
-    """One row per sequence (pairs' sides interleaved, so a row's slot is its index)."""
-    length = max(len(s.ids) for s in sequences)
+def round_up(n: int, bucket: int) -> int:
+    return -(-n // bucket) * bucket
+
+
+def _fill_targets(rows: list[int], positions: list[int], targets: list[int], slots: list[int], n_slots: int,
+                  bucket: int, pad_position: int, pad_id: int) -> None:
+    """Pad the target lists (in place) to a multiple of ``bucket`` with targets that go to the sink
+    slot ``n_slots`` (read at row 0's last position, predicting the pad token; dropped whatever they give)."""
+    extra = round_up(len(targets), bucket) - len(targets)
+    rows += [0] * extra
+    positions += [pad_position] * extra
+    targets += [pad_id] * extra
+    slots += [n_slots] * extra
+
+
+def make_batch(sequences: list[Sequence], pad_id: int, device: torch.device, bucket: int = 1) -> TokenBatch:
+    """One row per sequence (pairs' sides interleaved, so a row's slot is its index). ``bucket`` > 1
+    rounds the row length and the number of targets up to its multiples (static shapes, for CUDA graphs)."""
+    length = round_up(max(len(s.ids) for s in sequences), bucket)
     tokens = torch.full((len(sequences), length), pad_id, dtype=torch.long)
     mask = torch.zeros((len(sequences), length), dtype=torch.long)
     rows, positions, targets = [], [], []
@@ -132,9 +149,11 @@ def make_batch(sequences: list[Sequence], pad_id: int, device: torch.device) -> 
             rows.append(row)
             positions.append(position - 1)
             targets.append(seq.ids[position])
+    slots = list(rows)
+    _fill_targets(rows, positions, targets, slots, len(sequences), bucket, length - 1, pad_id)
     as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
     return TokenBatch(tokens.to(device), mask.to(device), None, as_tensor(rows), as_tensor(positions),
-                      as_tensor(targets), as_tensor(rows), len(sequences))
+                      as_tensor(targets), as_tensor(slots), len(sequences))
 
 
 def _balanced_rows(sizes: list[int], max_row_tokens: int) -> list[list[int]]:
@@ -156,7 +175,8 @@ def _balanced_rows(sizes: list[int], max_row_tokens: int) -> list[list[int]]:
 
 
 def make_packed_batch(
-    pairs: list[tuple[Sequence, Sequence]], pad_id: int, device: torch.device, max_row_tokens: int = 1024
+    pairs: list[tuple[Sequence, Sequence]], pad_id: int, device: torch.device, max_row_tokens: int = 1024,
+    bucket: int = 1,
 ) -> TokenBatch:
     """Pairs packed into as few rows as fit ``max_row_tokens``, each pair as
     ``prompt + matching + not_matching``: the prompt is computed once, and no padding is paid for
@@ -165,10 +185,10 @@ def make_packed_batch(
     Position ids restart at each pair, and the not-matching tokens take the positions they would
     have right after the prompt; attention stays within a pair and skips the matching tokens from
     the not-matching ones. So every log-probability equals the one from the pair's two separate
-    sequences.
+    sequences. ``bucket``: as in :func:`make_batch`.
     """
     segments = _balanced_rows([len(m.ids) + n.response_len for m, n in pairs], max_row_tokens)
-    length = max(sum(len(pairs[i][0].ids) + pairs[i][1].response_len for i in row) for row in segments)
+    length = round_up(max(sum(len(pairs[i][0].ids) + pairs[i][1].response_len for i in row) for row in segments), bucket)
     tokens = torch.full((len(segments), length), pad_id, dtype=torch.long)
     position_ids = torch.zeros((len(segments), length), dtype=torch.long)
     allowed = torch.eye(length, dtype=torch.bool).repeat(len(segments), 1, 1, 1)  # pads see themselves
@@ -189,6 +209,7 @@ def make_packed_batch(
             targets += list(matching.ids[p:]) + list(not_matching.ids[p:])
             slots += [2 * index] * t + [2 * index + 1] * o
             start = end
+    _fill_targets(rows, positions, targets, slots, 2 * len(pairs), bucket, length - 1, pad_id)
     as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
     return TokenBatch(tokens.to(device), allowed.to(device), position_ids.to(device), as_tensor(rows),
                       as_tensor(positions), as_tensor(targets), as_tensor(slots), 2 * len(pairs), segments)

@@ -65,19 +65,38 @@ def test_packed_rows_out_of_pair_order_equal_the_naive_loop(model, monkeypatch):
     fast_and_naive(model, 15, 6.0, FastPath())
 
 
+def test_rows_and_targets_rounded_up_to_buckets_give_the_same_log_probs(model, monkeypatch):
+    """The static shapes CUDA graphs need (``FastPath(graphs=True)``): rows padded to 64 tokens and
+    targets to 64 entries (the extra ones go to a dropped sink slot) change no log-prob. Checked here
+    without the compiler, packed and unpacked, against the naive loop."""
+    from bipo_lens.tokens import make_packed_batch
+
+    encoded = encode_pairs(model, load_pairs("power_seeking")[:5])
+    batch = make_packed_batch(encoded, 0, torch.device("cpu"), MAX_ROW_TOKENS, bucket=64)
+    sink = batch.target_slots == batch.n_slots
+    assert batch.tokens.shape[1] % 64 == 0 and len(batch.targets) % 64 == 0 and 0 < int(sink.sum()) < 64
+    monkeypatch.setattr(FastPath, "bucket", property(lambda self: 64))
+    fast_and_naive(model, 15, 6.0, FastPath())
+    fast_and_naive(model, 15, 6.0, FastPath(share_prompt=False))
+
+
 @pytest.mark.slow
-def test_compiled_blocks_give_the_eager_log_probs_and_gradient(model):
-    """``FastPath(compile=True)`` (torch.compile of the blocks after L; for GPUs) changes the speed,
-    never the numbers: log-probs and the vector's gradient as the eager path gives them."""
-    encoded = encode_pairs(model, load_pairs("power_seeking")[:4], 16)
+@pytest.mark.parametrize("how", ["fused", "graphs"])
+def test_compiled_blocks_give_the_eager_log_probs_and_gradient(model, how):
+    """``FastPath.compiled(how)`` (torch.compile of the blocks after L; for GPUs; ``graphs``: over
+    bucketed static shapes, as CUDA graphs there) changes the speed, never the numbers: log-probs and
+    the vector's gradient as the eager path gives them, over batches of several shapes."""
+    encoded = encode_pairs(model, load_pairs("power_seeking")[:6])
     v = random_vector(model.lens_info.d_model, 15, 6.0).requires_grad_(True)
     found = []
-    for fast in (FastPath(), FastPath(compile=True)):
-        logps = PairScorer(model, encoded, 15, fast, None).logps(range(4), v, 1.0)
-        found.append((logps.detach(), torch.autograd.grad(logps.sum(), v)[0]))
-    (eager, eager_grad), (compiled, compiled_grad) = found
-    torch.testing.assert_close(compiled, eager, atol=3e-3, rtol=1e-4)
-    assert torch.cosine_similarity(compiled_grad, eager_grad, 0) > 0.9999
+    for fast in (FastPath(), FastPath.compiled(how)):
+        scorer = PairScorer(model, encoded, 15, fast, None)
+        for part in ([0, 1, 2, 3], [4, 5], [1, 4]):
+            logps = scorer.logps(part, v, 1.0)
+            found.append((logps.detach(), torch.autograd.grad(logps.sum(), v)[0]))
+    for (eager, eager_grad), (compiled, compiled_grad) in zip(found[:3], found[3:]):
+        torch.testing.assert_close(compiled, eager, atol=3e-3, rtol=1e-4)
+        assert torch.cosine_similarity(compiled_grad, eager_grad, 0) > 0.9999
 
 
 def test_gemma_takes_the_unpacked_fast_path_and_it_equals_the_naive_loop():
