@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from bipo_lens.errors import BipoLensError
+from bipo_lens.model_names import SIBLING_BASES
 
 # Modules whose public functions and classes give the corpus: sorted, the same on every run.
 DOC_MODULES = (
@@ -59,7 +60,7 @@ class Recipe:
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
-SIBLINGS = {"smollm2-135m-pydoc": Recipe(base="smollm2-135m-instruct")}
+SIBLINGS = {name: Recipe(base=base) for name, base in SIBLING_BASES.items()}
 
 
 def docs_corpus() -> list[tuple[str, str]]:

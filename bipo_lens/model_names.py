@@ -6,8 +6,8 @@ with ``@intN``. :func:`peek` reads the layer count and residual width from a con
 command given a wrong ``--layer``, or a vector made for another model, says so before it loads
 anything: loading costs 6-12 s of imports for the 135M default and minutes for a 7B checkpoint.
 A ``.gguf`` file's header is read up to the two keys needed (:func:`_gguf_shape`). Where the
-configuration cannot be read in a fraction of a second (a hub id missing from the local cache; a
-sibling not yet built), :func:`peek` answers None and the same check runs after loading, in the same
+configuration cannot be read in a fraction of a second (a hub id missing from the local cache),
+:func:`peek` answers None and the same check runs after loading, in the same
 words (:class:`ModelShape`).
 
 Lower than :mod:`bipo_lens.models`, which loads what these names name.
@@ -49,6 +49,10 @@ EMBEDDED_MODELS = {
         18, 640,
     ),
 }
+
+# Fine-tuned siblings (built once from their base by :mod:`bipo_lens.finetune`): a fine-tune keeps its
+# base's depth and width.
+SIBLING_BASES = {"smollm2-135m-pydoc": DEFAULT_MODEL}
 
 
 @dataclass(frozen=True)
@@ -105,8 +109,8 @@ def peek(name: str) -> ModelShape | None:
     Raises :class:`BipoLensError` for a name that cannot load at all (a bad ``@`` suffix, an unknown
     ``random:`` shape)."""
     base, _ = split_quantisation(name)
-    if base in EMBEDDED_MODELS:
-        spec = EMBEDDED_MODELS[base]
+    if base in EMBEDDED_MODELS or base in SIBLING_BASES:
+        spec = EMBEDDED_MODELS[SIBLING_BASES.get(base, base)]
         return ModelShape(name, spec.n_layers, spec.d_model)
     if is_random(base):
         return _shape_from_config(name, random_shape_fields(base))

@@ -76,7 +76,7 @@ def test_bad_inputs_end_with_one_line_and_nonzero_exit(tmp_path, trained):
 
 def test_a_wrong_layer_or_a_vector_for_another_model_is_said_before_loading(tmp_path, trained):
     """Read from the model's configuration: an empty model cache stays empty (a load would dequantise
-    into it), a GGUF file answers from its header, and a directory or hub cache holding only a
+    into it; the fine-tuned sibling would be built into it), a GGUF file answers from its header, and a directory or hub cache holding only a
     config.json (no weights to load) answers."""
     env = {**os.environ, "BIPO_LENS_CACHE": str(tmp_path / "cache"), "HF_HUB_CACHE": str(tmp_path / "hub"),
            "HF_HUB_OFFLINE": "1"}
@@ -101,6 +101,8 @@ def test_a_wrong_layer_or_a_vector_for_another_model_is_said_before_loading(tmp_
         (["train", "--data", "optimism", "--layer", 32, "--model", "random:llama-2-7b", *out], "random:llama-2-7b has layers 0..31"),
         (["train", "--data", "optimism", "--layer", 16, "--model", only_config, *out], "llama-like has layers 0..15"),
         (["train", "--data", "optimism", "--layer", 30, "--model", gguf, *out], "mine.gguf has layers 0..29"),
+        (["train", "--data", "optimism", "--layer", 30, "--model", "smollm2-135m-pydoc", *out],
+         "smollm2-135m-pydoc has layers 0..29"),  # not fine-tuned first (7 min)
         (["generate", "--vector", wide, "--model", gguf, "--prompt", "hi"], "mine.gguf has d_model 576"),
         (["train", "--data", "optimism", "--layer", 26, "--model", "someorg/gemma-like", *out], "someorg/gemma-like has layers 0..25"),
         (["train", "--data", "optimism", "--layer", 3, "--model", "smollm2-135m-instruct@int9", *out], "unknown model suffix @int9"),
