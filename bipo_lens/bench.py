@@ -46,6 +46,24 @@ def _run(model, pairs, layer, fast, response_tokens, epochs=1, batch_size=4, cac
     return vector, total, total - training, training / (-(-len(pairs) // batch_size) * epochs)
 
 
+def _bucket_padding(model, encoded, batch: int, bucket: int) -> str:
+    """What rounding shapes up to ``bucket`` costs (``--compile graphs``), over batches of ``batch``
+    pairs in file order: distinct shapes (each one compilation and capture per block) and the extra
+    token slots and targets."""
+    from bipo_lens.activations import MAX_ROW_TOKENS
+    from bipo_lens.tokens import make_packed_batch
+
+    shapes, slots, targets = set(), [0, 0], [0, 0]
+    for start in range(0, len(encoded), batch):
+        chunk = encoded[start : start + batch]
+        exact, rounded = (make_packed_batch(chunk, 0, torch.device("cpu"), MAX_ROW_TOKENS, b) for b in (1, bucket))
+        shapes.add(tuple(rounded.tokens.shape))
+        slots = [slots[0] + exact.tokens.numel(), slots[1] + rounded.tokens.numel()]
+        targets = [targets[0] + len(exact.targets), targets[1] + len(rounded.targets)]
+    return (f"shapes rounded up to {bucket}: {len(shapes)} distinct (rows, length) over {len(encoded)} pairs in "
+            f"batches of {batch}; +{slots[1] / slots[0] - 1:.1%} token slots, +{targets[1] / targets[0] - 1:.1%} targets")
+
+
 def _flops_per_step(model, pairs, layer, response_tokens) -> float:
     """Forward + activation-gradient backward (about 2x forward) of blocks after L, response logits."""
     from bipo_lens.models import info
@@ -131,6 +149,8 @@ def fast_only(args) -> int:
     print(f"activation cache of {len(pairs)} pairs: {cache_per_pair * len(pairs) / 2**20:.0f} MiB -> tier '{tier}' "
           f"(device budget {args.cache_budget_mib} MiB; host: half the free RAM; else recomputed per step)")
     fast = FastPath.compiled(args.compile)
+    if fast.graphs:
+        print(_bucket_padding(model, encoded, batch, fast.bucket))
     started = time.perf_counter()
     # warm-up: one epoch over the same pairs, so that every batch shape has met the kernels' plans and
     # the compiler (a recompilation inside the timed epoch would count as a slow step)
