@@ -169,6 +169,11 @@ def fast_only(args) -> int:
           f"setup (activation cache, reference log-probs) {setup:.1f} s for {len(pairs)} pairs; {memory}")
     print(f"model FLOPs per step {flops / 1e9:.1f} GFLOP -> {achieved:.1f} GFLOP/s; measured {label} "
           f"{peak:.1f} GFLOP/s in {dtype}; MFU {achieved / peak:.1%}")
+    if fast.graphs and device.type == "cuda":  # a block that cannot be captured runs uncaptured: one logged line, easy to miss
+        from torch._dynamo.utils import counters
+
+        print(f"CUDA graphs: {counters['inductor']['cudagraph_skips']} compiled graphs skipped capture (the reasons "
+              "are logged above as 'skipping cudagraphs')")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 
