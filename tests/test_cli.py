@@ -76,8 +76,8 @@ def test_bad_inputs_end_with_one_line_and_nonzero_exit(tmp_path, trained):
 
 def test_a_wrong_layer_or_a_vector_for_another_model_is_said_before_loading(tmp_path, trained):
     """Read from the model's configuration: an empty model cache stays empty (a load would dequantise
-    into it; the fine-tuned sibling would be built into it), a GGUF file answers from its header, and a directory or hub cache holding only a
-    config.json (no weights to load) answers."""
+    into it; the fine-tuned sibling would be built into it), a GGUF file answers from its header, and
+    a directory or hub cache holding only a config.json (no weights to load) answers."""
     env = {**os.environ, "BIPO_LENS_CACHE": str(tmp_path / "cache"), "HF_HUB_CACHE": str(tmp_path / "hub"),
            "HF_HUB_OFFLINE": "1"}
     only_config = tmp_path / "llama-like"
