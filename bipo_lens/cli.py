@@ -298,6 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     try:
         code = COMMANDS[args.command](args)
+        if getattr(args, "show_memory_usage", False):
+            print(memory_report(time.time() - started))
+        sys.stdout.flush()  # a reader gone (``| head``) shows here, not at exit
+    except BrokenPipeError:  # as Unix tools do: stop quietly (141: 128 + SIGPIPE)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+        return 141
     except BipoLensError as e:
         if getattr(args, "debug", False):
             raise
@@ -311,8 +317,6 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"bipo-lens: internal error: {type(e).__name__}: {e} (rerun with --debug)", file=sys.stderr)
         return 1
-    if getattr(args, "show_memory_usage", False):
-        print(memory_report(time.time() - started))
     return code or 0
 
 

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -72,6 +73,14 @@ def test_bad_inputs_end_with_one_line_and_nonzero_exit(tmp_path, trained):
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00" * 50)
     assert_one_line_error(cli("info", garbage), "not a readable safetensors")
+
+
+def test_output_into_a_closed_pipe_ends_quietly(trained):
+    """``bipo-lens info v | head`` (here ``| true``, which reads nothing): the reader going away is no
+    error of ours; the process stops with 141 (128 + SIGPIPE) as Unix tools do, and says nothing."""
+    shell = f"set -o pipefail; {shlex.quote(sys.executable)} -m bipo_lens.cli info {shlex.quote(str(trained))} | true"
+    result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stderr) == (141, "")
 
 
 def test_a_wrong_layer_or_a_vector_for_another_model_is_said_before_loading(tmp_path, trained):
