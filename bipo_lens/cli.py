@@ -35,7 +35,7 @@ def _multipliers(text: str) -> list[float]:
 def _vector_arguments(parser: argparse.ArgumentParser) -> None:
     """Vectors to apply, the model to apply them to, and the multipliers."""
     parser.add_argument("--vector", "--load-steering-vector", required=True, action="append", help="repeatable")
-    parser.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files only")
+    parser.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files, or one direction of a .gguf control vector")
     parser.add_argument("--model", default=None, help="default: the (first) vector's model")
     parser.add_argument("--multipliers", type=_multipliers, default=[-2.0, -1.0, 0.0, 1.0, 2.0])
 
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     chat = commands.add_parser("chat", help="a steered chat in the terminal, streamed (/help inside)")
     chat.add_argument("--vector", "--load-steering-vector", default=None)
-    chat.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files only")
+    chat.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files, or one direction of a .gguf control vector")
     chat.add_argument("--multiplier", type=float, default=1.0)
     chat.add_argument("--model", default=None, help="default: the vector's model")
     chat.add_argument("--max-new-tokens", type=int, default=256)
@@ -145,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = commands.add_parser("info", help="what a vector file holds")
     info.add_argument("path")
-    info.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files only")
+    info.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files, or one direction of a .gguf control vector")
     info.add_argument("--card", action="store_true", help="also write the vector's card as Markdown beside it (FILE.md)")
     info.add_argument("--eval", default=None, metavar="JSON", help="with --card: an `eval --out-json` report to include")
     info.add_argument("--overwrite", action="store_true")
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["gguf"], default="gguf")
     export.add_argument("--out", required=True, help="the .gguf to write (llama.cpp: --control-vector-scaled OUT:SCALE)")
     export.add_argument("--model-hint", default=None, help="controlvector.model_hint (default: from the vector's model)")
-    export.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files only")
+    export.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files, or one direction of a .gguf control vector")
     export.add_argument("--overwrite", action="store_true")
     export.add_argument("--debug", action="store_true")
 
@@ -395,7 +395,23 @@ def _load_vectors(paths: list[str], layer: int | None):
             raise BipoLensError(f"vector file not found: {path}")
     from bipo_lens.vectors import SteeringVector
 
-    return [SteeringVector.load(p, layer=layer) for p in paths]
+    return [_control_vector(p, layer) if p.endswith(".gguf") else SteeringVector.load(p, layer=layer) for p in paths]
+
+
+def _control_vector(path: str, layer: int | None):
+    """One direction of a GGUF control vector (ours, llama.cpp's, repeng's), used where a vector file
+    goes: the file's only direction, or the one at ``layer``."""
+    from bipo_lens.interop import import_gguf
+
+    found = {v.layer: v for v in import_gguf(path)}
+    if layer is not None:
+        if layer not in found:
+            raise BipoLensError(f"{path} has no direction at layer {layer} (it has layers {', '.join(map(str, found))})")
+        return found[layer]
+    if len(found) > 1:
+        raise BipoLensError(f"{path} holds directions at layers {', '.join(map(str, found))}: pick one with --layer, "
+                            "or split them with bipo-lens import")
+    return next(iter(found.values()))
 
 
 def _seed_files(value: str, seeds: int | None, flag: str) -> list[str]:

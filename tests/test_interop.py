@@ -120,3 +120,29 @@ def test_info_card_shows_how_the_vector_was_made_and_how_it_steers(tmp_path, cap
                      "train.csv` sha256 6e09e0e2", "| power | logprob_margin | +1.250 | +5.000 | +1.00 |"):
         assert fragment in card, fragment
     assert main(["info", str(path), "--card"]) == 2  # the card is not overwritten silently
+
+
+def test_a_control_vector_file_goes_wherever_a_vector_file_goes(tmp_path, capsys):
+    """``--vector v.gguf`` (llama.cpp's format) in info and generate: its only direction, or the one
+    picked with ``--layer``; several directions without ``--layer`` is one line naming them."""
+    a, b = vector(15, 0), vector(20, 1)
+    a.vector *= 8 / a.norm  # strong enough to change what the model says
+    a.save(tmp_path / "a.safetensors"), b.save(tmp_path / "b.safetensors")
+    both, one = tmp_path / "both.gguf", tmp_path / "one.gguf"
+    assert main(["export", str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors"), "--out", str(both)]) == 0
+    assert main(["export", str(tmp_path / "a.safetensors"), "--out", str(one)]) == 0
+    capsys.readouterr()
+    assert main(["info", str(both), "--layer", "20"]) == 0
+    assert "layer:         20 (blocks.20.hook_resid_post)" in capsys.readouterr().out
+    assert main(["info", str(both)]) == 2
+    assert "holds directions at layers 15, 20: pick one with --layer" in capsys.readouterr().err
+    assert main(["info", str(both), "--layer", "3"]) == 2
+    assert "no direction at layer 3" in capsys.readouterr().err
+    said = []
+    for path in (tmp_path / "a.safetensors", one):
+        assert main(["generate", "--vector", str(path), "--prompt", "What is the capital of France?",
+                     "--multipliers", "0,2", "--max-new-tokens", "12"]) == 0
+        said.append(capsys.readouterr().out)
+    unsteered, steered = [line for line in said[0].splitlines() if line.startswith("[")]
+    assert "Paris" in unsteered and steered != unsteered  # the vector acts ...
+    assert said[1] == said[0]  # ... and it is the same vector from either file
