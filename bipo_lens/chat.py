@@ -14,12 +14,13 @@ from typing import TextIO
 
 from bipo_lens.errors import BipoLensError
 from bipo_lens.generation import Sampling, generate_stream
+from bipo_lens.interop import read_vector
 from bipo_lens.models import DEFAULT_SYSTEM_PROMPT, build_chat_prompt
 from bipo_lens.vectors import SteeringVector
 
 HELP = """commands:
   /m X         set the multiplier (e.g. /m -1.5)
-  /load PATH   steer with another vector file
+  /load PATH   steer with another vector file (.safetensors, .pt, a one-direction .gguf)
   /off, /on    steering off / on
   /compare     answer the last question again with steering toggled, to compare the same turn
   /reset       forget the conversation
@@ -72,7 +73,7 @@ class ChatSession:
                 raise BipoLensError("/m needs a finite number")
             self.multiplier = value
         elif name == "/load":
-            vector = SteeringVector.load(argument)
+            vector = read_vector(argument)
             vector.check_compatible(self.model)
             self.vector, self.enabled = vector, True
         elif name in ("/off", "/on"):

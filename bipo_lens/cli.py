@@ -393,25 +393,9 @@ def _load_vectors(paths: list[str], layer: int | None):
     for path in paths:  # a mistyped name answers before torch is imported
         if not os.path.exists(path):
             raise BipoLensError(f"vector file not found: {path}")
-    from bipo_lens.vectors import SteeringVector
+    from bipo_lens.interop import read_vector
 
-    return [_control_vector(p, layer) if p.endswith(".gguf") else SteeringVector.load(p, layer=layer) for p in paths]
-
-
-def _control_vector(path: str, layer: int | None):
-    """One direction of a GGUF control vector (ours, llama.cpp's, repeng's), used where a vector file
-    goes: the file's only direction, or the one at ``layer``."""
-    from bipo_lens.interop import import_gguf
-
-    found = {v.layer: v for v in import_gguf(path)}
-    if layer is not None:
-        if layer not in found:
-            raise BipoLensError(f"{path} has no direction at layer {layer} (it has layers {', '.join(map(str, found))})")
-        return found[layer]
-    if len(found) > 1:
-        raise BipoLensError(f"{path} holds directions at layers {', '.join(map(str, found))}: pick one with --layer, "
-                            "or split them with bipo-lens import")
-    return next(iter(found.values()))
+    return [read_vector(p, layer) for p in paths]
 
 
 def _seed_files(value: str, seeds: int | None, flag: str) -> list[str]:

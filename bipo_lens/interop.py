@@ -1,4 +1,4 @@
-"""Vectors in and out: llama.cpp control vectors (GGUF).
+"""Vectors in and out: llama.cpp control vectors (GGUF), and :func:`read_vector` for any vector file.
 
 A llama.cpp control vector is a GGUF file with ``general.architecture = "controlvector"``,
 ``controlvector.model_hint`` (the architecture it was made for), ``controlvector.layer_count`` and
@@ -120,6 +120,23 @@ def import_gguf(path: str | Path) -> list[SteeringVector]:
     if not vectors:
         raise BipoLensError(f"{path}: no direction tensors")
     return sorted(vectors, key=lambda v: v.layer)
+
+
+def read_vector(path: str | Path, layer: int | None = None) -> SteeringVector:
+    """A vector from any file bipo-lens reads, wherever one is asked for: ``.safetensors``, ``.pt``
+    (``layer`` for a bare tensor), or a GGUF control vector (ours, llama.cpp's, repeng's): its only
+    direction, or the one at ``layer``."""
+    if Path(path).suffix != ".gguf":
+        return SteeringVector.load(path, layer=layer)
+    found = {v.layer: v for v in import_gguf(path)}
+    if layer is not None:
+        if layer not in found:
+            raise BipoLensError(f"{path} has no direction at layer {layer} (it has layers {', '.join(map(str, found))})")
+        return found[layer]
+    if len(found) > 1:
+        raise BipoLensError(f"{path} holds directions at layers {', '.join(map(str, found))}: pick one with --layer, "
+                            "or split them with bipo-lens import")
+    return next(iter(found.values()))
 
 
 def _string(field) -> str | None:
