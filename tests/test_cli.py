@@ -75,6 +75,13 @@ def test_bad_inputs_end_with_one_line_and_nonzero_exit(tmp_path, trained):
     assert_one_line_error(cli("info", garbage), "not a readable safetensors")
 
 
+def test_version_is_the_installed_package_s():
+    from importlib.metadata import version
+
+    result = cli("--version")
+    assert (result.returncode, result.stdout.strip()) == (0, f"bipo-lens {version('bipo-lens')}")
+
+
 def test_output_into_a_closed_pipe_ends_quietly(trained):
     """``bipo-lens info v | head`` (here ``| true``, which reads nothing): the reader going away is no
     error of ours; the process stops with 141 (128 + SIGPIPE) as Unix tools do, and says nothing."""
