@@ -115,6 +115,8 @@ def generation_config(model, max_new_tokens: int, sampling: Sampling = GREEDY, s
     compiles the decode step on accelerators only; ``compile_all_devices`` forces it elsewhere (tests).
     The cache length is rounded up to a multiple of ``CACHE_BUCKET`` so that calls with slightly
     different prompt widths or token budgets reuse one compiled step instead of recompiling."""
+    if max_new_tokens < 1:
+        raise BipoLensError(f"--max-new-tokens must be at least 1, got {max_new_tokens}")
     from transformers import CompileConfig
 
     sample = sampling.temperature > 0

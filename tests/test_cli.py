@@ -73,13 +73,16 @@ def test_bad_inputs_end_with_one_line_and_nonzero_exit(tmp_path, trained):
     garbage = tmp_path / "garbage.safetensors"
     garbage.write_bytes(b"\x00" * 50)
     assert_one_line_error(cli("info", garbage), "not a readable safetensors")
+    assert_one_line_error(cli("generate", "--vector", trained, "--prompt", "Hi", "--max-new-tokens", 0),
+                          "--max-new-tokens must be at least 1, got 0")
 
 
-def test_version_is_the_installed_package_s():
+def test_version_is_the_installed_package_s_and_python_m_bipo_lens_runs_the_cli():
     from importlib.metadata import version
 
-    result = cli("--version")
-    assert (result.returncode, result.stdout.strip()) == (0, f"bipo-lens {version('bipo-lens')}")
+    for command in ([sys.executable, "-m", "bipo_lens.cli"], [sys.executable, "-m", "bipo_lens"]):
+        result = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=60)
+        assert (result.returncode, result.stdout.strip()) == (0, f"bipo-lens {version('bipo-lens')}")
 
 
 def test_output_into_a_closed_pipe_ends_quietly(trained):
