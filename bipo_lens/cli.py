@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--vector", action="append", default=[], help="NAME=FILE, repeatable")
     serve.add_argument("--model", default=None, help="default: the first vector's model")
     serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=_port, default=8000)
     _common(serve)
 
     evaluate = commands.add_parser("eval", help="steering efficacy per vector and multiplier")
@@ -274,10 +274,24 @@ def _layers(text: str) -> list[int]:
         if "-" in text:
             span, _, step = text.partition(":")
             first, last = (int(x) for x in span.split("-"))
-            return list(range(first, last + 1, int(step or 1)))
-        return [int(x) for x in text.split(",") if x.strip()]
+            layers = list(range(first, last + 1, int(step or 1)))
+        else:
+            layers = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected layers like 0-29:3 or 5,10,15, got {text!r}") from None
+        layers = []
+    if not layers:  # an empty list would mean the default: every third layer
+        raise argparse.ArgumentTypeError(f"expected layers like 0-29:3 or 5,10,15, got {text!r}")
+    return layers
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0-65535, got {text!r}")
+    return port
 
 
 NUMBER_LIST_FLAGS = ("--multipliers", "--weights", "--magnitudes", "--steering-strength")
