@@ -22,6 +22,12 @@ from bipo_lens.records import finish_record, start_record
 SHARED_TRAIN = "bipo/power-seeking/train.csv"
 
 
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -214,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default=None, help="default: ../shared/data power-seeking train.csv, else the built-in set")
     parser.add_argument("--layer", type=int, default=15)
     parser.add_argument("--pairs", type=int, default=None, help="pairs per run (default 8 quick, 16 full)")
-    parser.add_argument("--steps", type=int, default=None, help="steps per run (default 2 quick, 4 full; batch 4)")
+    parser.add_argument("--steps", type=_at_least_one, default=None, help="steps per run (default 2 quick, 4 full; batch 4)")
     parser.add_argument("--response-tokens", type=int, default=32)
     parser.add_argument("--quick", action="store_true", help="under 3 minutes on 2 cores")
     parser.add_argument("--full-run", action="store_true", help="also time a 64 pairs x 20 epochs training")

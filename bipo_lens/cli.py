@@ -27,9 +27,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def _multipliers(text: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        found = [float(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        found = []
+    if not found:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    return found
 
 
 def _vector_arguments(parser: argparse.ArgumentParser) -> None:

@@ -76,7 +76,8 @@ def test_bad_inputs_end_with_one_line_and_nonzero_exit(tmp_path, trained):
     assert_one_line_error(cli("generate", "--vector", trained, "--prompt", "Hi", "--max-new-tokens", 0),
                           "--max-new-tokens must be at least 1, got 0")
     for command, fragment in ((["sweep", "--data", "optimism", "--layers", "5-3", "--out-dir", tmp_path / "s"], "got '5-3'"),
-                              (["serve", "--vector", f"v={trained}", "--port", 99999], "a port number 0-65535")):
+                              (["serve", "--vector", f"v={trained}", "--port", 99999], "a port number 0-65535"),
+                              (["generate", "--vector", trained, "--prompt", "Hi", "--multipliers", ""], "numbers, got ''")):
         result = cli(*command)  # an empty layer list used to mean every third layer: a long sweep
         assert result.returncode == 2 and fragment in result.stderr.splitlines()[-1] and "Traceback" not in result.stderr
 
