@@ -44,10 +44,10 @@ def _vector_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from importlib.metadata import version
+    from bipo_lens import __version__
 
     parser = argparse.ArgumentParser(prog="bipo-lens", description=__doc__)
-    parser.add_argument("--version", action="version", version=f"bipo-lens {version('bipo-lens')}")
+    parser.add_argument("--version", action="version", version=f"bipo-lens {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a BiPO vector (or a baseline: CAA, PCA, RePS) from a pairs file")

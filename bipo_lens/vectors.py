@@ -130,7 +130,8 @@ class SteeringVector:
 
     @classmethod
     def load(cls, path: str | Path, layer: int | None = None) -> "SteeringVector":
-        """Read ``.safetensors`` (ours) or ``.pt`` (BiPO checkpoint or bare tensor).
+        """Read ``.safetensors`` (ours) or ``.pt`` (BiPO checkpoint or bare tensor); GGUF control
+        vectors: :func:`bipo_lens.interop.read_vector`.
 
         A bare tensor carries no layer: pass ``layer``.
         """
@@ -139,6 +140,9 @@ class SteeringVector:
             raise BipoLensError(f"vector file not found: {path}")
         if path.suffix == ".safetensors":
             return cls._load_safetensors(path)
+        if path.suffix == ".gguf":
+            raise BipoLensError(f"{path} is a GGUF control vector: read it with bipo_lens.interop.read_vector "
+                                "(one direction) or import_gguf (all of them)")
         return cls._load_torch(path, layer)
 
     @classmethod

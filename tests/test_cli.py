@@ -85,9 +85,12 @@ def test_bad_inputs_end_with_one_line_and_nonzero_exit(tmp_path, trained):
 def test_version_is_the_installed_package_s_and_python_m_bipo_lens_runs_the_cli():
     from importlib.metadata import version
 
+    import bipo_lens
+
     for command in ([sys.executable, "-m", "bipo_lens.cli"], [sys.executable, "-m", "bipo_lens"]):
         result = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=60)
         assert (result.returncode, result.stdout.strip()) == (0, f"bipo-lens {version('bipo-lens')}")
+    assert version("bipo-lens") == bipo_lens.__version__  # pyproject's and the one vector files record agree
 
 
 def test_output_into_a_closed_pipe_ends_quietly(trained):
