@@ -26,6 +26,7 @@ from transformers import GenerationConfig
 from bipo_lens.errors import BipoLensError
 from bipo_lens.models import DEFAULT_SYSTEM_PROMPT, build_prompt, stop_token_ids, tokenize_prompt
 from bipo_lens.steering import TokenStrategy, steer_raw_layers
+from bipo_lens.tokens import round_up
 from bipo_lens.vectors import SteeringVector
 
 RowSteering = Sequence[tuple[SteeringVector, float]]  # what one row adds: (vector, multiplier) terms
@@ -125,7 +126,7 @@ def generation_config(model, max_new_tokens: int, sampling: Sampling = GREEDY, s
         config = CompileConfig(fullgraph=False, dynamic=False, mode="reduce-overhead")
         if compile_all_devices:
             config._compile_all_devices = True
-        bucketed = -(-(prompt_width + max_new_tokens) // CACHE_BUCKET) * CACHE_BUCKET
+        bucketed = round_up(prompt_width + max_new_tokens, CACHE_BUCKET)
         compiled = dict(cache_implementation="static", compile_config=config, max_cache_len=bucketed)
     return GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=sample, temperature=sampling.temperature if sample else None,

@@ -120,9 +120,7 @@ class PairScorer:
             part = indices[start : start + chunk]
             forward = self._split_forward if self.fast.split else self._hooked_forward
             batch, logprobs = forward(part, vector, d)
-            per_slot = torch.zeros(batch.n_slots + 1, device=self.device, dtype=logprobs.dtype)  # + the sink
-            per_slot = per_slot.index_add(0, batch.target_slots, logprobs)[:-1]
-            out.append(einops.rearrange(per_slot, "(pairs side) -> pairs side", side=2))
+            out.append(einops.rearrange(batch.sum_per_slot(logprobs), "(pairs side) -> pairs side", side=2))
         return torch.cat(out)
 
     def sequence_logps(
@@ -142,8 +140,7 @@ class PairScorer:
             rows = [found[j] for j in sequence_indices]
         batch = make_batch(sequences, self.pad, self.device)
         logprobs = self._later_blocks(batch, intervene(torch.nn.utils.rnn.pad_sequence(rows, batch_first=True)))
-        return torch.zeros(batch.n_slots + 1, device=self.device, dtype=logprobs.dtype).index_add(
-            0, batch.target_slots, logprobs)[:-1]
+        return batch.sum_per_slot(logprobs)
 
     def _hooked_forward(self, part: list[int], vector: Tensor | None, d: float) -> tuple[TokenBatch, Tensor]:
         """The naive path, as the paper's trl-based code computes it: a full forward through the

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Bool, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from bipo_lens.errors import BipoLensError
@@ -118,6 +118,12 @@ class TokenBatch:
     target_slots: Int[Tensor, " n_targets"]
     n_slots: int
     packing: list[list[int]] | None = None  # pair indices of each row, when pairs are packed
+
+    def sum_per_slot(self, values: Float[Tensor, " n_targets"]) -> Float[Tensor, " n_slots"]:
+        """Each slot's sum of its targets' values (log-probs: a sequence's summed log-prob); the
+        sink's are dropped."""
+        sums = torch.zeros(self.n_slots + 1, device=values.device, dtype=values.dtype)
+        return sums.index_add(0, self.target_slots, values)[:-1]
 
 
 def round_up(n: int, bucket: int) -> int:

@@ -29,7 +29,7 @@ def perplexities(model, questions: list[str], answers: list[str], batch_size: in
         logits = model(batch.tokens, attention_mask=batch.attention_mask)
         logprobs = logits[batch.target_rows, batch.target_positions].log_softmax(-1)
         token_lp = logprobs.gather(-1, batch.targets[:, None])[:, 0]
-        sums = torch.zeros(len(part)).index_add(0, batch.target_slots.cpu(), token_lp.float().cpu())
+        sums = batch.sum_per_slot(token_lp.float()).cpu()
         for row, index in enumerate(part):
             out[index] = math.exp(-float(sums[row]) / sequences[index].response_len)
     return out
