@@ -135,7 +135,17 @@ def _bridge(name: str, base: str, hf_model, tokenizer, chat: bool, input_device:
     from transformer_lens.model_bridge import TransformerBridge
 
     raw = _raw_twin(hf_model)
-    bridge = TransformerBridge.boot_transformers(_bridge_name(base), hf_model=hf_model, tokenizer=tokenizer)
+    # TransformerLens 4.3 refuses a map that mixes a GPU with CPU or disk offload, as verified on
+    # CPU-only machines alone; its components bring offloaded weights in for every call either way,
+    # and the fast paths run on the raw twin's accelerate hooks. So it boots without seeing the map.
+    hidden_map = hf_model.__dict__.pop("hf_device_map", None) if _mixes_gpu_and_offload(device_map) else None
+    try:
+        bridge = TransformerBridge.boot_transformers(_bridge_name(base), hf_model=hf_model, tokenizer=tokenizer)
+    finally:
+        if hidden_map is not None:
+            hf_model.hf_device_map = hidden_map
+    if hidden_map is not None:
+        bridge.cfg.device = str(input_device)
     object.__setattr__(bridge, "lens_raw", raw)  # not a registered submodule: no double parameters
     bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
     config = hf_model.config.get_text_config()
@@ -173,6 +183,12 @@ def _load_placed(name: str, base: str, bits: int | None, device_map, max_memory,
         parameter.requires_grad_(False)
     placed = dict(getattr(hf_model, "hf_device_map", None) or {"": next(hf_model.parameters()).device})
     return _bridge(name, base, hf_model.eval(), tokenizer, chat, _input_device(hf_model), placed)
+
+
+def _mixes_gpu_and_offload(device_map: dict | None) -> bool:
+    """Whether accelerate's realised map puts some modules on a GPU and others on the CPU or disk."""
+    places = {str(place) for place in (device_map or {}).values()}
+    return bool(places & {"cpu", "disk"}) and any(p.isdigit() or p.startswith("cuda") for p in places)
 
 
 def _offload_root() -> Path:

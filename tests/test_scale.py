@@ -166,3 +166,16 @@ def test_a_model_spread_over_cpu_and_disk_trains_and_steers_as_the_whole_model(o
     assert not (tmp_path / "bad.safetensors").exists()
     with pytest.raises(BipoLensError, match="only applies with --device-map"):
         load_options(argparse.Namespace(device="cpu", max_memory="cpu=1GB"))
+
+
+def test_maps_that_mix_a_gpu_with_offload_are_told_apart():
+    """TransformerLens 4.3 refuses a device map that mixes a GPU with CPU or disk offload; the loader
+    boots it without seeing such a map (on an H200, 2026-11-28: the default model's shape over GPU 0
+    and the CPU trained the one-device vector, cosine 1.0000; benchmarks/GPU.md). Which maps are such."""
+    from bipo_lens.models import _mixes_gpu_and_offload
+
+    assert _mixes_gpu_and_offload({"model.embed_tokens": 0, "model.layers.7": "cpu"})
+    assert _mixes_gpu_and_offload({"model.layers.0": "cuda:1", "lm_head": "disk"})
+    assert not _mixes_gpu_and_offload({"model.layers.0": "cpu", "lm_head": "disk"})
+    assert not _mixes_gpu_and_offload({"model.layers.0": 0, "model.layers.9": 1})
+    assert not _mixes_gpu_and_offload(None)
