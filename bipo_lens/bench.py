@@ -194,6 +194,11 @@ def fast_only(args) -> int:
         if device.type == "cuda":  # a launch-bound step: the GPU idles while Python prepares the next kernel
             busy = sum(e.self_device_time_total for e in trace.key_averages()) / 1e6
             print(f"profiled run: {profiled:.2f} s wall (with the profiler's overhead), GPU busy {busy:.2f} s ({busy / profiled:.0%})")
+            # what makes the host wait for the GPU (it cannot run ahead past these), per step
+            counts = {e.key: e.count for e in trace.key_averages()}
+            waits = {k: counts.get(k, 0) / 4 for k in ("aten::_local_scalar_dense", "Memcpy HtoD (Pageable -> Device)",
+                                                       "cudaStreamSynchronize", "cudaDeviceSynchronize")}
+            print("host waits per step (the 4 steps' set-up included): " + ", ".join(f"{k} {v:g}" for k, v in waits.items()))
     if args.full_run:
         run_pairs = (all_pairs * (-(-64 // len(all_pairs))))[:64]
         _sync(device)

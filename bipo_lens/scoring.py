@@ -20,7 +20,7 @@ from torch import Tensor
 from bipo_lens.models import info, packing_allowed, run_from_layer, unembed
 from bipo_lens.steering import add_steering, steer_tensors
 from bipo_lens.activations import MAX_ROW_TOKENS, device_of, pair_residuals
-from bipo_lens.tokens import Sequence, TokenBatch, make_batch, make_packed_batch
+from bipo_lens.tokens import Sequence, TokenBatch, make_batch, make_packed_batch, to_device
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ class PairScorer:
 
     def reference_logps(self, pair_indices) -> Float[Tensor, "pairs 2"]:
         if self.reference is not None:
-            return self.reference[list(pair_indices)]
+            return self.reference[to_device(list(pair_indices), self.device)]
         with torch.no_grad():
             return self.logps(pair_indices, None, 0.0)
 

@@ -126,6 +126,17 @@ class TokenBatch:
         return sums.index_add(0, self.target_slots, values)[:-1]
 
 
+def to_device(values: Tensor | list[int], device: torch.device) -> Tensor:
+    """A CPU tensor (or a list of ids) on ``device``. To a GPU through pinned memory, without
+    waiting: a plain copy from pageable memory blocks the host until the GPU has drained its queue,
+    and a step made of a dozen such copies could not run ahead of the GPU (launch-bound models)."""
+    if not isinstance(values, Tensor):
+        values = torch.tensor(values, dtype=torch.long)
+    if device.type != "cuda":
+        return values.to(device)
+    return values.pin_memory().to(device, non_blocking=True)
+
+
 def round_up(n: int, bucket: int) -> int:
     return -(-n // bucket) * bucket
 
@@ -157,9 +168,8 @@ def make_batch(sequences: list[Sequence], pad_id: int, device: torch.device, buc
             targets.append(seq.ids[position])
     slots = list(rows)
     _fill_targets(rows, positions, targets, slots, len(sequences), bucket, length - 1, pad_id)
-    as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
-    return TokenBatch(tokens.to(device), mask.to(device), None, as_tensor(rows), as_tensor(positions),
-                      as_tensor(targets), as_tensor(slots), len(sequences))
+    return TokenBatch(*(to_device(x, device) for x in (tokens, mask)), None,
+                      *(to_device(x, device) for x in (rows, positions, targets, slots)), len(sequences))
 
 
 def _balanced_rows(sizes: list[int], max_row_tokens: int) -> list[list[int]]:
@@ -216,6 +226,5 @@ def make_packed_batch(
             slots += [2 * index] * t + [2 * index + 1] * o
             start = end
     _fill_targets(rows, positions, targets, slots, 2 * len(pairs), bucket, length - 1, pad_id)
-    as_tensor = lambda xs: torch.tensor(xs, dtype=torch.long, device=device)  # noqa: E731
-    return TokenBatch(tokens.to(device), allowed.to(device), position_ids.to(device), as_tensor(rows),
-                      as_tensor(positions), as_tensor(targets), as_tensor(slots), 2 * len(pairs), segments)
+    return TokenBatch(*(to_device(x, device) for x in (tokens, allowed, position_ids, rows, positions, targets, slots)),
+                      2 * len(pairs), segments)

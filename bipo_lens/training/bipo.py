@@ -201,21 +201,25 @@ def train_bipo(
                 share.backward()
                 loss = distributed.sum_over_ranks(share.detach().clone())
                 distributed.sum_over_ranks(vector.grad)
-                if not torch.isfinite(loss):
-                    raise BipoLensError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: try a lower "
-                                        "learning rate" + (" (the last good checkpoint is kept)" if checkpoint_dir else ""))
                 try:
                     optimizer.step()
                 except RuntimeError as e:  # e.g. an update too large for float32
                     raise BipoLensError(f"optimiser step failed at epoch {epoch + 1}, step {step + 1} ({e}): "
                                         "try a lower learning rate") from None
                 scheduler.step()
-                if not torch.isfinite(vector).all():
+                # The step's one wait for the device: until here a GPU runs ahead of Python. A
+                # non-finite loss also made the update non-finite, so it is reported first.
+                finite = torch.isfinite(vector.detach()).all().float()
+                loss_value, norm, finite = torch.stack([loss, vector.detach().norm(), finite]).tolist()
+                kept = " (the last good checkpoint is kept)" if checkpoint_dir else ""
+                if not math.isfinite(loss_value):
+                    raise BipoLensError(f"non-finite loss at epoch {epoch + 1}, step {step + 1}: try a lower learning rate{kept}")
+                if not finite:
                     raise BipoLensError(f"the vector became non-finite at epoch {epoch + 1}, step {step + 1}: try a "
-                                        "lower learning rate" + (" (the last good checkpoint is kept)" if checkpoint_dir else ""))
-                losses.append(loss.item())
+                                        f"lower learning rate{kept}")
+                losses.append(loss_value)
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.4f}", norm=f"{vector.norm().item():.3f}")
+                bar.set_postfix(loss=f"{loss_value:.4f}", norm=f"{norm:.3f}")
             record = {"epoch": epoch + 1, "loss": sum(losses) / len(losses), "norm": vector.norm().item(),
                       "seconds": round(time.perf_counter() - epoch_started, 3)}
             if test_scorer is not None:
