@@ -652,6 +652,15 @@ def _compiled_blocks(model, blocks: slice, how: str) -> list[torch.nn.Module]:
     the caller rounds shapes up to buckets, and the compiler may keep that many per block."""
     raw = model.lens_raw
     made = raw.__dict__.setdefault("_bipo_lens_compiled", {})
+    # Measured on an H200 (benchmarks/GPU.md, 2026-11-28): a process whose compiled blocks came from
+    # the compiler's on-disk caches (a second run on the machine) stepped 3-4x slower than one that
+    # compiled them afresh (135M fused 0.095 against 0.026 s/step, graphs 0.12-0.14 against 0.05), in all
+    # 11 runs. So these blocks are always compiled afresh (10-25 s once per process). Process-wide.
+    import torch._functorch.config
+    import torch._inductor.config
+
+    torch._inductor.config.fx_graph_cache = False
+    torch._functorch.config.enable_autograd_cache = False
     layers = raw.model.layers
     if how == "graphs":
         torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
