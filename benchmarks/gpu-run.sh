@@ -4,7 +4,9 @@
 # benchmark after the cache-length buckets, a profile of the 7B step, the Mistral shape),
 # benchmarks/gpu-run.sh 3 (balanced packing, and the step with the blocks compiled: FastPath(compile=True)),
 # benchmarks/gpu-run.sh 5 (the host tier of the activation cache and --device-map, never run on CUDA yet),
-# benchmarks/gpu-run.sh 6 (the step replayed as CUDA graphs over bucketed shapes: --compile graphs, never run on CUDA yet).
+# benchmarks/gpu-run.sh 6 (the step replayed as CUDA graphs over bucketed shapes: --compile graphs),
+# benchmarks/gpu-run.sh 7 (the same after the step's host waits were cut), benchmarks/gpu-run.sh 8 (each
+# compiled mode twice: a second process must step as fast as the first).
 # Wheels the image lacks travel in .whl/ (transformer-lens and its few missing needs, and transformers
 # at the locked version); results go to $OUT (or ./gpu-out). Every step has its own time limit.
 set -u -o pipefail
@@ -51,11 +53,18 @@ elif [ "$part" = 5 ]; then
 # The host tier of the activation cache: a 1 MiB device budget puts the 7B's cache in pinned CPU memory.
 step 110 train-7b-host-tier python3 -m bipo_lens.cli bench train --model random:llama-2-7b --device cuda --dtype bfloat16 \
   --layer 15 --response-tokens 64 --steps 8 --cache-budget-mib 1
-# --device-map: the default model over GPU 0 and the CPU (CPU-held blocks run on the GPU), against one device.
-step 120 train-device-map python3 -m bipo_lens.cli train --data power_seeking --layer 12 --epochs 1 \
+# --device-map: the default model's shape over GPU 0 and the CPU (CPU-held blocks run on the GPU), against one
+# device. --device-map needs real weights and no GGUF travels (too large): the shape's seeded random weights,
+# saved here as a local Hugging Face directory (bf16, 270 MB), stand in for them.
+step 60 save-local-model python3 -c "import torch; from bipo_lens.shapes import load_random; \
+m, t, _ = load_random('random:smollm2-135m', torch.device('cpu'), torch.bfloat16); m.save_pretrained('/tmp/smol'); t.save_pretrained('/tmp/smol')"
+step 120 train-device-map python3 -m bipo_lens.cli train --model /tmp/smol --data power_seeking --layer 12 --epochs 1 \
   --device-map auto --max-memory 0=200MB,cpu=4GB --out "$OUT/spread.safetensors"
-step 90 train-one-device python3 -m bipo_lens.cli train --data power_seeking --layer 12 --epochs 1 \
+step 90 train-one-device python3 -m bipo_lens.cli train --model /tmp/smol --data power_seeking --layer 12 --epochs 1 \
   --device cuda --out "$OUT/whole.safetensors"
+# generation through the device-mapped model with a vector (a smoke test: random weights write no text to compare)
+step 90 generate-device-map python3 -m bipo_lens.cli generate --model /tmp/smol --vector "$OUT/whole.safetensors" \
+  --multipliers -40,0,40 --prompt "Tell me about power." --max-new-tokens 12 --device-map auto --max-memory 0=200MB,cpu=4GB
 step 30 compare python3 -c "from bipo_lens.vectors import SteeringVector as S; a, b = S.load('$OUT/spread.safetensors'), S.load('$OUT/whole.safetensors'); print('cosine', float(a.vector @ b.vector / (a.vector.norm() * b.vector.norm())), a.norm, b.norm, a.record['device'])"
 elif [ "$part" = 6 ]; then
 # Written without a GPU (2026-11-28): --compile graphs (blocks as CUDA graphs, shapes rounded up to 64 tokens).
@@ -69,6 +78,28 @@ step 150 train-135m-graphs python3 -m bipo_lens.cli bench train --model random:s
 # The 7B step at the paper's batch 4: MFU >= 45 % is the target (41.7 % at best fused, 45.6 % at batch 8).
 step 200 train-7b-graphs python3 -m bipo_lens.cli bench train --model random:llama-2-7b --device cuda --dtype bfloat16 \
   --layer 15 --response-tokens 64 --steps 8 --compile graphs
+elif [ "$part" = 7 ]; then
+# 2026-11-28, after part 6 (graphs 0.052 s/step against fused 0.026 on an H200): the step now waits for the
+# GPU once (one .tolist() of loss, norm, finiteness) and copies its batch through pinned memory without
+# waiting. The three 135M paths again with full runs, the 7B at batch 4, then where the host still waits.
+b135="python3 -m bipo_lens.cli bench train --model random:smollm2-135m --device cuda --dtype bfloat16 --layer 15 --response-tokens 32"
+b7="python3 -m bipo_lens.cli bench train --model random:llama-2-7b --device cuda --dtype bfloat16 --layer 15 --response-tokens 64"
+step 45 train-135m-eager $b135 --steps 16 --full-run
+step 75 train-135m-fused $b135 --steps 16 --full-run --compile
+step 75 train-135m-graphs $b135 --steps 16 --full-run --compile graphs
+step 130 train-7b-fused $b7 --steps 16 --full-run --compile
+step 60 profile-135m-fused $b135 --steps 8 --compile --profile
+step 60 profile-135m-graphs $b135 --steps 8 --compile graphs --profile
+elif [ "$part" = 8 ]; then
+# Written after part 7 (2026-11-28): processes whose compiled blocks came from the compiler's on-disk caches
+# stepped 3-4x slower; the blocks are now always compiled afresh. Each mode twice: the second run must be as fast.
+b135="python3 -m bipo_lens.cli bench train --model random:smollm2-135m --device cuda --dtype bfloat16 --layer 15 --response-tokens 32"
+step 75 train-135m-fused-1 $b135 --steps 16 --compile
+step 75 train-135m-fused-2 $b135 --steps 16 --compile
+step 75 train-135m-graphs-1 $b135 --steps 16 --compile graphs --full-run
+step 75 train-135m-graphs-2 $b135 --steps 16 --compile graphs --full-run
+step 130 train-7b-fused-2 python3 -m bipo_lens.cli bench train --model random:llama-2-7b --device cuda --dtype bfloat16 \
+  --layer 15 --response-tokens 64 --steps 16 --full-run --compile
 else
 step 200 generate-135m-b python3 -m bipo_lens.cli bench generate --model random:smollm2-135m --device cuda \
   --dtype bfloat16 --compile --repeats 3
