@@ -1,6 +1,6 @@
 """``bipo-lens figures``: every figure in ``figures/`` and its README, from scratch.
 
-Eight stages, each a call to the analysis API whose results are kept as data (``results.json``)
+Nine stages, each a call to the analysis API whose results are kept as data (``results.json``)
 and drawn by ``bipo_lens.plots``:
 
 1. steering: BiPO and CAA on power-seeking at layer 15, evaluated at multipliers -2..2;
@@ -17,7 +17,9 @@ and drawn by ``bipo_lens.plots``:
 7. baselines: CAA at the answer token, PCA, the activation-margin variant and RePS beside BiPO,
    at equal fluency read on the claims' ladder of multipliers (BiPO and CAA on the claims' answers);
 8. behaviours: the claims' both-ways and BiPO-vs-CAA tests on every behaviour set in the data
-   directory (:func:`bipo_lens.pairs.shared_behaviour_sets`), resumable per behaviour.
+   directory (:func:`bipo_lens.pairs.shared_behaviour_sets`), resumable per behaviour;
+9. family: the cross-family claim with an interval: the claims' BiPO seeds moved to Gemma-3-270m
+   and Gemma-native seeds moved back, through maps refitted on a bootstrap resample per seed.
 
 Power-seeking pairs come from ``<data-dir>/bipo/power-seeking/{train,test}.csv`` where that exists,
 else from the built-in set; optimism and formality are built-in sets.
@@ -372,8 +374,7 @@ def _transfer(run: _Run, judge) -> dict:
     run.log(f"transfer: {OTHER_MODEL}")
     other = load_model(OTHER_MODEL, device=run.device)
     other_layer = corresponding_layer(STEERING_LAYER, info(run.model).n_layers, info(other).n_layers)
-    texts = pair_texts(run.ps_train[b.train_pairs : b.train_pairs + b.fit_pairs]
-                       + [p for name in ("optimism", "formality") for p in load_pairs(name)[: b.fit_builtin_pairs]])
+    texts = _fit_texts(run)
     acts = {"source": paired_activations(run.model, texts, STEERING_LAYER),
             "other": paired_activations(other, texts, other_layer)}
     native_other = train_bipo(other, train, other_layer, **native_budget)
@@ -392,6 +393,62 @@ def _transfer(run: _Run, judge) -> dict:
     return {"rows": rows, "layers": {DEFAULT_MODEL: STEERING_LAYER, OTHER_MODEL: other_layer},
             "fit_texts": len(texts), "native_norms": {**native_norms, OTHER_MODEL: native_other.norm},
             "finetuned_sibling": finetuning}
+
+
+def _fit_texts(run: _Run) -> list[str]:
+    """Texts whose activations on both models fit the cross-family maps: power-seeking pairs beyond the
+    training ones, and the built-in sets."""
+    b = run.budget
+    return pair_texts(run.ps_train[b.train_pairs : b.train_pairs + b.fit_pairs]
+                      + [p for name in ("optimism", "formality") for p in load_pairs(name)[: b.fit_builtin_pairs]])
+
+
+def _family(run: _Run, judge) -> dict:
+    """The cross-family claim with an interval. The transfer stage moves one vector through maps
+    fitted once; here each of the claims' BiPO seeds goes to Gemma through maps fitted on its own
+    bootstrap resample of the fitting texts, against Gemma-native BiPO trained with as many seeds
+    (``native[k]`` beside ``moved[k]``), and back the same way, so the crossed interval over pairs
+    and seeds also covers the maps' noise. The verdict reads retained efficacy at the native norm."""
+    b, model = run.budget, run.model
+    train, test = run.ps_train[: b.train_pairs], run.ps_test[: b.test_pairs]
+    first = run.power_vectors()["bipo"]
+    ours = [first] + [SteeringVector.load(run.work / f"power_seeking_bipo_seed{k}.safetensors") for k in range(1, b.seeds)]
+    run.log(f"family: {OTHER_MODEL}")
+    other = load_model(OTHER_MODEL, device=run.device)
+    other_layer = corresponding_layer(STEERING_LAYER, info(model).n_layers, info(other).n_layers)
+    texts = _fit_texts(run)
+    source, target = paired_activations(model, texts, STEERING_LAYER), paired_activations(other, texts, other_layer)
+    theirs = []
+    for seed in range(b.seeds):
+        run.log(f"family: {OTHER_MODEL} BiPO seed {seed} at layer {other_layer}")
+        theirs.append(train_bipo(other, train, other_layer, epochs=b.epochs, lr=b.lr, seed=seed, progress=False))
+        theirs[-1].save(run.work / f"{OTHER_MODEL}_bipo_seed{seed}.safetensors", overwrite=True)  # for later study
+    scorers = {OTHER_MODEL: MarginScorer(other, test), DEFAULT_MODEL: MarginScorer(model, test)}
+    rows, by_map = [], {}
+    for method in MAP_METHODS:
+        ways = []
+        for src, tgt, start, goal, x, y, layer in ((DEFAULT_MODEL, OTHER_MODEL, ours, theirs, source, target, other_layer),
+                                                   (OTHER_MODEL, DEFAULT_MODEL, theirs, ours, target, source, STEERING_LAYER)):
+            maps = [fit_linear_map(x, y, method, seed=k, bootstrap=True) for k in range(b.seeds)]
+            moved = [transfer_vector(v, other if tgt == OTHER_MODEL else model, layer, f) for v, f in zip(start, maps)]
+            row = {"source": src, "target": tgt, "map": method, "r2_left_out": [f.r2_test for f in maps],
+                   "moved_norms": [v.norm for v in moved], "native_norms": [v.norm for v in goal],
+                   "retained": claim.retained(scorers[tgt], moved, goal, claim.TRANSFER_KEEPS, b.multiplier),
+                   "at_native_norm": claim.retained_direction(scorers[tgt], moved, goal, claim.TRANSFER_KEEPS,
+                                                              b.multiplier)}
+            rows.append(row)
+            ways.append(row["at_native_norm"])
+        by_map[method] = tuple(ways)
+    found, why = claim.transfers_both_ways(by_map)
+    del other, scorers
+    gc.collect()
+    return {"rows": rows, "verdict": found, "why": why, "seeds": b.seeds, "test_pairs": len(test),
+            "fit_texts": len(texts), "layers": {DEFAULT_MODEL: STEERING_LAYER, OTHER_MODEL: other_layer},
+            "multiplier": b.multiplier}
+
+
+def _draw_family(found: dict, out: Path) -> None:
+    pass  # rows of the claims table and of the transfer section, no figure of its own
 
 
 def _finetuned_text(found: dict) -> str:
@@ -633,12 +690,14 @@ STAGES = {
     "claims": (_claims, _draw_claims),
     "baselines": (_baselines, _draw_baselines),
     "behaviours": (_behaviours, _draw_behaviours),
+    "family": (_family, _draw_family),
 }
 READS = {  # stage -> {earlier stage: {key of its results it reads: what that key holds}}, checked on --resume
     "claims": {"layers": {"sweep": "layer sweep"}, "transfer": {"rows": "transfer rows"}},
     "baselines": {"claims": {"fluency_answers": "answers up the equal-fluency ladder"}},
     "behaviours": {"claims": {"claims": "claims", "test_pairs": "held-out pair count", "seed_norms": "seed norms"},
                    "steering": {"cosine": "BiPO-CAA cosine", "norms": "vector norms"}},
+    "family": {"claims": {"seed_norms": "seed norms"}},  # and the seeds' vectors it saved
 }
 
 
@@ -908,10 +967,11 @@ def _edge_comparison(found: dict) -> str:
     return f"; BiPO at its first multipliers beyond the budget: {_interval(edge)}"
 
 
-def claims_table(stage: dict | None, transfer: dict | None = None) -> list[str]:
+def claims_table(stage: dict | None, transfer: dict | None = None, family: dict | None = None) -> list[str]:
     """The paper's claims beside ours, with intervals and a verdict each (empty for runs without
-    the claims stage). ``transfer``: the transfer stage, whose rows add retained efficacy at the
-    native norm to the family row where they hold it."""
+    the claims stage). ``family``: the family stage, whose seeded rows make the cross-family row;
+    without it (runs before that stage) the row shows the claims stage's point values, with the
+    transfer stage's retained efficacy at the native norm where its rows hold it."""
     if not stage:
         return []
     c, m = stage["claims"], stage["multiplier"]
@@ -953,8 +1013,19 @@ def claims_table(stage: dict | None, transfer: dict | None = None) -> list[str]:
         equal_norm = f" ({at_native[key]:.2f} at the native norm)" if key in at_native else ""
         return f"{r['source']} -> {r['target']} ({r['map']}) {r['retained']:.2f}{equal_norm}"
 
-    rows.append(["Transfer across families", "(not in the paper: its transfers keep Llama-2's architecture)",
-                 "retained " + ", ".join(map(family_row, fam["rows"])), f"**{fam['verdict']}** ({fam['why']})"])
+    if family:
+        rows.append(["Transfer across families", "(not in the paper: its transfers keep Llama-2's architecture)",
+                     "retained at the native norm " + ", ".join(
+                         f"{r['source']} -> {r['target']} ({r['map']}) {_interval(r['at_native_norm'], signed=False)}"
+                         for r in family["rows"])
+                     + f" ({family['seeds']} seeds x {family['test_pairs']} pairs a side, one map fit per seed on a "
+                       f"bootstrap resample of {family['fit_texts']} texts); as moved, unrescaled: "
+                     + ", ".join(f"{_interval(r['retained'], signed=False)}" for r in family["rows"])
+                     + f"; transfers if > {claim.TRANSFER_KEEPS:g} both ways through one map",
+                     f"**{family['verdict']}** ({family['why']})"])
+    else:
+        rows.append(["Transfer across families", "(not in the paper: its transfers keep Llama-2's architecture)",
+                     "retained " + ", ".join(map(family_row, fam["rows"])), f"**{fam['verdict']}** ({fam['why']})"])
     rows.append(["Composition", "two behaviours' vectors added together each keep their effect (vector synergy "
                  "section)", "retained beside the other at +1: power-seeking "
                  f"{_interval(comp['power_seeking'], signed=False)} ({size(comp['power_seeking'])}), optimism "
@@ -971,6 +1042,28 @@ def claims_table(stage: dict | None, transfer: dict | None = None) -> list[str]:
         + ", ".join(f"{n:.2f}" for n in stage["seed_norms"]) + "; cosine to seed 0: "
         + (", ".join(f"{x:.3f}" for x in stage["seed_cosines"]) or "-") + ".", "",
         *_table(["claim", "paper", "ours", "verdict"], rows, text_columns=4), "",
+    ]
+
+
+def family_table(found: dict | None) -> list[str]:
+    """The family stage's rows: each way and map, with intervals over pairs, seeds and map fits."""
+    if not found:
+        return []
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return [
+        f"Across families with intervals (the `family` stage): {found['seeds']} BiPO seeds a side (SmolLM2's are the "
+        f"claims' seeds at layer {found['layers'][DEFAULT_MODEL]}, Gemma's trained at layer "
+        f"{found['layers'][OTHER_MODEL]} on the same pairs and budget), seed k moved through a map fitted on bootstrap "
+        f"resample k of the {found['fit_texts']} texts and compared with the target's native seed k, on "
+        f"{found['test_pairs']} held-out pairs; 95% intervals resample pairs and seeds, and so the map fits. R^2 on the "
+        "texts each resample left out, mean over seeds.", "",
+        *_table(["source", "target", "map", "R^2 (left out)", "norms moved / native", "retained", "at native norm"],
+                [[r["source"], r["target"], r["map"], f"{mean(r['r2_left_out']):.3f}",
+                  f"{mean(r['moved_norms']):.1f} / {mean(r['native_norms']):.1f}",
+                  _interval(r["retained"], signed=False), f"**{_interval(r['at_native_norm'], signed=False)}**"]
+                 for r in found["rows"]], text_columns=3), "",
+        f"Verdict, read at the native norm (a vector transfers if it keeps more than {claim.TRANSFER_KEEPS:g} of a "
+        f"native vector's range both ways through one map): **{found['verdict']}** ({found['why']}).", "",
     ]
 
 
@@ -991,7 +1084,7 @@ def render_readme(results: dict) -> str:
             f"{k} (commit {(v.get('commit') or 'unknown')[:10]})" for k, v in results["record"]["resumed_stages"].items())
            + ".", ""] if results["record"].get("resumed_stages") else []),
         *_summary(results), "",
-        *claims_table(results.get("claims"), results.get("transfer")),
+        *claims_table(results.get("claims"), results.get("transfer"), results.get("family")),
         "Efficacy is the log-probability margin on held-out pairs: mean over pairs of log p(matching) - "
         "log p(not matching), summed over response tokens, in nats. A *margin range* is the mean margin "
         f"at multiplier +{b['multiplier']:g} minus that at -{b['multiplier']:g}.", "",
@@ -1057,6 +1150,7 @@ def render_readme(results: dict) -> str:
                   *([_retained_at_native(r)] if at_native else []),
                   _signed(r["cosine_to_native"], 3)] for r in tr["rows"]], text_columns=4 if mixed else 3), "",
     ]
+    lines += family_table(results.get("family"))
     lines += baselines_table(results.get("baselines"))
     lines += behaviours_table(results.get("behaviours"))
     same, across = co["same_layer"], co["different_layers"]

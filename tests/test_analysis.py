@@ -159,6 +159,27 @@ def test_linear_maps_recover_a_known_map():
     with pytest.raises(BipoLensError, match="unknown map"):
         fit_linear_map(x, y, "cca")
     assert corresponding_layer(15, 30, 18) == 9 and corresponding_layer(29, 30, 18) == 17
+    # Bootstrap refits: each seed a different resample, R^2 on the texts it left out, all near the true map.
+    refits = [fit_linear_map(x, y, "lstsq", ridge=1e-6, seed=k, bootstrap=True) for k in range(3)]
+    assert not torch.equal(refits[0].weight, refits[1].weight) and all(f.r2_test > 0.999 for f in refits)
+    assert torch.equal(refits[2].weight, fit_linear_map(x, y, "lstsq", ridge=1e-6, seed=2, bootstrap=True).weight)
+    for f in refits:
+        torch.testing.assert_close(f.weight, w, atol=3e-2, rtol=3e-2)
+    assert torch.equal(fitted.weight, fit_linear_map(x, y, "lstsq", ridge=1e-6).weight)  # without: refitted on all rows
+
+
+def test_a_cross_family_transfer_must_hold_both_ways_through_one_map():
+    from bipo_lens.analysis import claims
+
+    way = lambda lo, hi: {"verdict": claims.verdict((lo, hi), claims.TRANSFER_KEEPS, 3)[0],  # noqa: E731
+                          "why": claims.verdict((lo, hi), claims.TRANSFER_KEEPS, 3)[1]}
+    good, bad, unsure = way(0.6, 0.9), way(0.1, 0.3), way(0.3, 0.7)
+    assert claims.transfers_both_ways({"lstsq": (good, good), "procrustes": (bad, bad)})[0] == "reproduced"
+    assert claims.transfers_both_ways({"lstsq": (good, bad), "procrustes": (bad, good)})[0] == "not reproduced"
+    found, why = claims.transfers_both_ways({"lstsq": (bad, unsure), "procrustes": (good, unsure)})
+    assert found == "inconclusive" and why == ("lstsq: there interval below 0.5, back interval contains 0.5; "
+                                               "procrustes: there interval above 0.5, back interval contains 0.5")
+    assert claims.transfers_both_ways({})[0] == "inconclusive"
 
 
 def test_quantised_sibling_and_direct_transfer(model, caa15, pairs):
@@ -347,6 +368,8 @@ def test_claims_read_intervals_against_the_paper_side(model, pairs, caa15):
     assert same["verdict"] == "reproduced"  # 1 > 0.5
     half = claims.retained(scorer, [scaled(caa15, caa15.norm / 2)], [caa15])
     assert 0 < half["value"] < 1 and half["ci"][0] <= half["value"] <= half["ci"][1]
+    direction = claims.retained_direction(scorer, [scaled(caa15, caa15.norm / 2)] * 2, [caa15] * 2)
+    assert direction["value"] == pytest.approx(1.0, abs=1e-4) and direction["verdict"] == "reproduced"  # same direction
 
 
 def test_best_layer_claim_counts_the_layers_it_cannot_tell_apart():

@@ -276,7 +276,13 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     assert record["device"]["name"] in readme and record["git"]["commit"][:10] in readme
     assert all(len(d["sha256"]) == 64 for d in record["data"] if "path" in d)
     resumed = cli("figures", "--quick", "--resume", "--out-dir", out, "--work-dir", work, "--device", "cpu")
-    assert resumed.returncode == 0 and resumed.stdout.count("finished earlier") == 8
+    assert resumed.returncode == 0 and resumed.stdout.count("finished earlier") == 9
+    family = results["family"]  # the cross-family claim with seeds and refitted maps
+    assert [(r["target"], r["map"]) for r in family["rows"]] == [(t, m) for m in ("lstsq", "procrustes")
+                                                                 for t in ("gemma-3-270m", "smollm2-135m-instruct")]
+    assert all(r["at_native_norm"]["seeds"] == 2 and len(set(r["r2_left_out"])) == 2 for r in family["rows"])
+    assert family["verdict"] in ("reproduced", "not reproduced", "inconclusive") and family["why"] in readme
+    assert SteeringVector.load(work / "gemma-3-270m_bipo_seed1.safetensors").model_id == "gemma-3-270m"
     assert [r["method"] for r in results["baselines"]["rows"]] == ["bipo", "caa", "caa_answer_token", "pca",
                                                                    "bipo_activation_margin", "reps"]
     assert "## `baselines.png`" in readme and "| RePS |" in readme

@@ -194,3 +194,26 @@ def retained(scorer: MarginScorer, moved: list[SteeringVector], native: list[Ste
     value = fmean(fmean(r) for r in above) / mean_below if mean_below else float("nan")
     return _claim(value, crossed_ratio_ci(above, below), threshold, len(moved), len(above[0]),
                   moved_range=fmean(fmean(r) for r in above), native_range=mean_below)
+
+
+def retained_direction(scorer: MarginScorer, moved: list[SteeringVector], native: list[SteeringVector],
+                       threshold: float = TRANSFER_KEEPS, multiplier: float = 1.0) -> dict:
+    """:func:`retained` with each moved vector rescaled to its native vector's norm: whether the
+    direction carried over. A BiPO vector's length is set by its training budget, a mapped vector's
+    by the two models' activation scales, so across models the plain ratio mostly measures length."""
+    return retained(scorer, [scaled(v, n.norm) for v, n in zip(moved, native)], native, threshold, multiplier)
+
+
+def transfers_both_ways(by_map: dict[str, tuple[dict, dict]]) -> tuple[str, str]:
+    """(verdict, why) for "a vector transfers across families": ``by_map`` holds, per kind of map,
+    the claims there and back (from :func:`retained_direction`). Reproduced where some map carries
+    the vector both ways; not reproduced where every map fails one way; else inconclusive."""
+    if not by_map:
+        return INCONCLUSIVE, "no map measured"
+    both = [name for name, ways in by_map.items() if all(w["verdict"] == REPRODUCED for w in ways)]
+    if both:
+        return REPRODUCED, f"{' and '.join(both)}: both ways above {TRANSFER_KEEPS:g}"
+    found = NOT_REPRODUCED if all(any(w["verdict"] == NOT_REPRODUCED for w in ways) for ways in by_map.values()) \
+        else INCONCLUSIVE
+    return found, "; ".join(f"{name}: there {there['why']}, back {back['why']}"
+                            for name, (there, back) in by_map.items())

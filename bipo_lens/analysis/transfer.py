@@ -104,24 +104,37 @@ def _r2(prediction: Tensor, truth: Tensor) -> float:
 
 
 def fit_linear_map(source: Float[Tensor, "n d_source"], target: Float[Tensor, "n d_target"], method: str = "lstsq",
-                   ridge: float = 1e-2, test_fraction: float = 0.2, seed: int = 0) -> LinearMap:
+                   ridge: float = 1e-2, test_fraction: float = 0.2, seed: int = 0, bootstrap: bool = False) -> LinearMap:
     """Fit on a seeded ``1 - test_fraction`` of the rows (whole texts: rows come in pairs) and report
-    R^2 on the rest; the returned map is refitted on all rows."""
+    R^2 on the rest; the returned map is refitted on all rows.
+
+    ``bootstrap``: fit on a seeded resample of the texts drawn with replacement instead, report R^2
+    on the texts it left out, and return that fit, not a refit. One such map per training seed lets
+    an interval over seeds cover the map's own noise as well (a map is fitted on a few hundred texts)."""
     if method not in METHODS:
         raise BipoLensError(f"unknown map {method!r}: use {' or '.join(METHODS)}")
     if source.shape[0] != target.shape[0]:
         raise BipoLensError(f"{source.shape[0]} source rows but {target.shape[0]} target rows")
     xs, xt = source.double(), target.double()
-    texts = torch.randperm(xs.shape[0] // 2, generator=torch.Generator().manual_seed(seed))
-    n_test = int(len(texts) * test_fraction)
-    test = torch.cat([2 * texts[:n_test], 2 * texts[:n_test] + 1])
-    train = torch.cat([2 * texts[n_test:], 2 * texts[n_test:] + 1])
+    n_texts, generator = xs.shape[0] // 2, torch.Generator().manual_seed(seed)
+    if bootstrap:
+        fit_texts = torch.randint(n_texts, (n_texts,), generator=generator)
+        left_out = torch.ones(n_texts, dtype=torch.bool)
+        left_out[fit_texts] = False
+        test_texts = left_out.nonzero().flatten()
+    else:
+        texts = torch.randperm(n_texts, generator=generator)
+        n_test = int(n_texts * test_fraction)
+        fit_texts, test_texts = texts[n_test:], texts[:n_test]
+    rows = lambda texts: torch.cat([2 * texts, 2 * texts + 1])  # noqa: E731  (a text's two rows)
+    train, test = rows(fit_texts), rows(test_texts)
     ms, mt = xs[train].mean(0), xt[train].mean(0)
     w = _fit(xs[train] - ms, xt[train] - mt, method, ridge)
     r2_train = _r2((xs[train] - ms) @ w + mt, xt[train])
-    r2_test = _r2((xs[test] - ms) @ w + mt, xt[test]) if n_test else float("nan")
-    ms, mt = xs.mean(0), xt.mean(0)
-    w = _fit(xs - ms, xt - mt, method, ridge)
+    r2_test = _r2((xs[test] - ms) @ w + mt, xt[test]) if len(test_texts) else float("nan")
+    if not bootstrap:
+        ms, mt = xs.mean(0), xt.mean(0)
+        w = _fit(xs - ms, xt - mt, method, ridge)
     return LinearMap(w.float(), ms.float(), mt.float(), method, r2_train, r2_test)
 
 
