@@ -229,6 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--seeds", type=int, default=None,
                           help="training seeds in --vector (default: as many as it names): retained efficacy's "
                                "interval resamples pairs and seeds")
+    transfer.add_argument("--map-per-seed", action="store_true",
+                          help="across widths, with several --vector seeds: fit one map per seed on its own bootstrap "
+                               "resample of the fitting texts, so the interval over seeds covers the map's noise too "
+                               "(default: one map on all texts for every seed)")
     transfer.add_argument("--test-data", default=None, help="held-out pairs for retained efficacy")
     transfer.add_argument("--max-test-pairs", type=int, default=48)
     transfer.add_argument("--multiplier", type=float, default=1.0)
@@ -867,12 +871,16 @@ def cmd_transfer(args) -> int:
         raise BipoLensError(f"{len(native)} --native vectors for {len(seeds)} --vector seeds: give one, or one per seed")
     if native and not args.test_data:
         raise BipoLensError("--native needs --test-data to measure retained efficacy on")
+    if args.map_per_seed and len(seeds) < 2:
+        raise BipoLensError("--map-per-seed needs several --vector seeds (one map per seed)")
     target = load_model(args.target_model, **load_options(args))
+    if args.map_per_seed and vector.d_model == target.lens_info.d_model:
+        raise BipoLensError(f"--map-per-seed: {target.lens_info.model_id} has the vector's width, so no map is fitted")
     record = start_record(model=target, data=[*(args.fit_data or []), *([args.test_data] if args.test_data else [])])
     layer = args.target_layer
     if layer is None:
         layer = vector.layer if vector.d_model == target.lens_info.d_model else None
-    linear_map = None
+    maps = [None] * len(seeds)
     if vector.d_model != target.lens_info.d_model:
         source = load_model(_model_for([vector], None), **load_options(args))
         vector.check_compatible(source)
@@ -882,11 +890,15 @@ def cmd_transfer(args) -> int:
         texts = pair_texts([p for f in fit_files for p in load_pairs(f)])
         print(f"fitting a {args.map} map: {source.lens_info.model_id} layer {vector.layer} -> "
               f"{target.lens_info.model_id} layer {layer} on {len(texts)} texts")
-        linear_map = fit_linear_map(paired_activations(source, texts, vector.layer),
-                                    paired_activations(target, texts, layer), args.map)
-        print(f"map R^2: {linear_map.r2_train:.3f} on its texts, {linear_map.r2_test:.3f} on held-out texts")
+        acts = paired_activations(source, texts, vector.layer), paired_activations(target, texts, layer)
+        if args.map_per_seed:
+            maps = [fit_linear_map(*acts, args.map, seed=k, bootstrap=True) for k in range(len(seeds))]
+            print("map R^2 on the texts each seed's resample left out: " + ", ".join(f"{m.r2_test:.3f}" for m in maps))
+        else:
+            maps = [fit_linear_map(*acts, args.map)] * len(seeds)
+            print(f"map R^2: {maps[0].r2_train:.3f} on its texts, {maps[0].r2_test:.3f} on held-out texts")
         del source
-    moved = [transfer_vector(v, target, layer, linear_map) for v in seeds]
+    moved = [transfer_vector(v, target, layer, m) for v, m in zip(seeds, maps)]
     for vector_out, path in zip(moved, outs):
         vector_out.record = finish_record(record)
         vector_out.save(path, overwrite=args.overwrite)

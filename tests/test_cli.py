@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from bipo_lens.analysis.similarity import cosine
 from bipo_lens.vectors import SteeringVector
 
 
@@ -187,6 +188,15 @@ def test_analysis_commands(tmp_path):
         assert "smollm2-135m-instruct@int4" in info.stdout and "transferred_from" in info.stdout
     assert_one_line_error(cli("transfer", "--vector", seeds, "--seeds", "3", "--target-model", "gemma-3-270m",
                               "--out", tmp_path / "o.safetensors"), "names 2 files but --seeds is 3")
+    # Across widths, one map per seed on its own resample: the same vector twice comes out two ways.
+    across = cli("transfer", "--vector", seeds, "--map-per-seed", "--target-model", "gemma-3-270m", "--fit-data",
+                 "optimism", "--out", tmp_path / "gemma.safetensors", "--device", "cpu")
+    assert across.returncode == 0, across.stderr
+    assert "map R^2 on the texts each seed's resample left out: " in across.stdout
+    first, second = (SteeringVector.load(tmp_path / f) for f in ("gemma.safetensors", "gemma.seed1.safetensors"))
+    assert first.d_model == second.d_model == 640 and first.layer == 14 and 0.5 < cosine(first, second) < 0.9999
+    assert_one_line_error(cli("transfer", "--vector", vector, "--map-per-seed", "--target-model", "gemma-3-270m",
+                              "--out", tmp_path / "o.safetensors"), "needs several --vector seeds")
     both = f"{tmp_path / 'sweep' / 'caa_layer_27.safetensors'},{tmp_path / 'sweep' / 'bipo_layer_27.safetensors'}"
     compose = cli("compose", "--vector", seeds, "--data", "power_seeking", "--vector", both, "--data", "optimism",
                   "--seeds", "2", "--weights", "-1,0,1", "--max-test-pairs", "2", "--out-json", tmp_path / "compose.json",
