@@ -746,7 +746,11 @@ def _summary(results: dict) -> list[str]:
             f"{METHOD_NAMES[r['method']] + ' ' if mixed else ''}{r['source']} -> {r['target']} ({r['map']}) {r['retained']:.2f} "
             f"({r.get('transferred_norm', float('nan')):.1f} / {r.get('native_norm', float('nan')):.1f}"
             + (f"; {r['retained_at_native_norm']:.2f} at the native norm" if "retained_at_native_norm" in r else "") + ")"
-            for r in tr["rows"]) + ".",
+            for r in tr["rows"]) + "."
+        + (f" Across families with {fam['seeds']} seeds a side and a map fit per seed: **{fam['verdict']}** at the "
+           "native norm (" + "; ".join(f"{r['source']} -> {r['target']} ({r['map']}) "
+                                       f"{_interval(r['at_native_norm'], signed=False)}" for r in fam["rows"]) + ")."
+           if (fam := results.get("family")) else ""),
         "- **Composition** (power-seeking + optimism; retained, crosstalk): " + "; ".join(
             f"layers {label}: " + ", ".join(f"{name} {m['retained']:.2f}, {m['crosstalk']:+.2f}"
                                            for name, m in part["behaviours"].items())
