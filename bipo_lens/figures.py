@@ -427,10 +427,11 @@ def _family(run: _Run, judge) -> dict:
     rows, by_map = [], {}
     for method in MAP_METHODS:
         ways = []
-        for src, tgt, start, goal, x, y, layer in ((DEFAULT_MODEL, OTHER_MODEL, ours, theirs, source, target, other_layer),
-                                                   (OTHER_MODEL, DEFAULT_MODEL, theirs, ours, target, source, STEERING_LAYER)):
+        for src, tgt, start, goal, x, y, to, layer in (
+                (DEFAULT_MODEL, OTHER_MODEL, ours, theirs, source, target, other, other_layer),
+                (OTHER_MODEL, DEFAULT_MODEL, theirs, ours, target, source, model, STEERING_LAYER)):
             maps = [fit_linear_map(x, y, method, seed=k, bootstrap=True) for k in range(b.seeds)]
-            moved = [transfer_vector(v, other if tgt == OTHER_MODEL else model, layer, f) for v, f in zip(start, maps)]
+            moved = [transfer_vector(v, to, layer, f) for v, f in zip(start, maps)]
             row = {"source": src, "target": tgt, "map": method, "r2_left_out": [f.r2_test for f in maps],
                    "moved_norms": [v.norm for v in moved], "native_norms": [v.norm for v in goal],
                    "retained": claim.retained(scorers[tgt], moved, goal, claim.TRANSFER_KEEPS, b.multiplier),
