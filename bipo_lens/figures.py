@@ -1,6 +1,6 @@
 """``bipo-lens figures``: every figure in ``figures/`` and its README, from scratch.
 
-Nine stages, each a call to the analysis API whose results are kept as data (``results.json``)
+Ten stages, each a call to the analysis API whose results are kept as data (``results.json``)
 and drawn by ``bipo_lens.plots``:
 
 1. steering: BiPO and CAA on power-seeking at layer 15, evaluated at multipliers -2..2;
@@ -20,6 +20,8 @@ and drawn by ``bipo_lens.plots``:
    directory (:func:`bipo_lens.pairs.shared_behaviour_sets`), resumable per behaviour;
 9. family: the cross-family claim with an interval: the claims' BiPO seeds moved to Gemma-3-270m
    and Gemma-native seeds moved back, through maps refitted on a bootstrap resample per seed.
+10. siblings: the same-family claim with native seeds: BiPO trained with the claims' seeds on the
+   fine-tuned and the 4-bit sibling, seed k moved each way against the target's native seed k.
 
 Power-seeking pairs come from ``<data-dir>/bipo/power-seeking/{train,test}.csv`` where that exists,
 else from the built-in set; optimism and formality are built-in sets.
@@ -411,8 +413,7 @@ def _family(run: _Run, judge) -> dict:
     and seeds also covers the maps' noise. The verdict reads retained efficacy at the native norm."""
     b, model = run.budget, run.model
     train, test = run.ps_train[: b.train_pairs], run.ps_test[: b.test_pairs]
-    first = run.power_vectors()["bipo"]
-    ours = [first] + [SteeringVector.load(run.work / f"power_seeking_bipo_seed{k}.safetensors") for k in range(1, b.seeds)]
+    ours = _claims_seeds(run)
     run.log(f"family: {OTHER_MODEL}")
     other = load_model(OTHER_MODEL, device=run.device)
     other_layer = corresponding_layer(STEERING_LAYER, info(model).n_layers, info(other).n_layers)
@@ -449,6 +450,47 @@ def _family(run: _Run, judge) -> dict:
 
 
 def _draw_family(found: dict, out: Path) -> None:
+    pass  # rows of the claims table and of the transfer section, no figure of its own
+
+
+def _claims_seeds(run: _Run) -> list[SteeringVector]:
+    """The claims stage's BiPO seeds at layer 15: stage 1's vector, then the ones it saved."""
+    return [run.power_vectors()["bipo"]] + [SteeringVector.load(run.work / f"power_seeking_bipo_seed{k}.safetensors")
+                                            for k in range(1, run.budget.seeds)]
+
+
+def _siblings(run: _Run, judge) -> dict:
+    """The same-family transfer claim with native seeds. The claims stage moves each BiPO seed to the
+    fine-tuned sibling against one native vector, so its interval leaves out the native side's seed
+    noise; here BiPO is trained on each sibling with the claims' seeds, pairs and budget, seed k moved
+    there (directly: same d_model) is compared with the sibling's seed k, and the sibling's seeds come
+    back to the default model against ours, resampling pairs and seeds on both sides. The fine-tuned
+    sibling is the paper's claim (Llama-2-chat -> Vicuna); the 4-bit one asks whether a vector
+    survives quantisation (the only one on budgets without the fine-tune)."""
+    b, model = run.budget, run.model
+    train, test = run.ps_train[: b.train_pairs], run.ps_test[: b.test_pairs]
+    ours, home = _claims_seeds(run), MarginScorer(model, test)
+    rows = []
+    for name in (FINETUNED, SIBLING) if b.finetuned else (SIBLING,):
+        sibling, theirs = load_model(name, device=run.device), []
+        for seed in range(b.seeds):
+            run.log(f"siblings: {name} BiPO seed {seed} at layer {STEERING_LAYER}")
+            theirs.append(train_bipo(sibling, train, STEERING_LAYER, epochs=b.epochs, lr=b.lr, seed=seed, progress=False))
+            theirs[-1].save(run.work / f"{name}_bipo_seed{seed}.safetensors", overwrite=True)  # for later study
+        there = MarginScorer(sibling, test)
+        for src, tgt, start, goal, to, scorer in ((DEFAULT_MODEL, name, ours, theirs, sibling, there),
+                                                  (name, DEFAULT_MODEL, theirs, ours, model, home)):
+            moved = [transfer_vector(v, to) for v in start]
+            rows.append({"source": src, "target": tgt, "native_norms": [v.norm for v in goal],
+                         "cosines_to_native": [cosine(v, g) for v, g in zip(moved, goal)],
+                         "retained": claim.retained(scorer, moved, goal, claim.TRANSFER_KEEPS, b.multiplier)})
+        del sibling, there
+        gc.collect()
+    return {"rows": rows, "seeds": b.seeds, "test_pairs": len(test), "layer": STEERING_LAYER,
+            "multiplier": b.multiplier, "source_norms": [v.norm for v in ours]}
+
+
+def _draw_siblings(found: dict, out: Path) -> None:
     pass  # rows of the claims table and of the transfer section, no figure of its own
 
 
@@ -692,6 +734,7 @@ STAGES = {
     "baselines": (_baselines, _draw_baselines),
     "behaviours": (_behaviours, _draw_behaviours),
     "family": (_family, _draw_family),
+    "siblings": (_siblings, _draw_siblings),
 }
 READS = {  # stage -> {earlier stage: {key of its results it reads: what that key holds}}, checked on --resume
     "claims": {"layers": {"sweep": "layer sweep"}, "transfer": {"rows": "transfer rows"}},
@@ -699,6 +742,7 @@ READS = {  # stage -> {earlier stage: {key of its results it reads: what that ke
     "behaviours": {"claims": {"claims": "claims", "test_pairs": "held-out pair count", "seed_norms": "seed norms"},
                    "steering": {"cosine": "BiPO-CAA cosine", "norms": "vector norms"}},
     "family": {"claims": {"seed_norms": "seed norms"}},  # and the seeds' vectors it saved
+    "siblings": {"claims": {"seed_norms": "seed norms"}},  # and the seeds' vectors it saved
 }
 
 
@@ -751,7 +795,10 @@ def _summary(results: dict) -> list[str]:
         + (f" Across families with {fam['seeds']} seeds a side and a map fit per seed: **{fam['verdict']}** at the "
            "native norm (" + "; ".join(f"{r['source']} -> {r['target']} ({r['map']}) "
                                        f"{_interval(r['at_native_norm'], signed=False)}" for r in fam["rows"]) + ")."
-           if (fam := results.get("family")) else ""),
+           if (fam := results.get("family")) else "")
+        + (f" Within the family with {sib['seeds']} native seeds a side: " + "; ".join(
+            f"{r['source']} -> {r['target']} {_interval(r['retained'], signed=False)}" for r in sib["rows"]) + "."
+           if (sib := results.get("siblings")) else ""),
         "- **Composition** (power-seeking + optimism; retained, crosstalk): " + "; ".join(
             f"layers {label}: " + ", ".join(f"{name} {m['retained']:.2f}, {m['crosstalk']:+.2f}"
                                            for name, m in part["behaviours"].items())
@@ -972,11 +1019,14 @@ def _edge_comparison(found: dict) -> str:
     return f"; BiPO at its first multipliers beyond the budget: {_interval(edge)}"
 
 
-def claims_table(stage: dict | None, transfer: dict | None = None, family: dict | None = None) -> list[str]:
+def claims_table(stage: dict | None, transfer: dict | None = None, family: dict | None = None,
+                 siblings: dict | None = None) -> list[str]:
     """The paper's claims beside ours, with intervals and a verdict each (empty for runs without
     the claims stage). ``family``: the family stage, whose seeded rows make the cross-family row;
     without it (runs before that stage) the row shows the claims stage's point values, with the
-    transfer stage's retained efficacy at the native norm where its rows hold it."""
+    transfer stage's retained efficacy at the native norm where its rows hold it. ``siblings``: the
+    siblings stage, whose native seeds make the fine-tuned-sibling row (else the claims stage's, one
+    native seed)."""
     if not stage:
         return []
     c, m = stage["claims"], stage["multiplier"]
@@ -1002,7 +1052,15 @@ def claims_table(stage: dict | None, transfer: dict | None = None, family: dict 
          f"best BiPO layer {layer['value']}; not told apart from it: {', '.join(map(str, layer['tied']))} "
          f"(paired intervals of the range difference); {size(layer)}", verdict(layer)],
     ]
-    if "transfer_sibling" in c:
+    way = {(r["source"], r["target"]): r["retained"] for r in (siblings or {}).get("rows", [])}
+    if (DEFAULT_MODEL, FINETUNED) in way:
+        there, back, caa = way[(DEFAULT_MODEL, FINETUNED)], way[(FINETUNED, DEFAULT_MODEL)], c["transfer_sibling"]["caa"]
+        rows.append(["Transfer to a fine-tuned sibling", "a Llama-2-7b-chat vector steers Vicuna-7b and other "
+                     "fine-tunes of the same base (transferability section)",
+                     f"retained BiPO {_interval(there, signed=False)} ({size(there)}, seed k against the sibling's "
+                     f"native seed k), back {_interval(back, signed=False)}; CAA {_interval(caa, signed=False)}; "
+                     f"{FINETUNED}; transfers if > {there['threshold']:g}", verdict(there)])
+    elif "transfer_sibling" in c:
         sib = c["transfer_sibling"]
         rows.append(["Transfer to a fine-tuned sibling", "a Llama-2-7b-chat vector steers Vicuna-7b and other "
                      "fine-tunes of the same base (transferability section)",
@@ -1050,6 +1108,23 @@ def claims_table(stage: dict | None, transfer: dict | None = None, family: dict 
     ]
 
 
+def siblings_table(found: dict | None) -> list[str]:
+    """The siblings stage's rows: each sibling and way, with intervals over pairs and both sides' seeds."""
+    if not found:
+        return []
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    return [
+        f"Within the family with native seeds (the `siblings` stage): BiPO trained on each sibling with the claims' "
+        f"{found['seeds']} seeds, pairs and budget at layer {found['layer']}; seed k applied as it is (same d_model) "
+        f"and compared with the target's native seed k on {found['test_pairs']} held-out pairs, at "
+        f"+/-{found['multiplier']:g}; 95% intervals resample pairs and seeds. Cosine to native: mean over seeds.", "",
+        *_table(["source", "target", "native norms", "cos to native", "retained"],
+                [[r["source"], r["target"], ", ".join(f"{n:.2f}" for n in r["native_norms"]),
+                  f"{mean(r['cosines_to_native']):+.3f}", f"**{_interval(r['retained'], signed=False)}** "
+                  f"({r['retained']['verdict']})"] for r in found["rows"]], text_columns=2), "",
+    ]
+
+
 def family_table(found: dict | None) -> list[str]:
     """The family stage's rows: each way and map, with intervals over pairs, seeds and map fits."""
     if not found:
@@ -1089,7 +1164,7 @@ def render_readme(results: dict) -> str:
             f"{k} (commit {(v.get('commit') or 'unknown')[:10]})" for k, v in results["record"]["resumed_stages"].items())
            + ".", ""] if results["record"].get("resumed_stages") else []),
         *_summary(results), "",
-        *claims_table(results.get("claims"), results.get("transfer"), results.get("family")),
+        *claims_table(results.get("claims"), results.get("transfer"), results.get("family"), results.get("siblings")),
         "Efficacy is the log-probability margin on held-out pairs: mean over pairs of log p(matching) - "
         "log p(not matching), summed over response tokens, in nats. A *margin range* is the mean margin "
         f"at multiplier +{b['multiplier']:g} minus that at -{b['multiplier']:g}.", "",
@@ -1155,6 +1230,7 @@ def render_readme(results: dict) -> str:
                   *([_retained_at_native(r)] if at_native else []),
                   _signed(r["cosine_to_native"], 3)] for r in tr["rows"]], text_columns=4 if mixed else 3), "",
     ]
+    lines += siblings_table(results.get("siblings"))
     lines += family_table(results.get("family"))
     lines += baselines_table(results.get("baselines"))
     lines += behaviours_table(results.get("behaviours"))

@@ -286,7 +286,16 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     assert record["device"]["name"] in readme and record["git"]["commit"][:10] in readme
     assert all(len(d["sha256"]) == 64 for d in record["data"] if "path" in d)
     resumed = cli("figures", "--quick", "--resume", "--out-dir", out, "--work-dir", work, "--device", "cpu")
-    assert resumed.returncode == 0 and resumed.stdout.count("finished earlier") == 9
+    assert resumed.returncode == 0 and resumed.stdout.count("finished earlier") == 10
+    siblings = results["siblings"]  # the 4-bit sibling (the quick budget has no fine-tune): native seeds each way
+    assert [(r["source"], r["target"]) for r in siblings["rows"]] == [("smollm2-135m-instruct", "smollm2-135m-instruct@int4"),
+                                                                      ("smollm2-135m-instruct@int4", "smollm2-135m-instruct")]
+    assert all(r["retained"]["seeds"] == 2 and len(set(r["native_norms"])) == 2 for r in siblings["rows"])
+    assert all(0.0 < c < 1.0 for r in siblings["rows"] for c in r["cosines_to_native"])  # alike, not the same
+    there = siblings["rows"][0]["retained"]
+    assert "Within the family with native seeds" in readme
+    assert "**{:.2f} [{:.2f}, {:.2f}]** ({})".format(there["value"], *there["ci"], there["verdict"]) in readme
+    assert SteeringVector.load(work / "smollm2-135m-instruct@int4_bipo_seed1.safetensors").layer == 15
     family = results["family"]  # the cross-family claim with seeds and refitted maps
     assert [(r["target"], r["map"]) for r in family["rows"]] == [(t, m) for m in ("lstsq", "procrustes")
                                                                  for t in ("gemma-3-270m", "smollm2-135m-instruct")]
