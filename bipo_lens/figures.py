@@ -349,6 +349,7 @@ def _transfer(run: _Run, judge) -> dict:
         finetuning = sibling_record(FINETUNED)
         natives = {"bipo": train_bipo(finetuned, train, STEERING_LAYER, **native_budget),
                    "caa": train_caa(finetuned, train, STEERING_LAYER)}
+        _keep_seed0(run, FINETUNED, natives["bipo"])
         scorer = MarginScorer(finetuned, test)
         for method, native in natives.items():
             rows.append({"method": method, "source": DEFAULT_MODEL, "target": FINETUNED, "map": "direct",
@@ -364,6 +365,7 @@ def _transfer(run: _Run, judge) -> dict:
     run.log(f"transfer: {SIBLING}")
     sibling = load_model(SIBLING, device=run.device)
     native = train_bipo(sibling, train, STEERING_LAYER, **native_budget)
+    _keep_seed0(run, SIBLING, native)
     scorer = MarginScorer(sibling, test)
     rows.append({"method": "bipo", "source": DEFAULT_MODEL, "target": SIBLING, "map": "direct", "r2_test": None,
                  **retained_efficacy(sibling, transfer_vector(source, sibling), native, test, b.multiplier, scorer)})
@@ -380,6 +382,7 @@ def _transfer(run: _Run, judge) -> dict:
     acts = {"source": paired_activations(run.model, texts, STEERING_LAYER),
             "other": paired_activations(other, texts, other_layer)}
     native_other = train_bipo(other, train, other_layer, **native_budget)
+    _keep_seed0(run, OTHER_MODEL, native_other)
     other_scorer = MarginScorer(other, test)
     for method in MAP_METHODS:
         forward = fit_linear_map(acts["source"], acts["other"], method)
@@ -397,6 +400,34 @@ def _transfer(run: _Run, judge) -> dict:
             "finetuned_sibling": finetuning}
 
 
+def _keep_seed0(run: _Run, name: str, native: SteeringVector) -> None:
+    """Save a native vector as seed 0 of ``name``'s seeds, which the family and siblings stages read
+    instead of training it again (:func:`_native_seeds`)."""
+    native.save(run.work / f"{name}_bipo_seed0.safetensors", overwrite=True)
+
+
+def _native_seeds(run: _Run, stage: str, model, name: str, layer: int,
+                  ours: list[SteeringVector]) -> list[SteeringVector]:
+    """BiPO on ``model`` at ``layer`` with the claims' seeds, pairs and budget: seed k trained as the
+    claims' seed k (``ours[k]``) was, and saved in the work directory for later study. A seed saved
+    there by the same training (the transfer stage keeps its seed-0 natives; an interrupted stage its
+    finished seeds) is read instead: same model, pairs and settings, the layer and seed asked for."""
+    b, train, found = run.budget, run.ps_train[: run.budget.train_pairs], []
+    settings = lambda v: {k: x for k, x in v.hyperparameters.items() if k not in ("layer", "fast_path")}  # noqa: E731
+    for seed in range(b.seeds):
+        path = run.work / f"{name}_bipo_seed{seed}.safetensors"
+        kept = SteeringVector.load(path) if path.is_file() else None
+        if kept is not None and (kept.model_id, kept.layer, kept.data_fingerprint, settings(kept)) == (
+                name, layer, ours[seed].data_fingerprint, settings(ours[seed])):
+            run.log(f"{stage}: {name} BiPO seed {seed} at layer {layer}, trained earlier: read from {path}")
+            found.append(kept)
+            continue
+        run.log(f"{stage}: {name} BiPO seed {seed} at layer {layer}")
+        found.append(train_bipo(model, train, layer, epochs=b.epochs, lr=b.lr, seed=seed, progress=False))
+        found[-1].save(path, overwrite=True)
+    return found
+
+
 def _fit_texts(run: _Run) -> list[str]:
     """Texts whose activations on both models fit the cross-family maps: power-seeking pairs beyond the
     training ones, and the built-in sets."""
@@ -412,18 +443,14 @@ def _family(run: _Run, judge) -> dict:
     (``native[k]`` beside ``moved[k]``), and back the same way, so the crossed interval over pairs
     and seeds also covers the maps' noise. The verdict reads retained efficacy at the native norm."""
     b, model = run.budget, run.model
-    train, test = run.ps_train[: b.train_pairs], run.ps_test[: b.test_pairs]
+    test = run.ps_test[: b.test_pairs]
     ours = _claims_seeds(run)
     run.log(f"family: {OTHER_MODEL}")
     other = load_model(OTHER_MODEL, device=run.device)
     other_layer = corresponding_layer(STEERING_LAYER, info(model).n_layers, info(other).n_layers)
     texts = _fit_texts(run)
     source, target = paired_activations(model, texts, STEERING_LAYER), paired_activations(other, texts, other_layer)
-    theirs = []
-    for seed in range(b.seeds):
-        run.log(f"family: {OTHER_MODEL} BiPO seed {seed} at layer {other_layer}")
-        theirs.append(train_bipo(other, train, other_layer, epochs=b.epochs, lr=b.lr, seed=seed, progress=False))
-        theirs[-1].save(run.work / f"{OTHER_MODEL}_bipo_seed{seed}.safetensors", overwrite=True)  # for later study
+    theirs = _native_seeds(run, "family", other, OTHER_MODEL, other_layer, ours)
     scorers = {OTHER_MODEL: MarginScorer(other, test), DEFAULT_MODEL: MarginScorer(model, test)}
     rows, by_map = [], {}
     for method in MAP_METHODS:
@@ -468,15 +495,12 @@ def _siblings(run: _Run, judge) -> dict:
     sibling is the paper's claim (Llama-2-chat -> Vicuna); the 4-bit one asks whether a vector
     survives quantisation (the only one on budgets without the fine-tune)."""
     b, model = run.budget, run.model
-    train, test = run.ps_train[: b.train_pairs], run.ps_test[: b.test_pairs]
+    test = run.ps_test[: b.test_pairs]
     ours, home = _claims_seeds(run), MarginScorer(model, test)
     rows = []
     for name in (FINETUNED, SIBLING) if b.finetuned else (SIBLING,):
-        sibling, theirs = load_model(name, device=run.device), []
-        for seed in range(b.seeds):
-            run.log(f"siblings: {name} BiPO seed {seed} at layer {STEERING_LAYER}")
-            theirs.append(train_bipo(sibling, train, STEERING_LAYER, epochs=b.epochs, lr=b.lr, seed=seed, progress=False))
-            theirs[-1].save(run.work / f"{name}_bipo_seed{seed}.safetensors", overwrite=True)  # for later study
+        sibling = load_model(name, device=run.device)
+        theirs = _native_seeds(run, "siblings", sibling, name, STEERING_LAYER, ours)
         there = MarginScorer(sibling, test)
         for src, tgt, start, goal, to, scorer in ((DEFAULT_MODEL, name, ours, theirs, sibling, there),
                                                   (name, DEFAULT_MODEL, theirs, ours, model, home)):
@@ -1160,7 +1184,7 @@ def render_readme(results: dict) -> str:
         f"computing, {b['name']} budget) on the embedded models: {describe(results['record'])}. Power-seeking data: "
         f"{results['data']}. The numbers below are read from `results.json`, which holds every measured value "
         "and the run's record (command, commit, versions, device, data hashes).", "",
-        *([f"Stages read from an earlier run (`--resume`): " + ", ".join(
+        *(["Stages read from an earlier run (`--resume`): " + ", ".join(
             f"{k} (commit {(v.get('commit') or 'unknown')[:10]})" for k, v in results["record"]["resumed_stages"].items())
            + ".", ""] if results["record"].get("resumed_stages") else []),
         *_summary(results), "",

@@ -296,6 +296,9 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     assert "Within the family with native seeds" in readme
     assert "**{:.2f} [{:.2f}, {:.2f}]** ({})".format(there["value"], *there["ci"], there["verdict"]) in readme
     assert SteeringVector.load(work / "smollm2-135m-instruct@int4_bipo_seed1.safetensors").layer == 15
+    for name, layer in (("smollm2-135m-instruct@int4", 15), ("gemma-3-270m", 9)):  # the transfer stage's natives
+        assert f"{name} BiPO seed 0 at layer {layer}, trained earlier: read from" in run.stdout
+        assert f"{name} BiPO seed 1 at layer {layer}, trained earlier" not in run.stdout
     family = results["family"]  # the cross-family claim with seeds and refitted maps
     assert [(r["target"], r["map"]) for r in family["rows"]] == [(t, m) for m in ("lstsq", "procrustes")
                                                                  for t in ("gemma-3-270m", "smollm2-135m-instruct")]
