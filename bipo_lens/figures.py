@@ -35,6 +35,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from statistics import fmean
 
 from bipo_lens import plots
 from bipo_lens.plots import METHOD_NAMES
@@ -1136,7 +1137,6 @@ def siblings_table(found: dict | None) -> list[str]:
     """The siblings stage's rows: each sibling and way, with intervals over pairs and both sides' seeds."""
     if not found:
         return []
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     return [
         f"Within the family with native seeds (the `siblings` stage): BiPO trained on each sibling with the claims' "
         f"{found['seeds']} seeds, pairs and budget at layer {found['layer']}; seed k applied as it is (same d_model) "
@@ -1144,7 +1144,7 @@ def siblings_table(found: dict | None) -> list[str]:
         f"+/-{found['multiplier']:g}; 95% intervals resample pairs and seeds. Cosine to native: mean over seeds.", "",
         *_table(["source", "target", "native norms", "cos to native", "retained"],
                 [[r["source"], r["target"], ", ".join(f"{n:.2f}" for n in r["native_norms"]),
-                  f"{mean(r['cosines_to_native']):+.3f}", f"**{_interval(r['retained'], signed=False)}** "
+                  f"{fmean(r['cosines_to_native']):+.3f}", f"**{_interval(r['retained'], signed=False)}** "
                   f"({r['retained']['verdict']})"] for r in found["rows"]], text_columns=2), "",
     ]
 
@@ -1153,7 +1153,6 @@ def family_table(found: dict | None) -> list[str]:
     """The family stage's rows: each way and map, with intervals over pairs, seeds and map fits."""
     if not found:
         return []
-    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
     return [
         f"Across families with intervals (the `family` stage): {found['seeds']} BiPO seeds a side (SmolLM2's are the "
         f"claims' seeds at layer {found['layers'][DEFAULT_MODEL]}, Gemma's trained at layer "
@@ -1162,8 +1161,8 @@ def family_table(found: dict | None) -> list[str]:
         f"{found['test_pairs']} held-out pairs; 95% intervals resample pairs and seeds, and so the map fits. R^2 on the "
         "texts each resample left out, mean over seeds.", "",
         *_table(["source", "target", "map", "R^2 (left out)", "norms moved / native", "retained", "at native norm"],
-                [[r["source"], r["target"], r["map"], f"{mean(r['r2_left_out']):.3f}",
-                  f"{mean(r['moved_norms']):.1f} / {mean(r['native_norms']):.1f}",
+                [[r["source"], r["target"], r["map"], f"{fmean(r['r2_left_out']):.3f}",
+                  f"{fmean(r['moved_norms']):.1f} / {fmean(r['native_norms']):.1f}",
                   _interval(r["retained"], signed=False), f"**{_interval(r['at_native_norm'], signed=False)}**"]
                  for r in found["rows"]], text_columns=3), "",
         f"Verdict, read at the native norm (a vector transfers if it keeps more than {claim.TRANSFER_KEEPS:g} of a "
