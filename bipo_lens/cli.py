@@ -848,6 +848,19 @@ def cmd_similarity(args) -> int:
     return 0
 
 
+def _check_transfer_target(args, vector) -> None:
+    """What ``transfer`` can tell from the target's configuration, said before either model loads."""
+    from bipo_lens.model_names import peek
+
+    shape = peek(args.target_model)
+    if shape is None:
+        return
+    if args.target_layer is not None:
+        shape.check_layer(args.target_layer)
+    if args.map_per_seed and vector.d_model == shape.d_model:
+        raise BipoLensError(f"--map-per-seed: {shape.model_id} has the vector's width, so no map is fitted")
+
+
 def cmd_transfer(args) -> int:
     seeds = _load_vectors(_seed_files(args.vector, args.seeds, "--vector"), None)
     from pathlib import Path
@@ -873,6 +886,7 @@ def cmd_transfer(args) -> int:
         raise BipoLensError("--native needs --test-data to measure retained efficacy on")
     if args.map_per_seed and len(seeds) < 2:
         raise BipoLensError("--map-per-seed needs several --vector seeds (one map per seed)")
+    _check_transfer_target(args, vector)
     target = load_model(args.target_model, **load_options(args))
     if args.map_per_seed and vector.d_model == target.lens_info.d_model:
         raise BipoLensError(f"--map-per-seed: {target.lens_info.model_id} has the vector's width, so no map is fitted")

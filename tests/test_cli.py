@@ -140,6 +140,10 @@ def test_a_wrong_layer_or_a_vector_for_another_model_is_said_before_loading(tmp_
         (["eval", "--vector", trained, "--model", "gemma-3-270m", "--data", "optimism", "--judge", "none", "--out-json", tmp_path / "e.json"],
          "vector has d_model 576 (trained on smollm2-135m-instruct) but gemma-3-270m has d_model 640"),
         (["serve", "--vector", f"w={wide}", "--model", "smollm2-135m-instruct"], "vector has d_model 640"),
+        (["transfer", "--vector", f"{trained},{trained}", "--map-per-seed", "--target-model", "smollm2-135m-instruct@int4",
+          *out], "smollm2-135m-instruct@int4 has the vector's width, so no map is fitted"),
+        (["transfer", "--vector", trained, "--target-model", "gemma-3-270m", "--target-layer", 18, *out],
+         "layer 18 is out of range: gemma-3-270m has layers 0..17"),
     ]:
         result = subprocess.run([sys.executable, "-m", "bipo_lens.cli", *map(str, command)], capture_output=True,
                                 text=True, env=env, timeout=300)
