@@ -55,11 +55,12 @@ def claims_seeds() -> list[Path]:
 
 
 def settings(path: Path) -> tuple:
+    """What must match the claims' seed: the training pairs and every setting but the fast-path flags."""
     from bipo_lens.vectors import SteeringVector
 
     v = SteeringVector.load(path)
-    kept = {k: x for k, x in v.hyperparameters.items() if k not in ("layer", "fast_path")}
-    return v.data_fingerprint, json.dumps(kept, sort_keys=True), v.layer
+    kept = {k: x for k, x in v.hyperparameters.items() if k != "fast_path"}
+    return v.data_fingerprint, json.dumps(kept, sort_keys=True)
 
 
 def tensor_types(gguf: Path) -> str:
@@ -115,7 +116,7 @@ def main() -> int:
         if not path.is_file():
             cli("train", "--model", quantised, "--data", power / "train.csv", "--max-pairs", PAIRS, "--layer", LAYER,
                 "--epochs", EPOCHS, "--bipo-lr", LR, "--seed", k, "--out", path, "--overwrite")
-        if settings(path)[:2] != settings(ours[k])[:2]:
+        if settings(path) != settings(ours[k]):
             raise SystemExit(f"{path} was not trained as the claims' seed {k} was (data or settings differ)")
     test = power / "test.csv"
     rows = []
@@ -128,13 +129,14 @@ def main() -> int:
 
     print(f"\nBiPO seeds 0-2 (layer {LAYER}, {PAIRS} pairs), each against the target's native seed k, "
           f"{TEST_PAIRS} held-out pairs at +/-1")
-    print(f"| source -> target | cos(seed k, native seed k) | native range | retained [95%] | verdict (> 0.5) |")
+    print("| source -> target | cos(seed k, native seed k) | native range | retained [95%] | verdict (> 0.5) |")
     print("| --- | ---: | ---: | ---: | --- |")
+    from bipo_lens.analysis.claims import TRANSFER_KEEPS, verdict
+
     for way, found in rows:
         low, high = found["retained_ci"]
-        verdict = "reproduced" if low > 0.5 else "not reproduced" if high < 0.5 else "inconclusive"
         print(f"| {way} | {found['cosine_to_native']:.2f} | {found['native_range']:+.2f} | "
-              f"{found['retained']:.2f} [{low:.2f}, {high:.2f}] | {verdict} |")
+              f"{found['retained']:.2f} [{low:.2f}, {high:.2f}] | {verdict((low, high), TRANSFER_KEEPS, SEEDS)[0]} |")
     recorded = [r for r in json.loads((FIGURES / "results.json").read_text())["siblings"]["rows"] if "@int4" in r["source"] + r["target"]]
     mismatched = [(r["retained"]["value"], found["retained"]) for r, (_, found) in zip(recorded, rows[2:])
                   if abs(r["retained"]["value"] - found["retained"]) > 1e-3]
