@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--vector", required=True,
                           help="the vector; A,B,C (comma-separated): one per training seed, all moved (--out, then "
                                "<out>.seed1.safetensors, ...) and read together")
-    transfer.add_argument("--target-model", required=True, help="e.g. smollm2-135m-pydoc (a fine-tuned sibling), smollm2-135m-instruct@int4 or gemma-3-270m")
+    transfer.add_argument("--target-model", required=True, help="e.g. smollm2-135m-pydoc (a fine-tuned sibling), smollm2-135m-instruct@q4_0 (llama.cpp's Q4_0) or gemma-3-270m")
     transfer.add_argument("--target-layer", type=int, default=None, help="default: the same relative depth")
     transfer.add_argument("--map", choices=["lstsq", "procrustes"], default="lstsq")
     transfer.add_argument("--fit-data", action="append", default=None,
@@ -598,7 +598,7 @@ def _model_for(vectors, requested: str | None) -> str:
     trained_on = vectors[0].model_id
     if requested:
         return requested
-    base = trained_on.rpartition("@")[0] or trained_on  # NAME@int4: a quantised embedded model
+    base = trained_on.rpartition("@")[0] or trained_on  # NAME@q4_0, NAME@int4: a quantised embedded model
     return trained_on if base in EMBEDDED_MODELS or os.path.exists(base) else DEFAULT_MODEL
 
 

@@ -21,7 +21,8 @@ and drawn by ``bipo_lens.plots``:
 9. family: the cross-family claim with an interval: the claims' BiPO seeds moved to Gemma-3-270m
    and Gemma-native seeds moved back, through maps refitted on a bootstrap resample per seed.
 10. siblings: the same-family claim with native seeds: BiPO trained with the claims' seeds on the
-   fine-tuned and the 4-bit sibling, seed k moved each way against the target's native seed k.
+   fine-tuned sibling, llama.cpp's Q4_0 and the per-row 4-bit one, seed k moved each way against the
+   target's native seed k.
 
 Power-seeking pairs come from ``<data-dir>/bipo/power-seeking/{train,test}.csv`` where that exists,
 else from the built-in set; optimism and formality are built-in sets.
@@ -72,6 +73,7 @@ from bipo_lens.vectors import SteeringVector
 
 STEERING_LAYER = 15
 SIBLING = f"{DEFAULT_MODEL}@int4"
+DEPLOYED = f"{DEFAULT_MODEL}@q4_0"  # llama.cpp's Q4_0, as llama-quantize writes it: models.quantise_weights
 FINETUNED = "smollm2-135m-pydoc"  # the default model, LoRA-fine-tuned: bipo_lens.finetune
 OTHER_MODEL = "gemma-3-270m"
 
@@ -493,13 +495,14 @@ def _siblings(run: _Run, judge) -> dict:
     noise; here BiPO is trained on each sibling with the claims' seeds, pairs and budget, seed k moved
     there (directly: same d_model) is compared with the sibling's seed k, and the sibling's seeds come
     back to the default model against ours, resampling pairs and seeds on both sides. The fine-tuned
-    sibling is the paper's claim (Llama-2-chat -> Vicuna); the 4-bit one asks whether a vector
-    survives quantisation (the only one on budgets without the fine-tune)."""
+    sibling is the paper's claim (Llama-2-chat -> Vicuna); the 4-bit ones ask whether a vector
+    survives quantisation: llama.cpp's Q4_0 (a scale per 32 weights), what users deploy, and the
+    per-row ``@int4`` (coarser; the only sibling on budgets without the fine-tune, cheap to test)."""
     b, model = run.budget, run.model
     test = run.ps_test[: b.test_pairs]
     ours, home = _claims_seeds(run), MarginScorer(model, test)
     rows = []
-    for name in (FINETUNED, SIBLING) if b.finetuned else (SIBLING,):
+    for name in (FINETUNED, DEPLOYED, SIBLING) if b.finetuned else (SIBLING,):
         sibling = load_model(name, device=run.device)
         theirs = _native_seeds(run, "siblings", sibling, name, STEERING_LAYER, ours)
         there = MarginScorer(sibling, test)
@@ -1141,7 +1144,10 @@ def siblings_table(found: dict | None) -> list[str]:
         f"Within the family with native seeds (the `siblings` stage): BiPO trained on each sibling with the claims' "
         f"{found['seeds']} seeds, pairs and budget at layer {found['layer']}; seed k applied as it is (same d_model) "
         f"and compared with the target's native seed k on {found['test_pairs']} held-out pairs, at "
-        f"+/-{found['multiplier']:g}; 95% intervals resample pairs and seeds. Cosine to native: mean over seeds.", "",
+        f"+/-{found['multiplier']:g}; 95% intervals resample pairs and seeds. Cosine to native: mean over seeds."
+        + (f" `{DEPLOYED}` is llama.cpp's Q4_0 of the default model, a scale per 32 weights (the GGUF "
+           "`llama-quantize --allow-requantize` writes, to the bit; token embedding Q8_0), `@int4` a scale per "
+           "576-weight row." if any(r["target"] == DEPLOYED for r in found["rows"]) else ""), "",
         *_table(["source", "target", "native norms", "cos to native", "retained"],
                 [[r["source"], r["target"], ", ".join(f"{n:.2f}" for n in r["native_norms"]),
                   f"{fmean(r['cosines_to_native']):+.3f}", f"**{_interval(r['retained'], signed=False)}** "

@@ -2,7 +2,7 @@
 
 A name (see :func:`bipo_lens.models.load_model`) is an embedded model, the default model's fine-tuned
 sibling, a ``.gguf`` file, a local Hugging Face directory, a hub id or ``random:<shape>``, optionally
-with ``@intN``. :func:`peek` reads the layer count and residual width from a configuration alone, so a
+with a quantisation suffix (``@int4``, ``@q4_0``: :func:`split_quantisation`). :func:`peek` reads the layer count and residual width from a configuration alone, so a
 command given a wrong ``--layer``, or a vector made for another model, says so before it loads
 anything: loading costs 6-12 s of imports for the 135M default and minutes for a 7B checkpoint.
 A ``.gguf`` file's header is read up to the two keys needed (:func:`_gguf_shape`). Where the
@@ -77,14 +77,19 @@ class ModelShape:
             raise BipoLensError(f"vector is for layer {layer} but {self.model_id} has layers 0..{self.n_layers - 1}")
 
 
-def split_quantisation(name: str) -> tuple[str, int | None]:
-    """``NAME@int4`` -> (``NAME``, 4); a name without a suffix -> (name, None)."""
+GGUF_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "q8_0")  # llama.cpp's types that gguf-py can write
+
+
+def split_quantisation(name: str) -> tuple[str, str | None]:
+    """``NAME@int4`` -> (``NAME``, ``"int4"``), ``NAME@q4_0`` -> (``NAME``, ``"q4_0"``); a name without a
+    suffix -> (name, None). ``intN`` (2..8) is bipo-lens's own per-row rounding, ``qX_Y`` llama.cpp's
+    format (see :func:`bipo_lens.models.quantise_weights`)."""
     base, at, suffix = name.rpartition("@")
     if not at:
         return name, None
-    if not (suffix.startswith("int") and suffix[3:].isdigit() and 2 <= int(suffix[3:]) <= 8):
-        raise BipoLensError(f"unknown model suffix @{suffix}: use @int2 .. @int8")
-    return base, int(suffix[3:])
+    if suffix in GGUF_TYPES or (suffix.startswith("int") and suffix[3:].isdigit() and 2 <= int(suffix[3:]) <= 8):
+        return base, suffix
+    raise BipoLensError(f"unknown model suffix @{suffix}: use @int2 .. @int8, or llama.cpp's @{', @'.join(GGUF_TYPES)}")
 
 
 def is_random(name: str) -> bool:

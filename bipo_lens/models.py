@@ -97,7 +97,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
     fine-tuned sibling ``smollm2-135m-pydoc`` (built once: :mod:`bipo_lens.finetune`), a ``.gguf`` file,
     a local Hugging Face directory, a hub id, or ``random:<shape>`` (a published architecture with
     random weights, for performance work only: :mod:`bipo_lens.shapes`); ``NAME@int4`` (2..8 bits) is
-    that model with its linear weights rounded as a deployment would (see :func:`quantise_weights`).
+    that model with its linear weights rounded per row, ``NAME@q4_0`` (``q4_1``, ``q5_0``, ``q5_1``,
+    ``q8_0``) as llama.cpp's ``llama-quantize`` writes it (see :func:`quantise_weights`).
 
     ``device_map`` (``"auto"`` or accelerate's dict of module name to device) places the blocks over
     every GPU, then the CPU, then disk, within ``max_memory`` (``{0: "70GiB", "cpu": "100GiB"}``):
@@ -107,9 +108,9 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
 
     from bipo_lens import distributed
 
-    base, bits = split_quantisation(name)
+    base, scheme = split_quantisation(name)
     if device_map is not None:
-        return _load_placed(name, base, bits, device_map, max_memory, resolve_dtype(dtype))
+        return _load_placed(name, base, scheme, device_map, max_memory, resolve_dtype(dtype))
     torch_device = distributed.local_device(resolve_device(device))
     distributed.init_from_env(torch_device)
     torch_dtype = resolve_dtype(dtype)
@@ -121,9 +122,9 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
     if is_random(base):  # built on the device, in the dtype: never an fp32 copy on the CPU
         hf_model, tokenizer, chat = shapes.load_random(base, torch_device, torch_dtype)
     else:  # in the dtype from the start (a 7B in bf16 never passes through fp32); rounding wants fp32
-        hf_model, tokenizer, chat = _load_hf(base, torch.float32 if bits else torch_dtype)
-    if bits:
-        quantise_weights(hf_model, bits)
+        hf_model, tokenizer, chat = _load_hf(base, torch.float32 if scheme else torch_dtype)
+    if scheme:
+        quantise_weights(hf_model, scheme)
     hf_model = hf_model.to(device=torch_device, dtype=torch_dtype).eval()
     for parameter in hf_model.parameters():
         parameter.requires_grad_(False)
@@ -156,7 +157,7 @@ def _bridge(name: str, base: str, hf_model, tokenizer, chat: bool, input_device:
     return bridge
 
 
-def _load_placed(name: str, base: str, bits: int | None, device_map, max_memory, dtype: torch.dtype):
+def _load_placed(name: str, base: str, scheme: str | None, device_map, max_memory, dtype: torch.dtype):
     """A model spread by accelerate over the GPUs, the CPU and disk (``--device-map``).
 
     transformers loads each block straight onto its device; accelerate's hooks move activations
@@ -167,8 +168,8 @@ def _load_placed(name: str, base: str, bits: int | None, device_map, max_memory,
 
     if is_random(base):
         raise BipoLensError("--device-map is for real weights; random: shapes are built on one --device")
-    if bits:
-        raise BipoLensError("--device-map cannot be combined with @int quantisation")
+    if scheme:
+        raise BipoLensError(f"--device-map cannot be combined with @{scheme} quantisation")
     if distributed.launched():
         raise BipoLensError("--device-map splits one model over devices; under torchrun each rank takes one device")
     if isinstance(device_map, str) and device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
@@ -232,17 +233,48 @@ def load_options(args) -> dict:
 
 
 @torch.no_grad()
-def quantise_weights(hf_model, bits: int) -> None:
-    """Round every linear weight but the unembedding to ``bits`` bits, symmetric, one scale per
-    output row (coarser than a GGUF's 32-weight groups): a deployment-style sibling of the model,
-    with the same residual stream width, for transfer studies. Embeddings and norms stay."""
-    levels = 2 ** (bits - 1) - 1
-    head = hf_model.get_output_embeddings()
+def quantise_weights(hf_model, scheme: str) -> None:
+    """Round the model's weights in place as a deployment would: a sibling with the same residual
+    stream width, for transfer studies (does a vector survive the rounding users ship?).
+
+    ``int4`` (``int2`` .. ``int8``): every linear weight but the unembedding, symmetric, one scale per
+    output row; embeddings stay. Coarser than any GGUF type, so it overstates what 4 bits cost.
+
+    ``q4_0`` (``q4_1``, ``q5_0``, ``q5_1``, ``q8_0``): llama.cpp's block format, written by gguf-py's
+    reference quantiser and read back, with ``llama-quantize``'s choice of type per tensor: every
+    linear weight in that type (blocks of 32 along the input, as a GGUF stores it), the output
+    embedding (tied to the input one or not) at Q8_0, an untied input embedding in that type; norms
+    and biases stay. On SmolLM2 this is byte for byte the GGUF ``llama-quantize --allow-requantize``
+    writes from the default model, for all five types (record
+    ``benchmarks/records/gguf-py-legacy-types-match-llama-cpp-2026-11-28.txt``), so a study needs no
+    llama.cpp build. One known difference: where the width is a multiple of 256, ``llama-quantize``
+    writes the output embedding as Q6_K, which gguf-py cannot write; it stays Q8_0 here (finer).
+    """
+    if scheme.startswith("int"):
+        levels = 2 ** (int(scheme[3:]) - 1) - 1
+        head = hf_model.get_output_embeddings()
+        for module in hf_model.modules():
+            if isinstance(module, torch.nn.Linear) and module is not head:
+                w = module.weight
+                scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / levels
+                w.copy_((w / scale).round().clamp(-levels, levels) * scale)
+        return
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize, quantize
+
+    def round_trip(weight: torch.Tensor, kind: GGMLQuantizationType) -> None:
+        rows = weight.detach().to(device="cpu", dtype=torch.float32).numpy()
+        weight.copy_(torch.from_numpy(dequantize(quantize(rows, kind), kind)).reshape(weight.shape))
+
+    kind, head = GGMLQuantizationType[scheme.upper()], hf_model.get_output_embeddings()
+    embedding = hf_model.get_input_embeddings().weight
     for module in hf_model.modules():
         if isinstance(module, torch.nn.Linear) and module is not head:
-            w = module.weight
-            scale = w.abs().amax(dim=1, keepdim=True).clamp(min=1e-12) / levels
-            w.copy_((w / scale).round().clamp(-levels, levels) * scale)
+            round_trip(module.weight, kind)
+    if head is not None:
+        round_trip(head.weight, GGMLQuantizationType.Q8_0)
+    if head is None or embedding is not head.weight:  # tied: rounded once, as the output
+        round_trip(embedding, kind)
 
 
 def _raw_twin(hf_model):

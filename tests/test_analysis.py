@@ -212,6 +212,35 @@ def test_quantised_sibling_and_direct_transfer(model, caa15, pairs):
         load_model("smollm2-135m-instruct@int9")
 
 
+def test_llama_cpp_quantised_sibling_is_on_the_gguf_grid_and_still_answers(model):
+    """``@q4_0`` is llama.cpp's Q4_0 (record gguf-py-legacy-types-match-llama-cpp: byte for byte): every
+    linear weight a Q4_0 block value, the tied embedding Q8_0, and the model still knows Paris."""
+    from gguf import GGMLQuantizationType as T
+    from gguf.quants import dequantize, quantize
+
+    from bipo_lens.generation import generate
+
+    sibling = load_model("smollm2-135m-instruct@q4_0", device="cpu")
+    assert sibling.lens_info.model_id == "smollm2-135m-instruct@q4_0"
+
+    def on_grid(weight: torch.Tensor, kind: T) -> bool:
+        rows = weight.detach().numpy()
+        return bool((dequantize(quantize(rows, kind), kind) == rows).all())
+
+    for layer, part in ((0, "self_attn.q_proj"), (15, "mlp.down_proj"), (29, "mlp.up_proj")):
+        rounded = sibling.lens_raw.model.layers[layer].get_submodule(part).weight
+        original = model.lens_raw.model.layers[layer].get_submodule(part).weight
+        assert on_grid(rounded, T.Q4_0) and not on_grid(original, T.Q4_0)  # the default model is Q4_1
+        blocks = rounded.reshape(-1, 32)  # a scale per 32 weights along the input: at most 16 levels each
+        assert max(len(set(b.tolist())) for b in blocks[:200]) <= 16
+        assert 0 < (original - rounded).abs().max() < 0.5 * original.abs().max()
+    assert on_grid(sibling.lens_raw.get_input_embeddings().weight, T.Q8_0)
+    answer = generate(sibling, "What is the capital of France?", [], [0.0], max_new_tokens=16)[0]
+    assert "Paris" in answer, answer
+    with pytest.raises(BipoLensError, match="@q4_0, @q4_1, @q5_0, @q5_1, @q8_0"):
+        load_model("smollm2-135m-instruct@q4_k")
+
+
 def test_cross_model_map_to_gemma(model, caa15, pairs):
     gemma = load_model("gemma-3-270m", device="cpu")
     assert peek("gemma-3-270m") == gemma.lens_info.shape  # the embedded table, checked against the file
