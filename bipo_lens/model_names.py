@@ -2,13 +2,13 @@
 
 A name (see :func:`bipo_lens.models.load_model`) is an embedded model, the default model's fine-tuned
 sibling, a ``.gguf`` file, a local Hugging Face directory, a hub id or ``random:<shape>``, optionally
-with a quantisation suffix (``@int4``, ``@q4_0``: :func:`split_quantisation`). :func:`peek` reads the layer count and residual width from a configuration alone, so a
-command given a wrong ``--layer``, or a vector made for another model, says so before it loads
-anything: loading costs 6-12 s of imports for the 135M default and minutes for a 7B checkpoint.
-A ``.gguf`` file's header is read up to the two keys needed (:func:`_gguf_shape`). Where the
-configuration cannot be read in a fraction of a second (a hub id missing from the local cache),
-:func:`peek` answers None and the same check runs after loading, in the same
-words (:class:`ModelShape`).
+with a quantisation suffix (``@int4``, ``@q4_0``: :func:`split_quantisation`). :func:`peek` reads the
+layer count and residual width from a configuration alone, so a command given a wrong ``--layer``, or
+a vector made for another model, says so before it loads anything: loading costs 6-12 s of imports
+for the 135M default and minutes for a 7B checkpoint. A ``.gguf`` file's header is read up to the two
+keys needed (:func:`_gguf_shape`). Where the configuration cannot be read in a fraction of a second
+(a hub id missing from the local cache), :func:`peek` answers None and the same check runs after
+loading, in the same words (:class:`ModelShape`).
 
 Lower than :mod:`bipo_lens.models`, which loads what these names name.
 """

@@ -244,7 +244,7 @@ def quantise_weights(hf_model, scheme: str) -> None:
     reference quantiser and read back, with ``llama-quantize``'s choice of type per tensor: every
     linear weight in that type (blocks of 32 along the input, as a GGUF stores it), the output
     embedding (tied to the input one or not) at Q8_0, an untied input embedding in that type; norms
-    and biases stay. On SmolLM2 this is byte for byte the GGUF ``llama-quantize --allow-requantize``
+    and biases stay; a tensor whose rows are not a multiple of 32 becomes F16, as there. On SmolLM2 this is byte for byte the GGUF ``llama-quantize --allow-requantize``
     writes from the default model, for all five types (record
     ``benchmarks/records/gguf-py-legacy-types-match-llama-cpp-2026-11-28.txt``), so a study needs no
     llama.cpp build. One known difference: where the width is a multiple of 256, ``llama-quantize``
@@ -263,6 +263,9 @@ def quantise_weights(hf_model, scheme: str) -> None:
     from gguf.quants import dequantize, quantize
 
     def round_trip(weight: torch.Tensor, kind: GGMLQuantizationType) -> None:
+        if weight.shape[-1] % 32:  # no 32-weight blocks fit: llama-quantize stores such a tensor as F16
+            weight.copy_(weight.to(torch.float16))
+            return
         rows = weight.detach().to(device="cpu", dtype=torch.float32).numpy()
         weight.copy_(torch.from_numpy(dequantize(quantize(rows, kind), kind)).reshape(weight.shape))
 
