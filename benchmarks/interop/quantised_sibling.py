@@ -17,6 +17,9 @@ per-row rounding); here the quantiser is llama.cpp's, and every step is a comman
 4. the same ``transfer`` on the figures' own ``@int4`` seeds, which must read what the siblings
    stage recorded (``figures/results.json``): the command line and the stage agree.
 
+For the types gguf-py can write (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) it first checks that bipo-lens's
+``smollm2-135m-instruct@q4_0`` (and so the figures' Q4_0 sibling) is this file's model to the bit.
+
 Prints a table and ends with ``quantised sibling: ok`` (or a line saying what did not match).
 Trained seeds are kept in the work directory, so a second run only reads.
 """
@@ -74,6 +77,20 @@ def tensor_types(gguf: Path) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in counts.most_common())
 
 
+def same_as_ours(quantised: Path, kind: str) -> str | None:
+    """Whether ``DEFAULT@kind`` (gguf-py's quantiser, :func:`bipo_lens.models.quantise_weights`) loads
+    the very weights of llama.cpp's file: None if so, else what differs."""
+    import torch
+
+    from bipo_lens.models import load_model
+
+    ours = load_model(f"{DEFAULT}@{kind}", device="cpu").original_model.state_dict()
+    theirs = load_model(str(quantised), device="cpu").original_model.state_dict()
+    differ = [name for name in ours if not torch.equal(ours[name], theirs[name])]
+    print(f"  {DEFAULT}@{kind}: {len(ours) - len(differ)} of {len(ours)} tensors identical to this file's model")
+    return f"{len(differ)} tensors differ, e.g. {differ[:3]}" if differ else None
+
+
 def reading(source: list[Path], target: str, native: list[Path], test: Path, out: Path) -> dict:
     cli("transfer", "--vector", ",".join(map(str, source)), "--target-model", target, "--native",
         ",".join(map(str, native)), "--test-data", test, "--max-test-pairs", TEST_PAIRS, "--multiplier", 1,
@@ -109,6 +126,11 @@ def main() -> int:
     print(f"model: {source.name} requantised by llama.cpp to {args.type}: {quantised} "
           f"({quantised.stat().st_size / 2**20:.0f} MiB, from {source.stat().st_size / 2**20:.0f} MiB)")
     print("  tensor types: " + tensor_types(quantised))
+    from bipo_lens.model_names import GGUF_TYPES
+
+    if args.type.lower() in GGUF_TYPES and (differ := same_as_ours(quantised, args.type.lower())):
+        print(f"quantised sibling: FAILED: {DEFAULT}@{args.type.lower()} is not llama.cpp's {args.type}: {differ}")
+        return 1
 
     ours = claims_seeds()
     theirs = seed_files(work / "bipo")
