@@ -15,7 +15,8 @@ per-row rounding); here the quantiser is llama.cpp's, and every step is a comman
    the other, against that model's seed k, on the first 48 held-out pairs at +/-1; retained
    efficacy with its 95% interval over pairs and both sides' seeds;
 4. the same ``transfer`` on the figures' own ``@int4`` seeds, which must read what the siblings
-   stage recorded (``figures/results.json``): the command line and the stage agree.
+   stage recorded (``figures/results.json``): the command line and the stage agree; so must step 3's
+   reading where the stage has this type's row (its ``@q4_0`` is this Q4_0 file to the bit).
 
 For the types gguf-py can write (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0) it first checks that bipo-lens's
 ``smollm2-135m-instruct@q4_0`` (and so the figures' Q4_0 sibling) is this file's model to the bit.
@@ -159,14 +160,19 @@ def main() -> int:
         low, high = found["retained_ci"]
         print(f"| {way} | {found['cosine_to_native']:.2f} | {found['native_range']:+.2f} | "
               f"{found['retained']:.2f} [{low:.2f}, {high:.2f}] | {verdict((low, high), TRANSFER_KEEPS, SEEDS)[0]} |")
-    recorded = [r for r in json.loads((FIGURES / "results.json").read_text())["siblings"]["rows"] if "@int4" in r["source"] + r["target"]]
-    mismatched = [(r["retained"]["value"], found["retained"]) for r, (_, found) in zip(recorded, rows[2:])
-                  if abs(r["retained"]["value"] - found["retained"]) > 1e-3]
+    stage = json.loads((FIGURES / "results.json").read_text())["siblings"]["rows"]
+    checked, mismatched = [], []
+    for suffix, read in (("@int4", rows[2:]), (f"@{args.type.lower()}", rows[:2])):  # the stage's row for this file
+        recorded = [r for r in stage if r["source"].endswith(suffix) or r["target"].endswith(suffix)]
+        if recorded:
+            checked.append(suffix)
+            mismatched += [(suffix, r["retained"]["value"], found["retained"]) for r, (_, found) in zip(recorded, read)
+                           if abs(r["retained"]["value"] - found["retained"]) > 1e-3]
     print(f"\nwall {time.time() - started:.0f} s")
     if mismatched:
         print(f"quantised sibling: FAILED: transfer read {mismatched} where the siblings stage recorded otherwise")
         return 1
-    print("quantised sibling: ok (the @int4 rows read as figures/results.json records them)")
+    print(f"quantised sibling: ok (the {' and '.join(checked)} rows read as figures/results.json records them)")
     return 0
 
 
