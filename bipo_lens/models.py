@@ -244,8 +244,9 @@ def quantise_weights(hf_model, scheme: str) -> None:
     reference quantiser and read back, with ``llama-quantize``'s choice of type per tensor: every
     linear weight in that type (blocks of 32 along the input, as a GGUF stores it), the output
     embedding (tied to the input one or not) at Q8_0, an untied input embedding in that type; norms
-    and biases stay; a tensor whose rows are not a multiple of 32 becomes F16, as there. On SmolLM2 this is byte for byte the GGUF ``llama-quantize --allow-requantize``
-    writes from the default model, for all five types (record
+    and biases stay; a tensor whose rows are not a multiple of 32 becomes F16, as there. This is byte
+    for byte the GGUF ``llama-quantize --allow-requantize`` writes: from the default model for all five
+    types, from Gemma-3-270m for Q4_0 (record
     ``benchmarks/records/gguf-py-legacy-types-match-llama-cpp-2026-11-28.txt``), so a study needs no
     llama.cpp build. One known difference: where the width is a multiple of 256, ``llama-quantize``
     writes the output embedding as Q6_K, which gguf-py cannot write; it stays Q8_0 here (finer).
