@@ -263,6 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--work-dir", default="runs/figures", help="vectors and per-layer results")
     figures.add_argument("--resume", action="store_true",
                          help="keep --work-dir: finished stages, sweep layers and behaviours are reused")
+    figures.add_argument("--rerun", type=_stages, default=[], metavar="STAGE[,STAGE]",
+                         help="with --resume: compute these stages again, and the stages that read them "
+                              "(vectors already trained in --work-dir are read, not trained again)")
     figures.add_argument("--redraw", action="store_true",
                          help="only draw the PNGs and README again from --out-dir's results.json (no model, seconds)")
     figures.add_argument("--seeds", type=int, default=None,
@@ -273,6 +276,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("what", choices=["train", "generate", "serve"])
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
+
+
+def _stages(text: str) -> list[str]:
+    """``siblings`` or ``transfer,family``: checked against the stage names in :func:`make_figures`."""
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def _layers(text: str) -> list[int]:
@@ -992,7 +1000,7 @@ def cmd_figures(args) -> int:
     if args.data_dir and not os.path.isdir(args.data_dir):
         raise BipoLensError(f"--data-dir {args.data_dir} is not a directory")
     make_figures(args.out_dir, quick=args.quick, data_dir=args.data_dir, work_dir=args.work_dir,
-                 device=args.device, resume=args.resume, seeds=args.seeds,
+                 device=args.device, resume=args.resume, seeds=args.seeds, rerun=args.rerun,
                  command="bipo-lens " + " ".join(sys.argv[1:]))
     return 0
 

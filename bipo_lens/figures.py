@@ -34,6 +34,7 @@ import gc
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from statistics import fmean
@@ -154,15 +155,18 @@ class _Run:
         return self.work / f"sweep_{behaviour}"
 
 
-def _check_resumable(work: Path) -> None:
+def _check_resumable(work: Path, rerun: Sequence[str] = ()) -> None:
     """A stage computed on ``--resume`` reads earlier stages' saved results (:data:`READS`); one saved
     before what it reads was kept stops the run here, before the model loads, saying which file to delete."""
+    def saved(name: str) -> bool:
+        return name not in rerun and (work / f"stage_{name}.json").is_file()
+
     for name in STAGES:
-        if (work / f"stage_{name}.json").is_file():
+        if saved(name):
             continue  # read back, not computed: it reads nothing
         for earlier, keys in READS.get(name, {}).items():
             path = work / f"stage_{earlier}.json"
-            if not path.is_file():
+            if not saved(earlier):
                 continue  # computed in this run, with everything it holds now
             missing = [what for key, what in keys.items() if key not in json.loads(path.read_text())]
             if missing:
@@ -170,11 +174,26 @@ def _check_resumable(work: Path) -> None:
                                     f"from before they were kept): delete it to compute the {earlier} stage again")
 
 
+def rerun_closure(stages: Sequence[str]) -> list[str]:
+    """The stages ``--rerun`` computes again: the ones named and every stage that reads one of them
+    (:data:`READS`), so that no saved stage is kept beside a newer version of what it was computed from."""
+    unknown = [name for name in stages if name not in STAGES]
+    if unknown:
+        raise BipoLensError(f"--rerun {unknown[0]}: no such stage (stages: {', '.join(STAGES)})")
+    chosen = set(stages)
+    for name in STAGES:  # in order: a stage reads only earlier ones
+        if chosen & set(READS.get(name, {})):
+            chosen.add(name)
+    return [name for name in STAGES if name in chosen]
+
+
 def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir: str | Path | None = None,
                  work_dir: str | Path = "runs/figures", device: str = "auto", resume: bool = False,
-                 command: str | None = None, seeds: int | None = None) -> dict:
+                 command: str | None = None, seeds: int | None = None, rerun: Sequence[str] = ()) -> dict:
     """Run every stage; write the PNGs, ``results.json`` and ``README.md`` into ``out_dir``.
-    ``seeds`` overrides the budget's number of BiPO training seeds behind the claims."""
+    ``seeds`` overrides the budget's number of BiPO training seeds behind the claims. ``rerun`` names
+    stages to compute again on ``resume`` (with the stages that read them), instead of reading their
+    saved results; vectors they trained earlier in ``work_dir`` are still read, as on any resume."""
     started = time.time()
     code = git_state()  # before this run rewrites figures/ (tracked files): the code's state, not the outputs'
     budget = QUICK if quick else FULL
@@ -182,9 +201,12 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
         if seeds < 1:
             raise BipoLensError(f"--seeds must be at least 1, not {seeds}")
         budget = replace(budget, seeds=seeds)
+    rerun = rerun_closure(rerun)
+    if rerun and not resume:
+        raise BipoLensError("--rerun computes stages of an earlier run again: give --resume and its --work-dir")
     out, work = Path(out_dir), Path(work_dir)
     if resume:
-        _check_resumable(work)
+        _check_resumable(work, rerun)
     judge = EmbeddingJudge()  # before anything is deleted or computed: a missing package stops here
     if work.exists() and not resume:
         shutil.rmtree(work)
@@ -206,6 +228,8 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
                data_root=data_root if shared and (shared / "train.csv").is_file() else None,
                ps_train=ps_train, ps_test=ps_test)
     run.log(f"{budget.name} budget; power-seeking data: {data}")
+    if rerun:
+        run.log(f"computed again (--rerun): {', '.join(rerun)}")
     run.model = load_model(DEFAULT_MODEL, device=device)
     behaviour_files = [f for pair in _behaviour_sets(run).values() for f in pair if f is not None]
     record = start_record(run.command, run.model, [*dict.fromkeys([*data_files, *behaviour_files]), "optimism", "formality"],
@@ -216,7 +240,7 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
     for name, (compute, draw) in STAGES.items():
         path = work / f"stage_{name}.json"
         t = time.time()
-        if resume and path.is_file():
+        if resume and path.is_file() and name not in rerun:
             run.results[name] = json.loads(path.read_text())
             resumed[name] = run.results[name].get("git", {"commit": None})
             run.log(f"{name}: finished earlier, read from {path} (commit {resumed[name].get('commit')})")

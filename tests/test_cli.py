@@ -232,6 +232,10 @@ def test_analysis_commands_reject_bad_input_in_one_line(tmp_path):
                           "--seeds must be at least 1")
     assert_one_line_error(cli("figures", "--seeds", "0", "--out-dir", tmp_path / "f", "--work-dir", tmp_path / "w"),
                           "--seeds must be at least 1")
+    assert_one_line_error(cli("figures", "--resume", "--rerun", "sibling", "--work-dir", tmp_path / "w",
+                              "--out-dir", tmp_path / "f"), "--rerun sibling: no such stage (stages: steering,")
+    assert_one_line_error(cli("figures", "--rerun", "siblings", "--work-dir", tmp_path / "w", "--out-dir", tmp_path / "f"),
+                          "give --resume")
     assert not (tmp_path / "s").exists() and not (tmp_path / "w").exists()  # stopped before any work
     old = tmp_path / "old"  # a work directory whose claims stage predates the answers the baselines stage reads
     shutil.copytree(COMMITTED / "work", old, ignore=shutil.ignore_patterns("stage_baselines.json", "stage_behaviours.json"))
@@ -291,6 +295,12 @@ def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     assert all(len(d["sha256"]) == 64 for d in record["data"] if "path" in d)
     resumed = cli("figures", "--quick", "--resume", "--out-dir", out, "--work-dir", work, "--device", "cpu")
     assert resumed.returncode == 0 and resumed.stdout.count("finished earlier") == 10
+    again = cli("figures", "--quick", "--resume", "--rerun", "siblings", "--out-dir", out, "--work-dir", work, "--device", "cpu")
+    assert again.returncode == 0 and again.stdout.count("finished earlier") == 9 and "siblings done in" in again.stdout
+    assert "BiPO seed 1 at layer 15, trained earlier: read from" in again.stdout  # the stage's vectors are read, not trained
+    rerun = json.loads((out / "results.json").read_text())
+    assert rerun["siblings"]["rows"] == results["siblings"]["rows"]  # the same vectors, read the same way
+    assert rerun["record"]["resumed_stages"].keys() == {*PNGS, "family"}  # every stage but siblings
     siblings = results["siblings"]  # the 4-bit sibling (the quick budget has no fine-tune): native seeds each way
     assert [(r["source"], r["target"]) for r in siblings["rows"]] == [("smollm2-135m-instruct", "smollm2-135m-instruct@int4"),
                                                                       ("smollm2-135m-instruct@int4", "smollm2-135m-instruct")]
