@@ -253,6 +253,19 @@ PNGS = {"steering": {"steering_curve.png", "training_curve.png"}, "layers": {"la
 COMMITTED = Path(__file__).resolve().parents[1] / "figures"
 
 
+def test_figures_rerun_computes_every_stage_that_reads_a_rerun_stage():
+    """``--rerun X`` never keeps a saved stage beside a newer X it was computed from: the stages that
+    read X (directly or through another), in run order; a stage nothing reads is computed alone."""
+    from bipo_lens.figures import READS, STAGES, rerun_closure
+
+    assert rerun_closure(["siblings"]) == ["siblings"] and rerun_closure([]) == []
+    assert rerun_closure(["layers"]) == ["layers", "claims", "baselines", "behaviours", "family", "siblings"]
+    assert rerun_closure(["steering", "similarity"]) == ["steering", "similarity", "behaviours"]
+    for name in STAGES:  # closed: whatever reads a chosen stage is chosen
+        chosen = rerun_closure([name])
+        assert all(reader in chosen for reader, reads in READS.items() if set(reads) & set(chosen))
+
+
 def test_figures_redraw_gives_the_committed_readme_word_for_word(tmp_path):
     """The committed run's results, drawn again by ``figures --redraw`` (no model), give every
     figure of its stages and the committed ``figures/README.md`` word for word: the text is
