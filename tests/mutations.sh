@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Each rewritten test must fail when the behaviour it names is broken on purpose (issue 17).
-# Run by hand: tests/mutations.sh (about 6 min); each line must say "caught". A line that says
+# Run by hand: tests/mutations.sh (about 9 min); each line must say "caught". A line that says
 # "stale" names a mutation whose code line is gone: rewrite it against the code as it is now.
 cd "$(dirname "$0")/.."
 run() {  # name, file, python-replace old, new, test ids...
@@ -38,4 +38,9 @@ run bipo_minus_v_unused bipo_lens/training/bipo.py "    policy = scorer.logps(sh
 run gradients_not_summed bipo_lens/distributed.py "        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)" "        pass" tests/test_scale.py::test_two_ranks_under_torchrun_give_the_one_process_vector
 run d_differs_per_rank bipo_lens/training/bipo.py "    d = rng.choice((-1.0, 1.0))" "    d = rng.choice((-1.0, 1.0)) * (-1.0) ** rank" tests/test_scale.py::test_two_ranks_under_torchrun_give_the_one_process_vector
 run rerun_keeps_readers bipo_lens/figures.py "        if chosen & set(READS.get(name, {})):" "        if False:" tests/test_cli.py::test_figures_rerun_computes_every_stage_that_reads_a_rerun_stage
+run caa_sign_flipped bipo_lens/activations.py "    return acts[0::2] - acts[1::2]" "    return acts[1::2] - acts[0::2]" tests/test_training.py::test_caa_is_the_mean_response_activation_difference
+run steering_ignores_sign bipo_lens/steering.py "    return resid + scale * vector" "    return resid + scale.abs() * vector" tests/test_steering.py::test_row_multipliers_steer_each_row_its_own_way
+run resume_forgets_optimiser bipo_lens/training/bipo.py "        optimizer.load_state_dict(state.optimizer)" "        pass" tests/test_reliability.py::test_interrupt_kill_and_resume_give_the_uninterrupted_vector
+run export_layer_shifted bipo_lens/interop.py 'writer.add_tensor(f"direction.{vector.layer}"' 'writer.add_tensor(f"direction.{vector.layer + 1}"' tests/test_interop.py::test_export_then_import_gives_back_every_bit_and_the_provenance
+run server_drops_sign bipo_lens/serve.py 'terms.append((vectors[name], _number(item, "multiplier", 1.0, -MAX_MULTIPLIER, MAX_MULTIPLIER)))' 'terms.append((vectors[name], abs(_number(item, "multiplier", 1.0, -MAX_MULTIPLIER, MAX_MULTIPLIER))))' tests/test_serve.py::test_models_and_steered_chat_through_the_openai_client
 git status --short bipo_lens

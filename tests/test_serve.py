@@ -64,6 +64,9 @@ def test_models_and_steered_chat_through_the_openai_client(server):
     steered = chat(client, [{"vector": "power", "multiplier": 4.0}])
     assert steered.choices[0].message.content != plain
     assert steered.model_extra["steering"] == [{"vector": "power", "multiplier": 4.0}]
+    against = chat(client, [{"vector": "power", "multiplier": -4.0}])  # the other way: not the +4 answer
+    assert against.choices[0].message.content not in (plain, steered.choices[0].message.content)
+    assert against.model_extra["steering"] == [{"vector": "power", "multiplier": -4.0}]
     pieces = [c.choices[0].delta.content or "" for c in chat(client, {"power": 4.0}, stream=True)]
     assert len([p for p in pieces if p]) > 3  # it streamed, token by token
     assert "".join(pieces).strip() == steered.choices[0].message.content
