@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Each rewritten test must fail when the behaviour it names is broken on purpose (issue 17).
-# Run by hand: tests/mutations.sh (about 9 min); each line must say "caught". A line that says
+# Run by hand: tests/mutations.sh (about 11 min); each line must say "caught". A line that says
 # "stale" names a mutation whose code line is gone: rewrite it against the code as it is now.
 cd "$(dirname "$0")/.."
 run() {  # name, file, python-replace old, new, test ids...
@@ -43,4 +43,9 @@ run steering_ignores_sign bipo_lens/steering.py "    return resid + scale * vect
 run resume_forgets_optimiser bipo_lens/training/bipo.py "        optimizer.load_state_dict(state.optimizer)" "        pass" tests/test_reliability.py::test_interrupt_kill_and_resume_give_the_uninterrupted_vector
 run export_layer_shifted bipo_lens/interop.py 'writer.add_tensor(f"direction.{vector.layer}"' 'writer.add_tensor(f"direction.{vector.layer + 1}"' tests/test_interop.py::test_export_then_import_gives_back_every_bit_and_the_provenance
 run server_drops_sign bipo_lens/serve.py 'terms.append((vectors[name], _number(item, "multiplier", 1.0, -MAX_MULTIPLIER, MAX_MULTIPLIER)))' 'terms.append((vectors[name], abs(_number(item, "multiplier", 1.0, -MAX_MULTIPLIER, MAX_MULTIPLIER))))' tests/test_serve.py::test_models_and_steered_chat_through_the_openai_client
+run beta_ignored bipo_lens/training/bipo.py "    return -F.logsigmoid(d * beta * (log_ratios[:, 0] - log_ratios[:, 1]))" "    return -F.logsigmoid(d * (log_ratios[:, 0] - log_ratios[:, 1]))" tests/test_training.py::test_the_objective_and_the_optimiser_are_the_paper_s
+run no_weight_decay bipo_lens/training/bipo.py "weight_decay=config.weight_decay)" "weight_decay=0.0)" tests/test_training.py::test_the_objective_and_the_optimiser_are_the_paper_s
+run split_leaks bipo_lens/pairs.py "    train = [p for p in pairs if p.question not in test_questions]" "    train = list(pairs)" tests/test_pairs.py
+run layer_check_off_by_one bipo_lens/model_names.py "        if not 0 <= layer < self.n_layers:" "        if not 0 <= layer <= self.n_layers:" tests/test_models.py::test_layer_out_of_range_is_a_clear_error
+run cache_trusts_any_stamp bipo_lens/models.py "            if stamps.get(name) == [stat.st_size, stat.st_mtime_ns]:" "            if name in stamps:" tests/test_models.py::test_corrupt_cache_entry_is_detected_and_rebuilt
 git status --short bipo_lens

@@ -90,8 +90,11 @@ def test_chat_prompt_has_system_prompt_and_assistant_header(model):
 
 
 def test_layer_out_of_range_is_a_clear_error(model):
-    with pytest.raises(BipoLensError, match="layers 0..29"):
-        check_layer(model, 99)
+    for layer in (30, 99, -1):  # 30 blocks: 0..29, and the first one past the end is refused too
+        with pytest.raises(BipoLensError, match=f"layer {layer} is out of range: .* has layers 0..29"):
+            check_layer(model, layer)
+    check_layer(model, 29)
+    check_layer(model, 0)
 
 
 def test_offline_hub_id_fails_with_one_line_naming_embedded_models(tmp_path):

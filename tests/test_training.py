@@ -8,7 +8,9 @@ from bipo_lens.evaluation import MarginScorer
 from bipo_lens.steering import null_out
 from bipo_lens.training import FastPath, train_bipo, train_caa, train_pca, train_reps
 from bipo_lens.training.reps import STEERING_FACTORS, RepsConfig, reps_objective
-from bipo_lens.training.bipo import cosine_with_warmup
+import math
+
+from bipo_lens.training.bipo import BipoConfig, bipo_objective, cosine_with_warmup
 from bipo_lens.tokens import encode_pairs
 
 
@@ -42,6 +44,24 @@ def test_training_learns_the_behaviour(model):
     assert v.history[-1]["loss"] < v.history[0]["loss"] < 0.6932
     assert v.history[-1]["reward_accuracy"] >= 0.75
     assert v.method == "bipo" and v.hyperparameters["beta"] == 0.1 and len(v.history) == 4
+
+
+def test_the_objective_and_the_optimiser_are_the_paper_s(model):
+    """Algorithm 1's loss, number for number: -log sigmoid(d * beta * (ratio_T - ratio_O)); the paper's
+    defaults; AdamW's weight decay reaches the vector (decoupled: it shrinks v, whatever the gradient)."""
+    ratios = torch.tensor([[0.5, -1.5], [-1.0, 1.0]])  # log pi(r | A + dv) / pi(r | A): matching, not
+    def softplus(x: float) -> float:  # -log sigmoid(x)
+        return math.log1p(math.exp(-x))
+
+    assert bipo_objective(ratios, 1.0, 0.1).tolist() == pytest.approx([softplus(0.2), softplus(-0.2)])
+    assert bipo_objective(ratios, -1.0, 0.5).tolist() == pytest.approx([softplus(-1.0), softplus(1.0)])
+    paper = BipoConfig(layer=15)
+    assert (paper.beta, paper.lr, paper.batch_size, paper.weight_decay, paper.warmup_steps) == (0.1, 5e-4, 4, 0.05, 100)
+    pairs = load_pairs("power_seeking")[:4]
+    kwargs = dict(epochs=3, lr=5e-2, warmup_steps=0, max_response_tokens=12, progress=False)
+    plain = train_bipo(model, pairs, 15, weight_decay=0.0, **kwargs)
+    decayed = train_bipo(model, pairs, 15, weight_decay=2.0, **kwargs)  # v *= 1 - 0.05 * 2 at each step
+    assert decayed.norm < 0.97 * plain.norm and cosine(decayed.vector, plain.vector) > 0.9, (decayed.norm, plain.norm)
 
 
 def test_early_stopping_keeps_the_best_epoch_and_resumes_to_it(model, tmp_path):
