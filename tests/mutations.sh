@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Each rewritten test must fail when the behaviour it names is broken on purpose (issue 17).
-# Run by hand: tests/mutations.sh (about 11 min); each line must say "caught". A line that says
+# Run by hand: tests/mutations.sh (about 13 min); each line must say "caught". A line that says
 # "stale" names a mutation whose code line is gone: rewrite it against the code as it is now.
 cd "$(dirname "$0")/.."
 run() {  # name, file, python-replace old, new, test ids...
@@ -48,4 +48,8 @@ run no_weight_decay bipo_lens/training/bipo.py "weight_decay=config.weight_decay
 run split_leaks bipo_lens/pairs.py "    train = [p for p in pairs if p.question not in test_questions]" "    train = list(pairs)" tests/test_pairs.py
 run layer_check_off_by_one bipo_lens/model_names.py "        if not 0 <= layer < self.n_layers:" "        if not 0 <= layer <= self.n_layers:" tests/test_models.py::test_layer_out_of_range_is_a_clear_error
 run cache_trusts_any_stamp bipo_lens/models.py "            if stamps.get(name) == [stat.st_size, stat.st_mtime_ns]:" "            if name in stamps:" tests/test_models.py::test_corrupt_cache_entry_is_detected_and_rebuilt
+run decode_unsteered bipo_lens/steering.py "        for vector, multiplier in self.terms:" "        for vector, multiplier in (self.terms if resid.shape[1] > 1 else []):" tests/test_generation.py::test_cached_generation_equals_full_recompute
+run preference_accuracy_flipped bipo_lens/evaluation/evaluate.py '"preference_accuracy": float((margin > 0).float().mean())' '"preference_accuracy": float((margin < 0).float().mean())' tests/test_evaluation.py::test_accuracy_counts_pairs_and_mc1_counts_questions_right_on_every_pair
+run mc1_any_wrong_answer bipo_lens/evaluation/evaluate.py "mc1 = [float(bool((margin[g] > 0).all())) for g in groups.values()]" "mc1 = [float(bool((margin[g] > 0).any())) for g in groups.values()]" tests/test_evaluation.py::test_accuracy_counts_pairs_and_mc1_counts_questions_right_on_every_pair
+run last_only_shifted bipo_lens/steering.py "            return (i == last).float()" "            return (i == last - 1).float()" tests/test_steering.py::test_token_strategy_weights_are_as_documented
 git status --short bipo_lens

@@ -289,6 +289,22 @@ def test_evaluate_moves_with_the_multiplier(model, judge):
     assert len(report["generations"]) == 2 * 3 * 2 and all(g["perplexity"] for g in report["generations"] if g["answer"])
 
 
+def test_accuracy_counts_pairs_and_mc1_counts_questions_right_on_every_pair(model):
+    """Known answers: the model prefers Paris to Berlin and to a banana, and blue to green for the sky,
+    so with "Green." as the matching answer one pair of the sky question is lost: 3 of 4 pairs are
+    right (``preference_accuracy`` 0.75) but only the France question on all its pairs (``mc1`` 0.5)."""
+    france, sky = "What is the capital of France?", "What colour is the sky on a clear day?"
+    pairs = [PreferencePair(france, "Paris.", "Berlin."), PreferencePair(france, "Paris.", "A banana."),
+             PreferencePair(sky, "Blue.", "Bright red."), PreferencePair(sky, "Green.", "Blue.")]
+    margins = MarginScorer(model, pairs).margins([]).tolist()
+    assert [m > 0 for m in margins] == [True, True, True, False], margins
+    unsteered = SteeringVector(torch.zeros(model.cfg.d_model), 15, "smollm2-135m-instruct")
+    report = evaluate(model, {"none": unsteered}, pairs, [0.0], max_generations=0, progress=False)
+    row, = report["results"]
+    assert row["preference_accuracy"] == 0.75 and row["mc1_accuracy"] == 0.5
+    assert row["logprob_margin"] == pytest.approx(statistics.fmean(margins), abs=1e-4)
+
+
 def test_eval_cli_writes_json_and_plot(model, tmp_path):
     vector_path = tmp_path / "v.safetensors"
     SteeringVector(torch.randn(576, generator=torch.Generator().manual_seed(0)), 15, "smollm2-135m-instruct").save(vector_path)
