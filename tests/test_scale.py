@@ -75,9 +75,10 @@ def test_a_random_shape_loads_in_bf16_and_trains_from_the_cli(tmp_path):
     assert "random:llama-2-7b" in unknown.stderr and "Traceback" not in unknown.stderr
 
 
-# No warm-up and a large rate, so the vector reaches a norm (~3.8) where the sign of d matters: near v = 0
-# both directions give the same gradient (d * d = 1), and a run inside the warm-up (norm 0.04) could not
-# tell one d shared by all ranks from a d drawn per rank (cosine 0.99998; here 0.998, caught).
+# No warm-up and a large rate, so the vector reaches a norm (3.77) where the sign of d matters: near v = 0
+# both directions give the same gradient (d * d = 1), and at lr 5e-3 (norm 0.38 even without warm-up) a d
+# drawn per rank passed as one d shared by all ranks (cosine 0.99998); here it gives 0.998, caught
+# (benchmarks/records/mutations-2026-11-28.txt).
 TRAIN = ["train", "--data", "optimism", "--layer", 15, "--max-pairs", 8, "--epochs", 4, "--batch-size", 4,
          "--max-response-tokens", 12, "--bipo-lr", 5e-2, "--warmup-steps", 0]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", 2, "--no-python", BIPO_LENS]
