@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -8,8 +10,6 @@ from bipo_lens.evaluation import MarginScorer
 from bipo_lens.steering import null_out
 from bipo_lens.training import FastPath, train_bipo, train_caa, train_pca, train_reps
 from bipo_lens.training.reps import STEERING_FACTORS, RepsConfig, reps_objective
-import math
-
 from bipo_lens.training.bipo import BipoConfig, bipo_objective, cosine_with_warmup
 from bipo_lens.tokens import encode_pairs
 
