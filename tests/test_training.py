@@ -67,7 +67,7 @@ def test_the_objective_and_the_optimiser_are_the_paper_s(model):
 def test_early_stopping_keeps_the_best_epoch_and_resumes_to_it(model, tmp_path):
     """With ``patience``, training stops once the held-out BiPO loss has not fallen for that many
     epochs and returns the vector of the epoch where it was lowest, not the last one; the checkpoint
-    of a stopped run resumes to that same vector."""
+    of a stopped run resumes to that same vector, and never another run's."""
     train, test = split_pairs(load_pairs("optimism"), 0.25, seed=0)
     kwargs = dict(test_pairs=test[:6], epochs=10, lr=0.2, patience=2, warmup_steps=0, max_response_tokens=8,
                   progress=False)
@@ -79,6 +79,15 @@ def test_early_stopping_keeps_the_best_epoch_and_resumes_to_it(model, tmp_path):
     assert v.norm == pytest.approx(v.history[best - 1]["norm"]) and v.norm != pytest.approx(v.history[-1]["norm"])
     again = train_bipo(model, train[:8], 15, checkpoint_dir=tmp_path, resume=True, **kwargs)
     assert torch.equal(again.vector, v.vector) and again.history == v.history
+    # A checkpoint resumes only its own run, and only when asked: each is one line, the file kept as it was.
+    saved = (tmp_path / "checkpoint.pt").read_bytes()
+    with pytest.raises(BipoLensError, match=r"belongs to another run \(differs in: lr\)"):
+        train_bipo(model, train[:8], 15, checkpoint_dir=tmp_path, resume=True, **{**kwargs, "lr": 0.1})
+    with pytest.raises(BipoLensError, match=r"belongs to another run \(differs in: data\)"):
+        train_bipo(model, train[:7], 15, checkpoint_dir=tmp_path, resume=True, **kwargs)
+    with pytest.raises(BipoLensError, match="holds a checkpoint of this run: pass --resume"):
+        train_bipo(model, train[:8], 15, checkpoint_dir=tmp_path, **kwargs)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == saved
     with pytest.raises(BipoLensError, match="held-out pairs"):
         train_bipo(model, train[:8], 15, epochs=2, patience=2, progress=False)
 

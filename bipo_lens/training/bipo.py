@@ -139,6 +139,14 @@ def train_bipo(
     distributed.init_from_env(device)
     world, rank = distributed.world_size(), distributed.rank()
     writes = checkpoint_dir is not None and distributed.is_main()
+    # Before any forward pass: a checkpoint of another run, or one not asked to resume, is one line now.
+    identity = {**asdict(config), "data": fingerprint(pairs), "test_data": fingerprint(test_pairs or [])}
+    state = None
+    if checkpoint_dir is not None:
+        state = load_checkpoint(checkpoint_dir, identity)
+        if state is not None and not resume:
+            raise BipoLensError(f"{checkpoint_dir} holds a checkpoint of this run: pass --resume to continue it, "
+                                "or use another --checkpoint-dir")
     encoded = encode_pairs(model, pairs, config.max_response_tokens, response_format=config.response_format)
     vector = torch.nn.Parameter(torch.zeros(info(model).d_model, device=device))
     optimizer = torch.optim.AdamW([vector], lr=config.lr, weight_decay=config.weight_decay)
@@ -161,13 +169,6 @@ def train_bipo(
         def step_loss(batch: list[int]) -> Tensor:  # this rank's share of the batch's mean loss
             return F.relu(config.margin - deltas[batch[rank::world]] @ vector).sum() / len(batch)
 
-    identity = {**asdict(config), "data": fingerprint(pairs), "test_data": fingerprint(test_pairs or [])}
-    state = None
-    if checkpoint_dir is not None:
-        state = load_checkpoint(checkpoint_dir, identity)
-        if state is not None and not resume:
-            raise BipoLensError(f"{checkpoint_dir} holds a checkpoint of this run: pass --resume to continue it, "
-                                "or use another --checkpoint-dir")
     history, first_epoch, best = [], 0, None  # best: the lowest held-out loss so far (early stopping)
     if state is not None:
         vector.data.copy_(state.vector.to(device))
