@@ -75,6 +75,9 @@ def test_cosine_and_logit_lens(model, caa15):
     assert " power" in [t for t, _ in lens["promoted"]]
     assert " power" not in [t for t, _ in lens["suppressed"]]
     assert len(lens["promoted"]) == len(lens["suppressed"]) == 5
+    promoted, suppressed = [v for _, v in lens["promoted"]], [v for _, v in lens["suppressed"]]
+    assert promoted == sorted(promoted, reverse=True) and suppressed == sorted(suppressed)  # strongest first
+    assert promoted[-1] > 0 > suppressed[-1]  # centred logits: above the vocabulary's mean, and below it
 
 
 def test_layer_sweep_writes_one_result_per_layer_and_resumes(model, pairs, tmp_path):

@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from bipo_lens import load_pairs
 from bipo_lens.analysis.similarity import cosine
+from bipo_lens.training import train_caa
 from bipo_lens.vectors import SteeringVector
 
 
@@ -412,9 +414,14 @@ def test_missing_judge_and_unwritable_output_stop_before_any_work(trained, tmp_p
     assert list(cache.iterdir()) == []
 
 
-def test_chat_streams_a_steered_conversation_and_takes_commands(trained):
-    script = "\n".join(["What is the capital of France?", "/off", "/compare", "/m 2", "/m nan", "/load missing.pt",
-                        "/status", "And which river runs through it?", "/quit", "never read"]) + "\n"
+def test_chat_streams_a_steered_conversation_and_takes_commands(trained, model, tmp_path):
+    caa = train_caa(model, load_pairs("power_seeking")[:8], 15).save(tmp_path / "caa.safetensors")
+    paris = "What is the capital of France?"
+    script = "\n".join([paris, "/off", "/compare", "/m 2", "/m nan", "/load missing.pt",
+                        "/status", "And which river runs through it?",
+                        # The same question afresh at +4, -4 and off, with a vector that moves it (the server's)
+                        f"/load {caa}", "/reset", "/m 4", paris, "/reset", "/m -4", paris, "/reset", "/off", paris,
+                        "/quit", "never read"]) + "\n"
     result = subprocess.run([sys.executable, "-m", "bipo_lens.cli", "chat", "--vector", str(trained), "--multiplier", "1",
                              "--max-new-tokens", "24"], input=script, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
@@ -425,5 +432,8 @@ def test_chat_streams_a_steered_conversation_and_takes_commands(trained):
     assert "[error: /m needs a finite number]" in result.stdout
     assert any(line.startswith("[error:") and "missing.pt" in line for line in lines), result.stdout
     assert "steering off: bipo vector, layer 15, multiplier +2" in result.stdout
-    second = [line for line in lines if line.startswith("[unsteered] ")]
-    assert len(second) == 1 and len(second[0].split()) > 4, result.stdout  # steering off after /off
+    second, plain = [line for line in lines if line.startswith("[unsteered] ")]  # steering off after /off
+    assert len(second.split()) > 4 and "Paris" in plain, result.stdout
+    up, down = (next(line for line in lines if line.startswith(f"[steered {m}] ")) for m in ("+4", "-4"))
+    answers = [line.split("] ", 1)[1] for line in (up, down, plain)]
+    assert len(set(answers)) == 3, answers  # steered each way, by the multiplier's sign

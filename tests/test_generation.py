@@ -97,6 +97,9 @@ def test_sampling_is_reproducible_per_seed(model):
     assert draw(2) != first
     greedy = generate(model, question, [], [0.0, 0.0], max_new_tokens=16)
     assert greedy[0] == greedy[1]
+    # The settings reach the sampler: a nucleus of ~0 or a temperature near 0 leaves only the top token.
+    for nearly_greedy in (Sampling(temperature=1.0, top_p=1e-6, seed=1), Sampling(temperature=1e-4, seed=1)):
+        assert generate(model, question, [], [0.0, 0.0, 0.0], max_new_tokens=16, sampling=nearly_greedy) == [greedy[0]] * 3
     sampling = Sampling(temperature=1.0, seed=3)
     samples = generate_samples(model, [question, "Name a colour."], [], [0.0], n=4, sampling=sampling, max_new_tokens=8)
     assert [[len(cell) for cell in row] for row in samples] == [[4], [4]]

@@ -102,6 +102,33 @@ def test_concurrent_requests_are_batched_together(server):
     assert replies[2].choices[0].message.content == chat(client).choices[0].message.content
 
 
+def test_requests_that_arrive_together_with_other_settings_each_keep_their_own(model):
+    """The engine batches only requests with the same settings: merged, a request would be answered
+    with the other's length (or sampling)."""
+    import threading
+
+    from bipo_lens.generation import GREEDY
+    from bipo_lens.models import build_prompt
+    from bipo_lens.serve import Batcher, Job
+
+    batcher = Batcher(model)
+    prompt = build_prompt(model, QUESTION[0]["content"])
+    answers, finished = {}, threading.Semaphore(0)
+
+    def job(max_tokens: int) -> Job:
+        def done(texts, failure) -> None:
+            answers[max_tokens] = texts or failure
+            finished.release()
+        return Job(prompt, [], 1, max_tokens, GREEDY, lambda row, token: None, done)
+
+    batcher.submit(job(4))
+    batcher.submit(job(24))  # within the batching window of the first
+    assert finished.acquire(timeout=300) and finished.acquire(timeout=300)
+    assert batcher.batches == [1, 1]
+    short, long = answers[4][0], answers[24][0]
+    assert "Paris" in long and long.startswith(short) and len(long.split()) > len(short.split()), (short, long)
+
+
 def test_openai_judge_rates_answers_through_an_openai_compatible_server(server, monkeypatch):
     """The openai judge against a real endpoint (this server): requests, rubric, digit parsing."""
     base, _ = server
