@@ -52,4 +52,16 @@ run decode_unsteered bipo_lens/steering.py "        for vector, multiplier in se
 run preference_accuracy_flipped bipo_lens/evaluation/evaluate.py '"preference_accuracy": float((margin > 0).float().mean())' '"preference_accuracy": float((margin < 0).float().mean())' tests/test_evaluation.py::test_accuracy_counts_pairs_and_mc1_counts_questions_right_on_every_pair
 run mc1_any_wrong_answer bipo_lens/evaluation/evaluate.py "mc1 = [float(bool((margin[g] > 0).all())) for g in groups.values()]" "mc1 = [float(bool((margin[g] > 0).any())) for g in groups.values()]" tests/test_evaluation.py::test_accuracy_counts_pairs_and_mc1_counts_questions_right_on_every_pair
 run last_only_shifted bipo_lens/steering.py "            return (i == last).float()" "            return (i == last - 1).float()" tests/test_steering.py::test_token_strategy_weights_are_as_documented
+run checkpoint_of_another_run bipo_lens/training/checkpoint.py "    if state.identity != identity:" "    if False:" tests/test_training.py::test_early_stopping_keeps_the_best_epoch_and_resumes_to_it
+run checkpoint_resumed_unasked bipo_lens/training/bipo.py "        if state is not None and not resume:" "        if False:" tests/test_training.py::test_early_stopping_keeps_the_best_epoch_and_resumes_to_it
+run chat_never_steers bipo_lens/chat.py "steering = [(self.vector, self.multiplier)] if steered and self.vector is not None else []" "steering = []" tests/test_cli.py::test_chat_streams_a_steered_conversation_and_takes_commands
+run stream_drops_sign bipo_lens/generation.py "    terms = [(v.layer, v.vector, float(m)) for v, m in steering if m != 0]" "    terms = [(v.layer, v.vector, abs(float(m))) for v, m in steering if m != 0]" tests/test_cli.py::test_chat_streams_a_steered_conversation_and_takes_commands
+run top_p_ignored bipo_lens/generation.py "top_p=sampling.top_p if sample else None" "top_p=None" tests/test_generation.py::test_sampling_is_reproducible_per_seed
+run temperature_ignored bipo_lens/generation.py "temperature=sampling.temperature if sample else None" "temperature=1.0 if sample else None" tests/test_generation.py::test_sampling_is_reproducible_per_seed
+run packed_pairs_see_the_other_side bipo_lens/tokens.py "            allowed[row, 0, start + p + t : end, start + p : start + p + t] = False" "            pass" tests/test_paths.py::test_packed_rows_out_of_pair_order_equal_the_naive_loop
+run packed_positions_run_on bipo_lens/tokens.py "torch.arange(p, p + o)])" "torch.arange(p + t, p + t + o)])" tests/test_paths.py::test_packed_rows_out_of_pair_order_equal_the_naive_loop
+run import_layer_shifted bipo_lens/interop.py "        layer = int(index)" "        layer = int(index) - 1" tests/test_interop.py::test_a_foreign_control_vector_imports_against_the_model
+run lens_suppressed_sign bipo_lens/analysis/similarity.py "round(-v, 3)" "round(v, 3)" tests/test_analysis.py::test_cosine_and_logit_lens
+run batcher_merges_settings bipo_lens/serve.py "        return self.max_tokens, self.sampling" "        return ()" tests/test_serve.py::test_requests_that_arrive_together_with_other_settings_each_keep_their_own
+run second_press_held bipo_lens/training/checkpoint.py "            raise KeyboardInterrupt" "            pass" tests/test_reliability.py::test_an_interrupt_just_after_the_optimiser_step_resumes_to_the_same_vector
 git status --short bipo_lens
