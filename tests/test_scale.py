@@ -183,3 +183,24 @@ def test_maps_that_mix_a_gpu_with_offload_are_told_apart():
     assert not _mixes_gpu_and_offload({"model.layers.0": "cpu", "lm_head": "disk"})
     assert not _mixes_gpu_and_offload({"model.layers.0": 0, "model.layers.9": 1})
     assert not _mixes_gpu_and_offload(None)
+
+
+def test_the_benchmark_s_flop_count_is_what_torch_counts_in_the_step(model):
+    """MFU's numerator: the FLOPs the benchmark divides by a step's time are the matrix products
+    torch's own counter sees in that step (the blocks after L forward, the vector's gradient back,
+    the response logits), at a shallow and a middle layer. Attention's score products are counted
+    by neither (on the CPU torch counts none for SDPA), so the MFU it prints leans low, never high."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from bipo_lens import load_pairs
+    from bipo_lens.bench import _flops_per_step
+    from bipo_lens.scoring import FastPath, PairScorer
+    from bipo_lens.tokens import encode_pairs
+
+    pairs = load_pairs("power_seeking")[:4]
+    for layer in (3, 15):
+        scorer = PairScorer(model, encode_pairs(model, pairs, 64), layer, FastPath(), None)
+        vector = torch.zeros(576, requires_grad=True)
+        with FlopCounterMode(display=False) as counter:
+            scorer.logps(range(len(pairs)), vector, 1.0).sum().backward()
+        assert _flops_per_step(model, pairs, layer, 64) == pytest.approx(counter.get_total_flops(), rel=0.01)

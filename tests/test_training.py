@@ -169,6 +169,44 @@ def test_reps_objective_weighs_the_winner_by_the_reference_gap():
                                            float(torch.nn.functional.softplus(torch.tensor(-1.0)))])  # weight 1: -(-1 + 2)
 
 
+def test_reps_first_loss_is_the_authors_two_terms_computed_by_hand(model):
+    """One step's loss, recomputed through the bridge's own hook, one unpadded sequence at a time:
+    the add term (winner: the matching response, each sequence at its own drawn factor) and the sub
+    term (winner: the not-matching one, the vector nulled out), both at every position but the
+    first, with the initial v (``torch.nn.Linear``'s, seed 0) and b = 0."""
+    import random
+
+    pairs = load_pairs("optimism")[:3]
+    first = train_reps(model, pairs, 15, epochs=1, batch_size=3, max_response_tokens=8, progress=False).history[0]["loss"]
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    v = torch.nn.Linear(576, 1).weight.detach()[0]
+    order = list(range(3))
+    rng.shuffle(order)
+    factors = [rng.choice(STEERING_FACTORS) for _ in range(6)]  # the matching sequences', then the others'
+    seqs = [s for pair in encode_pairs(model, pairs, 8) for s in pair]
+
+    def logp(j: int, edit=None) -> float:
+        def hook(resid, hook):
+            return torch.cat([resid[:, :1], edit(resid[:, 1:])], dim=1)
+
+        with torch.no_grad():
+            logits = model.run_with_hooks(torch.tensor([seqs[j].ids]), fwd_hooks=[("blocks.15.hook_resid_post", hook)] if edit else [])
+        lp = logits[0].float().log_softmax(-1)
+        return sum(float(lp[p - 1, seqs[j].ids[p]]) for p in range(seqs[j].prompt_len, len(seqs[j].ids)))
+
+    def term(winner: int, loser: int, edit_winner, edit_loser) -> float:
+        weight = max(logp(loser) - logp(winner), 1.0)
+        inside = weight * logp(winner, edit_winner) / len(seqs[winner].ids) - logp(loser, edit_loser) / len(seqs[loser].ids)
+        return float(torch.nn.functional.softplus(torch.tensor(-inside)))
+
+    add = lambda c: lambda h: h + c * v  # noqa: E731
+    sub = lambda h: h - torch.relu(h @ v)[..., None] / v.dot(v) * v  # noqa: E731
+    terms = [term(2 * i, 2 * i + 1, add(factors[k]), add(factors[3 + k])) for k, i in enumerate(order)]
+    terms += [term(2 * i + 1, 2 * i, sub, sub) for i in order]
+    assert first == pytest.approx(sum(terms) / len(terms), rel=1e-4)
+
+
 def test_null_out_removes_the_vector_only_where_it_points_the_vectors_way():
     v, u = torch.tensor([2.0, 0.0, 0.0]), torch.tensor([0.0, 1.0, 3.0])  # u orthogonal to v
     resid = torch.stack([1.5 * v + u, -1.5 * v + u, 1.5 * v + u])[None]
@@ -185,6 +223,7 @@ def test_activation_margin_variant_uses_its_defaults_and_learns(model):
     assert v.method == "bipo-activation-margin"
     assert v.hyperparameters["lr"] == 0.01 and v.hyperparameters["weight_decay"] == 0.0
     assert v.history[-1]["loss"] < v.history[0]["loss"]
+    assert cosine(v.vector, train_caa(model, pairs, 15).vector) > 0.5  # towards the matching answers (0.80)
 
 
 def test_schedule_warms_up_then_decays():
