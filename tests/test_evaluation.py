@@ -14,6 +14,7 @@ from bipo_lens.evaluation.fluency import (bisect_budget, budget_bracket, budget_
 from bipo_lens.evaluation.intervals import crossed_difference_ci, crossed_ratio_ci, paired_difference_ci
 from bipo_lens.generation import Sampling
 from bipo_lens.pairs import load_ab_pairs
+from bipo_lens.tokens import encode_pairs
 from bipo_lens.training import train_caa
 
 
@@ -296,13 +297,17 @@ def test_accuracy_counts_pairs_and_mc1_counts_questions_right_on_every_pair(mode
     france, sky = "What is the capital of France?", "What colour is the sky on a clear day?"
     pairs = [PreferencePair(france, "Paris.", "Berlin."), PreferencePair(france, "Paris.", "A banana."),
              PreferencePair(sky, "Blue.", "Bright red."), PreferencePair(sky, "Green.", "Blue.")]
-    margins = MarginScorer(model, pairs).margins([]).tolist()
+    scorer = MarginScorer(model, pairs)
+    margins = scorer.margins([]).tolist()
     assert [m > 0 for m in margins] == [True, True, True, False], margins
+    lengths = [(m.response_len, n.response_len) for m, n in encode_pairs(model, pairs)]  # (3, 4) (3, 4) (3, 5) (3, 3)
+    per_token = [a / la - b / lb for (a, b), (la, lb) in zip(scorer.logps([]).tolist(), lengths)]
     unsteered = SteeringVector(torch.zeros(model.cfg.d_model), 15, "smollm2-135m-instruct")
     report = evaluate(model, {"none": unsteered}, pairs, [0.0], max_generations=0, progress=False)
     row, = report["results"]
     assert row["preference_accuracy"] == 0.75 and row["mc1_accuracy"] == 0.5
     assert row["logprob_margin"] == pytest.approx(statistics.fmean(margins), abs=1e-4)
+    assert row["logprob_margin_per_token"] == pytest.approx(statistics.fmean(per_token), abs=1e-4)  # each side by its length
 
 
 def test_eval_cli_writes_json_and_plot(model, tmp_path):
@@ -353,5 +358,7 @@ def test_a_shared_scorer_scores_each_vector_once_and_must_score_the_same_pairs(m
     assert len(scorer.alone) == 2  # read back, not recomputed
     at = {r["multiplier"]: r["logprob_margin"] for r in report["results"]}
     assert float(ranges.mean()) == pytest.approx(at[1.0] - at[-1.0], abs=1e-4)
+    vector.vector.mul_(2)  # changed in place: scored again, not read from what the old values gave
+    assert not torch.allclose(scorer.pair_ranges(vector, 1.0), ranges) and len(scorer.alone) == 4
     with pytest.raises(BipoLensError, match="other pairs"):
         evaluate(model, {"v": vector}, pairs[:2], [-1.0, 1.0], max_generations=0, progress=False, scorer=scorer)
