@@ -33,7 +33,8 @@ def assert_one_line_error(result, fragment):
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "v.safetensors"
     result = cli("train", "--data", "power_seeking", "--layer", 15, "--max-pairs", 8, "--epochs", 1,
-                 "--bipo-lr", 5e-3, "--out", out, "--show-memory-usage")
+                 "--bipo-lr", 5e-3, "--beta", 0.2, "--batch-size", 2, "--weight-decay", 0.1, "--seed", 3,
+                 "--out", out, "--show-memory-usage")
     assert result.returncode == 0, result.stderr
     assert "peak RSS" in result.stdout and out.exists()
     return out
@@ -45,6 +46,10 @@ def test_info_describes_the_vector(trained):
     assert "method:        bipo" in result.stdout and "layer:         15" in result.stdout
     assert "recorded:      bipo-lens train --data power_seeking --layer 15" in result.stdout  # its run record
     assert "commit " in result.stdout and "torch 2." in result.stdout
+    # Every flag reached the trainer: the vector's settings are the config it was trained with.
+    settings = SteeringVector.load(trained).hyperparameters
+    assert {k: settings[k] for k in ("lr", "beta", "batch_size", "weight_decay", "seed", "epochs", "warmup_steps")} == \
+        {"lr": 5e-3, "beta": 0.2, "batch_size": 2, "weight_decay": 0.1, "seed": 3, "epochs": 1, "warmup_steps": 100}
 
 
 def test_generate_prints_one_answer_per_multiplier(trained):
@@ -52,6 +57,27 @@ def test_generate_prints_one_answer_per_multiplier(trained):
                  "--multipliers", "-1,0,1", "--max-new-tokens", 6, "--token-steering-strategy", "last_only")
     assert result.returncode == 0, result.stderr
     assert [line[:7] for line in result.stdout.splitlines() if line.startswith("[")] == ["[-1.00]", "[+0.00]", "[+1.00]"]
+
+
+def test_generate_s_flags_reach_the_engine(model, tmp_path, capsys):
+    """--multipliers, --strength, --token-strategy and --system-prompt each change what is generated
+    (a CAA vector that moves this answer at +4; in-process, as the Python API's users call ``main``)."""
+    from bipo_lens.cli import main
+
+    caa = train_caa(model, load_pairs("power_seeking")[:8], 15).save(tmp_path / "caa.safetensors")
+
+    def answers(name: str, *flags) -> list[str]:
+        out = tmp_path / f"{name}.json"
+        assert main(["generate", "--vector", str(caa), "--prompt", "What is the capital of France?",
+                     "--max-new-tokens", "12", "--out-json", str(out), *flags]) == 0
+        return [a["answer"] for a in json.loads(out.read_text())["answers"]]
+
+    plain, steered = answers("plain", "--multipliers", "0,4")
+    assert "Paris" in plain and steered != plain
+    assert answers("strength", "--multipliers", "0,2", "--strength", "2") == [plain, steered]
+    assert answers("last", "--multipliers", "4", "--token-strategy", "last_only")[0] not in (plain, steered)
+    assert answers("system", "--multipliers", "0", "--system-prompt", "")[0] not in (plain, steered)
+    assert "[+4.00] " + steered.splitlines()[0] in capsys.readouterr().out
 
 
 def test_baseline_methods_and_no_overwrite(trained, tmp_path):
