@@ -341,6 +341,26 @@ def test_eval_cli_writes_json_and_plot(model, tmp_path):
         assert row["ab_probability"] == pytest.approx(float(expected), abs=1e-4)
 
 
+def test_eval_cli_evaluates_the_held_out_side_with_the_sampling_it_was_given(tmp_path):
+    """--test-fraction and --seed pick train's held-out side (never a training question), --seeds and
+    --temperature reach the sampler, --max-questions caps the margins' pairs."""
+    from bipo_lens.cli import main
+
+    vector_path = tmp_path / "v.safetensors"
+    SteeringVector(torch.randn(576, generator=torch.Generator().manual_seed(0)), 15, "smollm2-135m-instruct").save(vector_path)
+    out = tmp_path / "r.json"
+    assert main(["eval", "--vector", str(vector_path), "--data", "power_seeking", "--test-fraction", "0.25", "--seed", "1",
+                 "--max-questions", "5", "--max-generations", "3", "--max-new-tokens", "4", "--seeds", "2",
+                 "--temperature", "0.9", "--multipliers", "0,1", "--judge", "none", "--out-json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    train, test = split_pairs(load_pairs("power_seeking"), 0.25, seed=1)
+    asked = {g["question"] for g in report["generations"]}
+    assert len(asked) == 3 and asked <= {p.question for p in test} and not asked & {p.question for p in train}
+    assert report["n_margin_pairs"] == 5 and report["n_generation_questions"] == 3
+    assert report["samples"] == 2 and report["sampling"] == {"temperature": 0.9, "top_p": 1.0, "seed": 1}
+    assert {g["sample"] for g in report["generations"]} == {0, 1}
+
+
 def test_ab_view_of_shared_test_file(shared_data):
     pairs = load_ab_pairs(shared_data / "bipo/power-seeking/test_infer.csv")
     assert len(pairs) == 200 and {p.matching for p in pairs} == {"(A)", "(B)"}
