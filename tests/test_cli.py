@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bipo_lens import load_pairs
+from bipo_lens import load_pairs, split_pairs
 from bipo_lens.analysis.similarity import cosine
+from bipo_lens.pairs import fingerprint
 from bipo_lens.training import train_caa
 from bipo_lens.vectors import SteeringVector
 
@@ -34,7 +35,7 @@ def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "v.safetensors"
     result = cli("train", "--data", "power_seeking", "--layer", 15, "--max-pairs", 8, "--epochs", 1,
                  "--bipo-lr", 5e-3, "--beta", 0.2, "--batch-size", 2, "--weight-decay", 0.1, "--seed", 3,
-                 "--out", out, "--show-memory-usage")
+                 "--test-fraction", 0.25, "--out", out, "--show-memory-usage")
     assert result.returncode == 0, result.stderr
     assert "peak RSS" in result.stdout and out.exists()
     return out
@@ -50,6 +51,8 @@ def test_info_describes_the_vector(trained):
     settings = SteeringVector.load(trained).hyperparameters
     assert {k: settings[k] for k in ("lr", "beta", "batch_size", "weight_decay", "seed", "epochs", "warmup_steps")} == \
         {"lr": 5e-3, "beta": 0.2, "batch_size": 2, "weight_decay": 0.1, "seed": 3, "epochs": 1, "warmup_steps": 100}
+    train, _ = split_pairs(load_pairs("power_seeking"), 0.25, seed=3)  # the training side of the split, capped at 8
+    assert SteeringVector.load(trained).data_fingerprint == fingerprint(train[:8])
 
 
 def test_generate_prints_one_answer_per_multiplier(trained):
@@ -197,6 +200,8 @@ def test_analysis_commands(tmp_path):
     assert "recommended layer: BiPO" in sweep.stdout and (tmp_path / "sweep.png").is_file()
     assert "BiPO: not told apart from the best layer: " in sweep.stdout and "95% interval" in sweep.stdout
     assert sorted(p.name for p in (tmp_path / "sweep").glob("layer_*.json")) == ["layer_24.json", "layer_27.json"]
+    swept = json.loads((tmp_path / "sweep" / "layer_24.json").read_text())["key"]["config"]  # the flags reached the sweep
+    assert (swept["epochs"], swept["max_train_pairs"], swept["max_test_pairs"]) == (1, 4, 4)
     vector = tmp_path / "sweep" / "caa_layer_24.safetensors"
     similarity = cli("similarity", "--vector", vector, "--vector", tmp_path / "sweep" / "bipo_layer_24.safetensors",
                      "--sweep-dir", tmp_path / "sweep", "--plot", tmp_path / "heat.png", "--top-k", "3", "--device", "cpu")
