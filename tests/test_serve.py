@@ -75,6 +75,24 @@ def test_models_and_steered_chat_through_the_openai_client(server):
     assert completion.choices[0].text.strip() and completion.choices[0].finish_reason in ("stop", "length")
 
 
+def test_each_request_s_settings_shape_its_answer(server):
+    """n, temperature, seed, max_tokens and the client's system message each reach the engine."""
+    base, client = server
+    plain = chat(client)
+    assert plain.choices[0].finish_reason == "stop"
+    sampled = chat(client, n=3, temperature=1.0, seed=1)
+    texts = [c.message.content for c in sampled.choices]
+    assert len(texts) == 3 and len(set(texts)) > 1, texts  # each choice its own sample
+    assert [c.message.content for c in chat(client, n=3, temperature=1.0, seed=1).choices] == texts  # seeded
+    assert [c.message.content for c in chat(client, n=3, temperature=1.0, seed=2).choices] != texts
+    short = chat(client, max_completion_tokens=2)  # the newer name wins over max_tokens
+    assert short.choices[0].finish_reason == "length" and short.usage.completion_tokens == 2
+    assert plain.choices[0].message.content.startswith(short.choices[0].message.content)
+    told = client.chat.completions.create(model="smollm2-135m-instruct", max_tokens=24,
+                                          messages=[{"role": "system", "content": "Answer in one short sentence."}, *QUESTION])
+    assert told.choices[0].message.content != plain.choices[0].message.content
+
+
 def test_bad_requests_get_a_400_json_error_and_the_server_keeps_serving(server):
     base, client = server
     for steering, fragment in (([{"vector": "nope", "multiplier": 1}], "unknown vector 'nope'"),
