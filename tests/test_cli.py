@@ -64,7 +64,7 @@ def test_generate_prints_one_answer_per_multiplier(trained):
 
 def test_generate_s_flags_reach_the_engine(model, tmp_path, capsys):
     """--multipliers, --strength, --token-strategy and --system-prompt each change what is generated
-    (a CAA vector that moves this answer at +4; in-process, as the Python API's users call ``main``)."""
+    (a CAA vector that moves this answer at +4; ``main`` in-process, so no start-up per call)."""
     from bipo_lens.cli import main
 
     caa = train_caa(model, load_pairs("power_seeking")[:8], 15).save(tmp_path / "caa.safetensors")
@@ -450,7 +450,7 @@ def test_chat_streams_a_steered_conversation_and_takes_commands(trained, model, 
     paris = "What is the capital of France?"
     script = "\n".join([paris, "/off", "/compare", "/m 2", "/m nan", "/load missing.pt",
                         "/status", "And which river runs through it?",
-                        # The same question afresh at +4, -4 and off, with a vector that moves it (the server's)
+                        # The same question afresh at +4, -4 and off, with a vector that moves it (as in test_serve)
                         f"/load {caa}", "/reset", "/m 4", paris, "/reset", "/m -4", paris, "/reset", "/off", paris,
                         "/quit", "never read"]) + "\n"
     result = subprocess.run([sys.executable, "-m", "bipo_lens.cli", "chat", "--vector", str(trained), "--multiplier", "1",

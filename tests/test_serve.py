@@ -76,7 +76,8 @@ def test_models_and_steered_chat_through_the_openai_client(server):
 
 
 def test_each_request_s_settings_shape_its_answer(server):
-    """n, temperature, seed, max_tokens and the client's system message each reach the engine."""
+    """n, temperature, seed, max_completion_tokens (and the finish_reason it gives) and the client's system
+    message each reach the engine."""
     base, client = server
     plain = chat(client)
     assert plain.choices[0].finish_reason == "stop"
