@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
-from typing import TextIO
+from io import TextIOBase  # not typing.TextIO: beartype cannot check streams against it
 
 from bipo_lens.errors import BipoLensError
 from bipo_lens.generation import Sampling, generate_stream
@@ -46,7 +46,7 @@ class ChatSession:
         return (f"steering {state}: {self.vector.method} vector, layer {self.vector.layer}, "
                 f"multiplier {self.multiplier:+g}")
 
-    def answer(self, messages: list[dict], steered: bool, out: TextIO) -> str:
+    def answer(self, messages: list[dict], steered: bool, out: TextIOBase) -> str:
         steering = [(self.vector, self.multiplier)] if steered and self.vector is not None else []
         prompt = build_chat_prompt(self.model, messages, self.system_prompt)
         pieces = []
@@ -58,7 +58,7 @@ class ChatSession:
         out.write("\n")
         return "".join(pieces).strip()
 
-    def command(self, line: str, out: TextIO) -> bool:
+    def command(self, line: str, out: TextIOBase) -> bool:
         """Handle a /command; False when the session should end."""
         name, _, argument = line.partition(" ")
         argument = argument.strip()
@@ -94,7 +94,9 @@ class ChatSession:
         out.write(f"[{self.status()}]\n")
         return True
 
-    def run(self, lines: TextIO = sys.stdin, out: TextIO = sys.stdout) -> None:
+    def run(self, lines: TextIOBase | None = None, out: TextIOBase | None = None) -> None:
+        """Read questions and /commands from ``lines`` (default: the ``sys.stdin`` of the moment)."""
+        lines, out = lines or sys.stdin, out or sys.stdout
         interactive = lines.isatty()
         out.write(f"[{self.status()}; /help for commands]\n")
         while True:

@@ -92,3 +92,11 @@ run server_ignores_system_message bipo_lens/serve.py 'system = messages[0]["cont
 run server_drops_max_completion_tokens bipo_lens/serve.py 'max_tokens = _number(body, "max_completion_tokens", max_tokens, 1, MAX_TOKENS_LIMIT, int)' 'max_tokens = max_tokens' tests/test_serve.py::test_each_request_s_settings_shape_its_answer
 run server_always_stop bipo_lens/serve.py 'finish = lambda row: "stop" if row.stopped else "length"' 'finish = lambda row: "stop"' tests/test_serve.py::test_each_request_s_settings_shape_its_answer
 git status --short bipo_lens
+run chat_cli_drops_multiplier bipo_lens/cli.py "ChatSession(model, vectors[0] if vectors else None, args.multiplier," "ChatSession(model, vectors[0] if vectors else None, 1.0," tests/test_cli.py::test_chat_s_flags_and_history_reach_the_engine
+run chat_cli_drops_system_prompt bipo_lens/cli.py "system_prompt=DEFAULT_SYSTEM_PROMPT if args.system_prompt is None else args.system_prompt," "system_prompt=DEFAULT_SYSTEM_PROMPT," tests/test_cli.py::test_chat_s_flags_and_history_reach_the_engine
+run chat_cli_drops_temperature bipo_lens/cli.py "sampling = Sampling(args.temperature, args.top_p, args.seed)" "sampling = Sampling(0.0, args.top_p, args.seed)" tests/test_cli.py::test_chat_s_flags_and_history_reach_the_engine
+run chat_cli_drops_top_p bipo_lens/cli.py "sampling = Sampling(args.temperature, args.top_p, args.seed)" "sampling = Sampling(args.temperature, 1.0, args.seed)" tests/test_cli.py::test_chat_s_flags_and_history_reach_the_engine
+run chat_cli_drops_seed bipo_lens/cli.py "sampling = Sampling(args.temperature, args.top_p, args.seed)" "sampling = Sampling(args.temperature, args.top_p, 0)" tests/test_cli.py::test_chat_s_flags_and_history_reach_the_engine
+run chat_cli_drops_max_new_tokens bipo_lens/cli.py "max_new_tokens=args.max_new_tokens, sampling=sampling).run()" "max_new_tokens=256, sampling=sampling).run()" tests/test_cli.py::test_chat_s_flags_and_history_reach_the_engine
+run chat_forgets_history bipo_lens/chat.py "            reply = self.answer(self.history, self.enabled, out)" "            reply = self.answer(self.history[-1:], self.enabled, out)" tests/test_cli.py::test_chat_s_flags_and_history_reach_the_engine
+run chat_reset_keeps_history bipo_lens/chat.py "            self.history.clear()" "            pass" tests/test_cli.py::test_chat_s_flags_and_history_reach_the_engine

@@ -468,3 +468,32 @@ def test_chat_streams_a_steered_conversation_and_takes_commands(trained, model, 
     up, down = (next(line for line in lines if line.startswith(f"[steered {m}] ")) for m in ("+4", "-4"))
     answers = [line.split("] ", 1)[1] for line in (up, down, plain)]
     assert len(set(answers)) == 3, answers  # steered each way, by the multiplier's sign
+
+
+def test_chat_s_flags_and_history_reach_the_engine(model, tmp_path, capsys, monkeypatch):
+    """--multiplier, --system-prompt, --temperature, --seed, --top-p and --max-new-tokens each change
+    what chat answers, a follow-up is answered with the conversation before it and /reset forgets it
+    (``main`` in-process, the script on stdin; greedy answers compared word for word)."""
+    import io
+
+    from bipo_lens.cli import main
+
+    caa = train_caa(model, load_pairs("power_seeking")[:8], 15).save(tmp_path / "caa.safetensors")
+    paris, river = "What is the capital of France?", "Which river runs through it?"
+
+    def chat(script: list[str], *flags) -> list[str]:
+        monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(script) + "\n"))
+        assert main(["chat", "--max-new-tokens", "12", *flags]) == 0
+        return [line for line in capsys.readouterr().out.splitlines() if line.startswith(("[unsteered] ", "[steered "))]
+
+    plain, follow_up, fresh = chat([paris, river, "/reset", river])
+    assert plain.startswith("[unsteered] ") and "Paris" in plain
+    assert follow_up != fresh  # the follow-up read the turn before it; after /reset the same question is asked afresh
+    steered, unsteered = chat([paris, "/reset", "/off", paris], "--vector", str(caa), "--multiplier", "4")
+    assert steered.startswith("[steered +4] ") and steered.split("] ", 1)[1] != plain.split("] ", 1)[1]
+    assert unsteered == plain  # /reset forgot the steered turn
+    assert chat([paris], "--system-prompt", "") != [plain]
+    one, two = chat([paris], "--temperature", "1.5", "--seed", "1"), chat([paris], "--temperature", "1.5", "--seed", "2")
+    assert len({one[0], two[0], plain}) == 3  # sampled, and by the seed given
+    (short,) = chat([paris], "--temperature", "1.5", "--seed", "1", "--top-p", "1e-6", "--max-new-tokens", "3")
+    assert plain.startswith(short) and len(short.split()) < len(plain.split())  # top_p 1e-6: greedy, 3 tokens
