@@ -34,7 +34,8 @@ def compose(
     seeds: dict[str, list[SteeringVector]] | None = None,
 ) -> dict:
     """``{"grid": [{"weights": {name: w}, "margins": {name: mean margin}}], "behaviours": {name: {...}},
-    "cosines": {"a|b": cos}}``; the grid covers every combination of ``weights`` over the vectors.
+    "cosines": {"a|b": cos}, "multiplier": m, "layers": {name: layer}, "pairs": {name: held-out pairs}}``;
+    the grid covers every combination of ``weights`` over the vectors.
 
     ``seeds``: each behaviour's vectors from further training seeds (the same number for every
     behaviour). Seed k of every behaviour is composed with seed k of the others (``vectors`` is seed
@@ -89,4 +90,4 @@ def compose(
                             "crosstalk": shift / alone if alone else float("nan"), "seeds": len(sets)}
     cosines = {f"{a}|{b}": cosine(vectors[a], vectors[b]) for a, b in itertools.combinations(names, 2)}
     return {"grid": grid, "behaviours": behaviours, "cosines": cosines, "multiplier": multiplier,
-            "layers": {n: v.layer for n, v in vectors.items()}}
+            "layers": {n: v.layer for n, v in vectors.items()}, "pairs": {n: len(p) for n, p in test_pairs.items()}}

@@ -193,6 +193,7 @@ def retained_efficacy(target_model, transferred: SteeringVector | list[SteeringV
     return {"transferred_range": moved_range, "native_range": native_range,
             "retained": moved_range / native_range if native_range else float("nan"),
             "retained_ci": list(ci) if ci else None, "seeds": len(moved),
+            "multiplier": float(multiplier), "pairs": len(test_pairs),
             "transferred_range_at_native_norm": at_native_range,
             "retained_at_native_norm": at_native_range / native_range if native_range else float("nan"),
             "retained_at_native_norm_ci": list(ci_at_native) if ci_at_native else None,
