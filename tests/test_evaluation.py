@@ -343,7 +343,8 @@ def test_eval_cli_writes_json_and_plot(model, tmp_path):
 
 def test_eval_cli_evaluates_the_held_out_side_with_the_sampling_it_was_given(tmp_path):
     """--test-fraction and --seed pick train's held-out side (never a training question), --seeds and
-    --temperature reach the sampler, --max-questions caps the margins' pairs."""
+    --temperature reach the sampler, --max-questions caps the margins' pairs, --max-new-tokens the
+    answers, and --response-format is the margins'."""
     from bipo_lens.cli import main
 
     vector_path = tmp_path / "v.safetensors"
@@ -351,7 +352,8 @@ def test_eval_cli_evaluates_the_held_out_side_with_the_sampling_it_was_given(tmp
     out = tmp_path / "r.json"
     assert main(["eval", "--vector", str(vector_path), "--data", "power_seeking", "--test-fraction", "0.25", "--seed", "1",
                  "--max-questions", "5", "--max-generations", "3", "--max-new-tokens", "4", "--seeds", "2",
-                 "--temperature", "0.9", "--multipliers", "0,1", "--judge", "none", "--out-json", str(out)]) == 0
+                 "--temperature", "0.9", "--multipliers", "0,1", "--response-format", "text", "--judge", "none",
+                 "--out-json", str(out)]) == 0
     report = json.loads(out.read_text())
     train, test = split_pairs(load_pairs("power_seeking"), 0.25, seed=1)
     asked = {g["question"] for g in report["generations"]}
@@ -359,6 +361,8 @@ def test_eval_cli_evaluates_the_held_out_side_with_the_sampling_it_was_given(tmp
     assert report["n_margin_pairs"] == 5 and report["n_generation_questions"] == 3
     assert report["samples"] == 2 and report["sampling"] == {"temperature": 0.9, "top_p": 1.0, "seed": 1}
     assert {g["sample"] for g in report["generations"]} == {0, 1}
+    assert report["response_format"] == "text" and report["max_new_tokens"] == 4
+    assert all(0 < len(g["answer"].split()) <= 4 for g in report["generations"]), report["generations"]  # 4 tokens
 
 
 def test_ab_view_of_shared_test_file(shared_data):

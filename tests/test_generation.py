@@ -110,18 +110,24 @@ def test_sampling_is_reproducible_per_seed(model):
 
 @pytest.mark.sanity
 def test_demo_answers_are_language_and_move_with_the_multiplier(model, tmp_path):
-    """The README's main job, shortened: every answer is text, not one character repeated.
+    """The README's main job, shortened: every answer is text, not one character repeated, and
+    its flags (layer, epochs, lr, pairs, questions, answer length) are the run's.
 
     Floor: the distinct-token ratio (unique tokens / tokens) of an answer. The broken path's
     ``I-------`` answers score 0.05-0.15; coherent 32-token answers of this model score 0.5-0.95,
     and the demo's steered ones (multiplier +/-2) no lower than 0.35 in our runs. 0.3 sits between.
     """
     result = subprocess.run([sys.executable, "-m", "bipo_lens.cli", "demo", "--epochs", "1", "--max-pairs", "8", "--questions", "2",
-                             "--max-new-tokens", "32", "--out-dir", str(tmp_path), "--device", "cpu"],
+                             "--max-new-tokens", "32", "--layer", "14", "--lr", "0.01", "--out-dir", str(tmp_path),
+                             "--device", "cpu"],
                             capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
     answers = json.loads((tmp_path / "demo.json").read_text())["answers"]
     assert len(answers) == 2 * 2 * 5
+    bipo, caa = (SteeringVector.load(tmp_path / f"{m}.safetensors") for m in ("bipo", "caa"))
+    assert bipo.layer == caa.layer == 14 and bipo.hyperparameters["lr"] == 0.01 and len(bipo.history) == 1
+    assert "== power_seeking: 8 training pairs" in result.stdout
+    assert max(len(model.tokenizer(a["answer"], add_special_tokens=False)["input_ids"]) for a in answers) <= 32
     for a in answers:
         text = a["answer"]
         assert text and len(set(text.replace(" ", ""))) > 3, a

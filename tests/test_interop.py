@@ -45,6 +45,9 @@ def test_export_then_import_gives_back_every_bit_and_the_provenance(tmp_path, ca
         assert (tmp_path / f"back_L{layer}.safetensors").read_bytes() == (tmp_path / f"{name}.safetensors").read_bytes()
     assert main(["export", str(tmp_path / "a.safetensors"), "--out", str(gguf_path)]) == 2  # no silent overwrite
     assert "exists" in capsys.readouterr().err
+    hinted = tmp_path / "hinted.gguf"
+    assert main(["export", str(tmp_path / "a.safetensors"), "--out", str(hinted), "--model-hint", "smollm2"]) == 0
+    assert bytes(gguf.GGUFReader(hinted).fields["controlvector.model_hint"].parts[-1]).decode() == "smollm2"
 
 
 def test_a_foreign_control_vector_imports_against_the_model(model, tmp_path, capsys):

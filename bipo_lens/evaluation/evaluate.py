@@ -215,7 +215,8 @@ def evaluate(
             "generations": generations,
             "n_margin_pairs": len(margin_pairs), "n_ab_pairs": len(ab_pairs[:max_questions]) if ab_pairs else 0,
             "n_generation_questions": len(questions), "samples": samples,
-            "sampling": {"temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed}}
+            "sampling": {"temperature": sampling.temperature, "top_p": sampling.top_p, "seed": sampling.seed},
+            "response_format": response_format, "max_new_tokens": max_new_tokens}
 
 
 def summarise(results: list[dict], items: dict[tuple[str, float], dict[str, list]] | None = None) -> dict:
