@@ -51,6 +51,8 @@ def tasks(line: str, root: Path) -> int:
     ("tasks style_pairs.json --from-json --steering-mode --steering-method BiPO --layer 16 --bipo-margin 0.5 --bipo-weight-decay 0.01 --save-steering-vector style_bipo.pt", 16, 10),
     ("tasks tone_pairs.json --from-json --steering-mode --steering-method BiPO --layer 12 --device cpu --bipo-epochs 2 --show-memory-usage --save-steering-vector tone_bipo.pt", 12, 2),
     ("tasks consistency_pairs.json --from-json --steering-mode --steering-method BiPO --layer 17 --enable-token-steering --token-steering-strategy all_equal --bipo-epochs 2 --save-steering-vector consistent_bipo.pt", 17, 2),
+    # not in the issue: wisent-guard's two other BiPO flags
+    ("tasks tone_pairs.json --from-json --steering-mode --steering-method BiPO --layer 13 --bipo-epochs 2 --bipo-beta 0.2 --bipo-batch-size 2 --save-steering-vector tone2_bipo.pt", 13, 2),
 ])
 def test_wisent_guard_training_lines(line, layer, epochs, files, capsys):
     assert tasks(line, files) == 0
@@ -63,6 +65,8 @@ def test_wisent_guard_training_lines(line, layer, epochs, files, capsys):
     assert vector.norm > 0 and vector.hyperparameters["pairs"] == 4
     if "--bipo-lr" in line:
         assert vector.hyperparameters["lr"] == 0.001
+    if "--bipo-beta" in line:
+        assert (vector.hyperparameters["beta"], vector.hyperparameters["batch_size"]) == (0.2, 2)
     if "--bipo-weight-decay" in line:
         assert vector.hyperparameters["weight_decay"] == 0.01 and "--margin only affects" in err
     if "--show-memory-usage" in line:
@@ -81,6 +85,13 @@ def test_wisent_guard_caa_and_the_generation_line(files, capsys):
     answers = re.findall(r"^\[\+0\.80\] (.+)$", out, flags=re.M)
     assert "### Write one sentence about teamwork." in out and len(answers) == 2
     assert all(len(a.split()) >= 4 and len(set(a.split())) > len(a.split()) / 2 for a in answers), answers
+    # The token strategy and the answer length reach the generation (--output: the answers as JSON)
+    assert tasks(line + " --enable-token-steering --token-steering-strategy last_only --max-new-tokens 6 --output "
+                 "answers.json", files) == 0
+    written = json.loads((files / "answers.json").read_text())
+    assert written["token_strategy"] == "last_only" and len(written["answers"]) == 2
+    assert all(0 < len(a["answer"].split()) <= 6 for a in written["answers"]), written["answers"]
+    capsys.readouterr()
     assert tasks("tasks writing_tasks.json --from-json --steering-mode --layer 15", files) == 2
     assert "nothing to do" in capsys.readouterr().err
 
@@ -106,6 +117,7 @@ def test_bipo_model_card_lines_and_snippet(files, tmp_path, monkeypatch, capsys)
     assert trained.returncode == 0, trained.stderr[-2000:]
     saved = tmp_path / "bipo_output" / "steering_vector.pt"
     assert torch.load(saved, weights_only=True)["config"]["layer_idx"] == 13
+    assert len(SteeringVector.load(saved).history) == 1  # --epochs 1
     assert "### What is NATO?" in trained.stdout and trained.stdout.count("[+2.00]") == 1
     missing = subprocess.run([scripts / "bipo_train", "--dataset", "no-such-set", "--layer_idx", "3"],
                              capture_output=True, text=True, cwd=tmp_path, env={**__import__("os").environ, **env})
