@@ -34,6 +34,13 @@ def assert_one_line_error(result, fragment):
 
 
 @pytest.fixture(scope="module")
+def caa(model, tmp_path_factory) -> Path:
+    """A CAA vector (8 power-seeking pairs, layer 15) that moves the Paris answer at +/-4: the steered
+    answers the generate and chat tests compare with the unsteered one."""
+    return train_caa(model, load_pairs("power_seeking")[:8], 15).save(tmp_path_factory.mktemp("caa") / "caa.safetensors")
+
+
+@pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "v.safetensors"
     result = cli("train", "--data", "power_seeking", "--layer", 15, "--max-pairs", 8, "--epochs", 1,
@@ -65,12 +72,11 @@ def test_generate_prints_one_answer_per_multiplier(trained):
     assert [line[:7] for line in result.stdout.splitlines() if line.startswith("[")] == ["[-1.00]", "[+0.00]", "[+1.00]"]
 
 
-def test_generate_s_flags_reach_the_engine(model, tmp_path, capsys):
+def test_generate_s_flags_reach_the_engine(caa, tmp_path, capsys):
     """--multipliers, --strength, --token-strategy and --system-prompt each change what is generated
     (a CAA vector that moves this answer at +4; ``main`` in-process, so no start-up per call)."""
     from bipo_lens.cli import main
 
-    caa = train_caa(model, load_pairs("power_seeking")[:8], 15).save(tmp_path / "caa.safetensors")
 
     def answers(name: str, *flags) -> list[str]:
         out = tmp_path / f"{name}.json"
@@ -460,8 +466,7 @@ def test_missing_judge_and_unwritable_output_stop_before_any_work(trained, tmp_p
     assert list(cache.iterdir()) == []
 
 
-def test_chat_streams_a_steered_conversation_and_takes_commands(trained, model, tmp_path):
-    caa = train_caa(model, load_pairs("power_seeking")[:8], 15).save(tmp_path / "caa.safetensors")
+def test_chat_streams_a_steered_conversation_and_takes_commands(trained, caa):
     paris = "What is the capital of France?"
     script = "\n".join([paris, "/off", "/compare", "/m 2", "/m nan", "/load missing.pt",
                         "/status", "And which river runs through it?",
@@ -485,13 +490,12 @@ def test_chat_streams_a_steered_conversation_and_takes_commands(trained, model, 
     assert len(set(answers)) == 3, answers  # steered each way, by the multiplier's sign
 
 
-def test_chat_s_flags_and_history_reach_the_engine(model, tmp_path, capsys, monkeypatch):
+def test_chat_s_flags_and_history_reach_the_engine(caa, capsys, monkeypatch):
     """--multiplier, --system-prompt, --temperature, --seed, --top-p and --max-new-tokens each change
     what chat answers, a follow-up is answered with the conversation before it and /reset forgets it
     (``main`` in-process, the script on stdin; greedy answers compared word for word)."""
     from bipo_lens.cli import main
 
-    caa = train_caa(model, load_pairs("power_seeking")[:8], 15).save(tmp_path / "caa.safetensors")
     paris, river = "What is the capital of France?", "Which river runs through it?"
 
     def chat(script: list[str], *flags) -> list[str]:
