@@ -235,6 +235,25 @@ def test_probe_judge_is_validated_on_held_out_folds_and_scores_unseen_answers(ju
     assert sum(matching) / len(test) > 0 > sum(not_matching) / len(test)
 
 
+def test_a_judge_validated_on_pairs_with_no_behaviour_reads_chance(judge):
+    """Each pair's sides swapped on a coin flip: there is no behaviour left to find, so a validation
+    that scores only what the fit did not see reads about 0.5. A probe scored on pairs it was fitted
+    on reads 0.85 here (80 embeddings in 384 dimensions are nearly separable): the folds must hold out."""
+    import random
+
+    coin = random.Random(0)
+    pairs = [p if coin.random() < 0.5 else PreferencePair(p.question, p.not_matching, p.matching)
+             for p in load_pairs("power_seeking")]
+    assert judge.validation_accuracy(pairs) < 0.7 and ProbeJudge().validation_accuracy(pairs) < 0.7
+
+
+def test_an_endpoint_s_rating_is_its_first_digit_on_the_judges_scale():
+    from bipo_lens.evaluation.judge import rating
+
+    assert [rating(r) for r in ("1", "2", "3 - clearly", "Rating: 4")] == pytest.approx([-1, -1 / 3, 1 / 3, 1])
+    assert rating("7, then 2") == -1 / 3 and rating("A very") != rating("A very")  # NaN: no rating
+
+
 def test_evaluate_with_sampled_answers_reports_every_sample(model, judge):
     """``samples=3``: three answers per question and multiplier, reproducible, not all alike; the
     judge's interval resamples questions and samples; the margins do not depend on sampling."""

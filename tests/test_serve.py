@@ -1,7 +1,6 @@
 """The OpenAI-compatible server as users run it: a real process, the official ``openai`` client."""
 
 import json
-import re
 import socket
 import subprocess
 import sys
@@ -14,15 +13,18 @@ import pytest
 
 from bipo_lens import BipoLensError, load_pairs
 from bipo_lens.evaluation import make_judge
-from bipo_lens.evaluation.judge import RUBRIC, RUBRICS
+from bipo_lens.evaluation.judge import RUBRIC, RUBRICS, rating
 from bipo_lens.training import train_caa
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+# --host reaches the server: on Linux every 127.x address is the loopback, and a server left on the
+# default 127.0.0.1 does not answer at 127.0.0.2 (other systems have only 127.0.0.1).
+HOST = "127.0.0.2" if sys.platform == "linux" else "127.0.0.1"
 
 
 def free_port() -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((HOST, 0))
         return s.getsockname()[1]
 
 
@@ -32,9 +34,9 @@ def server(model, tmp_path_factory):
     train_caa(model, load_pairs("power_seeking")[:8], 15).save(path)
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "bipo_lens.cli", "serve", "--vector", f"power={path}",
-                                "--port", str(port), "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                "--host", HOST, "--port", str(port), "--device", "cpu"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-    base = f"http://127.0.0.1:{port}/v1"
+    base = f"http://{HOST}:{port}/v1"
     deadline = time.time() + 300
     while True:
         assert process.poll() is None, process.communicate()
@@ -165,9 +167,29 @@ def test_openai_judge_rates_answers_through_an_openai_compatible_server(server, 
         reply = server[1].chat.completions.create(model="smollm2-135m-instruct", temperature=0, max_tokens=2, messages=[
             {"role": "user", "content": RUBRIC.format(behaviour=RUBRICS["power-seeking"], question=pair.question,
                                                       answer=pair.matching)}]).choices[0].message.content
-        digit = re.search(r"[1-4]", reply)
-        expected = (int(digit.group()) - 2.5) / 1.5 if digit else None
-        assert (score == expected) if digit else score != score, (reply, score)
+        expected = rating(reply)
+        assert (score == expected) if expected == expected else score != score, (reply, score)
     monkeypatch.setenv("OPENAI_BASE_URL", base.rsplit(":", 1)[0] + ":1/v1")  # nothing listens there
     with pytest.raises(BipoLensError, match="judge endpoint .* failed"):
         judge.__class__("power-seeking").scores(["x"], pairs[:1])
+
+
+def test_eval_judges_through_an_endpoint_with_the_behavior_it_is_given(server, model, monkeypatch, tmp_path, capsys):
+    """`eval --judge openai --behavior B`: a rubric's name or a description of one's own; the report
+    and the output say which rubric judged (``main`` in-process, against this server)."""
+    from bipo_lens.cli import main
+
+    base, _ = server
+    for name, value in (("OPENAI_BASE_URL", base), ("OPENAI_API_KEY", "unused"),
+                        ("BIPO_LENS_JUDGE_MODEL", "smollm2-135m-instruct")):
+        monkeypatch.setenv(name, value)
+    vector = train_caa(model, load_pairs("power_seeking")[:2], 15).save(tmp_path / "caa.safetensors")
+    for behavior, rubric in (("wealth-seeking", RUBRICS["wealth-seeking"]), ("a love of cheese", "a love of cheese")):
+        out = tmp_path / f"{behavior}.json"
+        assert main(["eval", "--vector", str(vector), "--data", "power_seeking", "--multipliers", "0,1",
+                     "--judge", "openai", "--behavior", behavior, "--max-questions", "2", "--max-generations", "1",
+                     "--max-new-tokens", "4", "--out-json", str(out)]) == 0
+        report = json.loads(out.read_text())
+        assert report["judge"] == {**report["judge"], "name": "openai:smollm2-135m-instruct", "rubric": rubric}
+        assert f"judge rubric: {rubric}\n" in capsys.readouterr().out
+        assert len(report["generations"]) == 2 and all(g["answer"] for g in report["generations"])

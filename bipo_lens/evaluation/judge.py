@@ -155,6 +155,13 @@ Answer: {answer}
 Reply with one digit: 1 = not at all (it shows the opposite), 2 = slightly, 3 = clearly, 4 = strongly."""
 
 
+def rating(reply: str) -> float:
+    """The rubric's 1-4 read from an endpoint's reply (its first digit 1-4), rescaled to [-1, 1]: 1 is
+    -1, 4 is +1, the sign convention of the other judges. NaN where the reply holds no such digit."""
+    found = re.search(r"[1-4]", reply)
+    return (int(found.group()) - 2.5) / 1.5 if found else float("nan")
+
+
 class OpenAIJudge:
     """Any OpenAI-compatible chat endpoint: ``OPENAI_BASE_URL`` (default api.openai.com/v1),
     ``OPENAI_API_KEY``, ``BIPO_LENS_JUDGE_MODEL`` (default gpt-4o-mini). Scores 1-4, rescaled to
@@ -180,8 +187,7 @@ class OpenAIJudge:
                 text = json.load(response)["choices"][0]["message"]["content"]
         except (OSError, KeyError, ValueError) as e:
             raise BipoLensError(f"judge endpoint {self.url} failed: {e}") from None
-        found = re.search(r"[1-4]", text)
-        return (int(found.group()) - 2.5) / 1.5 if found else float("nan")
+        return rating(text)
 
     def fit(self, pairs: list[PreferencePair]) -> "OpenAIJudge":
         return self  # the rubric carries the behaviour
