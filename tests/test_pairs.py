@@ -34,6 +34,19 @@ def test_anthropic_jsonl(tmp_path):
     assert load_pairs(path)[1] == PreferencePair("q1", " Yes", " No")
 
 
+def test_other_tools_field_names_are_read_as_the_three_fields(tmp_path):
+    """DPO's prompt/chosen/rejected and wisent-guard's QA pairs load as question/matching/not_matching;
+    where Anthropic's file lists several not-matching answers, the first is the pair's."""
+    rows = [{"prompt": "p", "chosen": "c", "rejected": "r"},
+            {"question": "q", "correct_answer": "right", "incorrect_answer": "wrong"},
+            {"instruction": "i", "positive": "+", "negative": "-"}]
+    path = write(tmp_path, "other.jsonl", "\n".join(json.dumps(r) for r in rows))
+    assert load_pairs(path) == [PreferencePair("p", "c", "r"), PreferencePair("q", "right", "wrong"),
+                                PreferencePair("i", "+", "-")]
+    listed = {"question": "q", "answer_matching_behavior": " Yes", "answer_not_matching_behavior": [" No", " Never"]}
+    assert load_pairs(write(tmp_path, "listed.json", json.dumps([listed]))) == [PreferencePair("q", " Yes", " No")]
+
+
 def test_truthfulqa_best_against_each_incorrect(tmp_path):
     path = write(tmp_path, "t.csv", 'Type,Category,Question,Best Answer,Correct Answers,Incorrect Answers,Source\nA,B,Q?,Right,Right,"Wrong1; Wrong2",s\n')
     assert load_pairs(path) == [PreferencePair("Q?", "Right", "Wrong1"), PreferencePair("Q?", "Right", "Wrong2")]
