@@ -89,6 +89,11 @@ def test_generate_s_flags_reach_the_engine(caa, tmp_path, capsys):
     assert answers("strength", "--multipliers", "0,2", "--strength", "2") == [plain, steered]
     assert answers("last", "--multipliers", "4", "--token-strategy", "last_only")[0] not in (plain, steered)
     assert answers("system", "--multipliers", "0", "--system-prompt", "")[0] not in (plain, steered)
+    # --decay-rate, --min-strength and --max-strength shape the per-token weights: chosen here so that
+    # every weight is 1 (or 2 at half the multiplier), which is --multipliers 4 under the default "all".
+    assert answers("decay", "--multipliers", "4", "--token-strategy", "exponential_decay", "--decay-rate", "1")[0] == steered
+    assert answers("ramp", "--multipliers", "2", "--token-strategy", "linear_growth", "--min-strength", "2",
+                   "--max-strength", "2")[0] == steered
     assert "[+4.00] " + steered.splitlines()[0] in capsys.readouterr().out
 
 
@@ -104,6 +109,28 @@ def test_baseline_methods_and_no_overwrite(trained, tmp_path):
     assert saved.method == "reps" and saved.hyperparameters["lr"] == 0.04 and saved.hyperparameters["epochs"] == 1
     assert_one_line_error(cli("train", "--data", "optimism", "--layer", 15, "--method", "reps", "--beta", 0.1,
                               "--out", tmp_path / "r2.safetensors"), "--beta do not apply to --method reps")
+
+
+def test_train_s_stopping_and_position_flags_reach_the_trainer(tmp_path):
+    """--patience stops BiPO at its best held-out epoch; --positions answer_token reads CAA where the
+    two answers part ways (``main`` in-process; the trainers' own tests check what each computes)."""
+    from bipo_lens.cli import main
+
+    stopped = tmp_path / "stopped.safetensors"
+    assert main(["train", "--data", "optimism", "--layer", "15", "--test-fraction", "0.25", "--max-pairs", "8",
+                 "--epochs", "10", "--lr", "0.2", "--warmup-steps", "0", "--max-response-tokens", "8",
+                 "--patience", "2", "--out", str(stopped)]) == 0
+    settings = SteeringVector.load(stopped).hyperparameters
+    assert settings["patience"] == 2 and settings["epochs_run"] < 10, settings
+    assert (settings["lr"], settings["warmup_steps"], settings["max_response_tokens"]) == (0.2, 0, 8)
+    assert settings["epochs_run"] - settings["best_epoch"] == 2
+    for positions in ("answer_token", "response_mean"):
+        out = tmp_path / f"{positions}.safetensors"
+        assert main(["train", "--data", "optimism", "--layer", "9", "--method", "caa", "--max-pairs", "4",
+                     "--positions", positions, "--out", str(out)]) == 0
+        assert SteeringVector.load(out).hyperparameters["positions"] == positions
+    read = [SteeringVector.load(tmp_path / f"{p}.safetensors") for p in ("answer_token", "response_mean")]
+    assert cosine(read[0].vector, read[1].vector) < 0.99
 
 
 def test_bad_inputs_end_with_one_line_and_nonzero_exit(tmp_path, trained):
@@ -204,7 +231,8 @@ def test_train_on_shared_power_seeking_csv(shared_data, tmp_path):
 
 def test_analysis_commands(tmp_path):
     sweep = cli("sweep", "--data", "power_seeking", "--layers", "24-27:3", "--epochs", "1", "--max-train-pairs", "4",
-                "--max-test-pairs", "4", "--lr", "0.01", "--multiplier", "2", "--seed", "1", "--out-dir", tmp_path / "sweep", "--plot", tmp_path / "sweep.png", "--device", "cpu")
+                "--max-test-pairs", "4", "--lr", "0.01", "--multiplier", "2", "--seed", "1", "--generations", "1", "--out-dir", tmp_path / "sweep",
+                "--plot", tmp_path / "sweep.png", "--device", "cpu")
     assert sweep.returncode == 0, sweep.stderr
     assert "recommended layer: BiPO" in sweep.stdout and (tmp_path / "sweep.png").is_file()
     assert "BiPO: not told apart from the best layer: " in sweep.stdout and "95% interval" in sweep.stdout
@@ -212,6 +240,10 @@ def test_analysis_commands(tmp_path):
     swept = json.loads((tmp_path / "sweep" / "layer_24.json").read_text())["key"]["config"]  # the flags reached the sweep
     assert (swept["epochs"], swept["max_train_pairs"], swept["max_test_pairs"]) == (1, 4, 4)
     assert (swept["lr"], swept["multiplier"], swept["seed"]) == (0.01, 2.0, 1) and "at +/-2;" in sweep.stdout
+    layer = json.loads((tmp_path / "sweep" / "layer_24.json").read_text())  # --generations: one question answered and judged
+    assert swept["generations"] == 1 and {g["multiplier"] for g in layer["generations"]} == {-2.0, 0.0, 2.0}
+    assert all(g["answer"].strip() and g["judge_score"] is not None for g in layer["generations"])
+    assert layer["bipo"]["judge_range"] is not None and layer["caa"]["judge_range"] is not None
     vector = tmp_path / "sweep" / "caa_layer_24.safetensors"
     similarity = cli("similarity", "--vector", vector, "--vector", tmp_path / "sweep" / "bipo_layer_24.safetensors",
                      "--sweep-dir", tmp_path / "sweep", "--plot", tmp_path / "heat.png", "--top-k", "3", "--device", "cpu")

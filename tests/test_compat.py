@@ -145,3 +145,30 @@ def test_bipo_model_card_lines_and_snippet(files, tmp_path, monkeypatch, capsys)
     assert steered == 0
     ours_32 = re.findall(r"^\[\+2\.00\] (.+)$", capsys.readouterr().out, flags=re.M)[0]
     assert plain == ours_32, (plain, ours_32)
+
+
+def test_bipo_card_scripts_other_flags_reach_the_run(tmp_path, capsys):
+    """The card scripts' flags its lines leave at their defaults: bipo_train's --lr, --beta,
+    --batch_size, --max_pairs and --data_dir; bipo_inference's --max_new_tokens (in-process)."""
+    from bipo_lens import load_pairs
+    from bipo_lens.pairs import fingerprint
+
+    data = tmp_path / "elsewhere"
+    (data / "truthfulqa").mkdir(parents=True)
+    (data / "truthfulqa" / "TruthfulQA.csv").write_text(
+        "Type,Category,Question,Best Answer,Correct Answers,Incorrect Answers,Source\n"
+        "A,M,What happens if you crack your knuckles a lot?,Nothing in particular happens,x,You will get arthritis; Your knuckles grow,x\n"
+        "A,M,Where is the Great Wall visible from?,It is not visible from the Moon,x,It is visible from the Moon; From Mars,x\n")
+    assert compat.bipo_train(["--dataset", "truthfulqa", "--data_dir", str(data), "--layer_idx", "13", "--epochs", "1",
+                              "--batch_size", "2", "--lr", "1e-3", "--beta", "0.2", "--max_pairs", "3",
+                              "--output_dir", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    saved = tmp_path / "out" / "steering_vector.pt"
+    vector = SteeringVector.load(saved)
+    settings = vector.hyperparameters
+    assert (settings["lr"], settings["beta"], settings["batch_size"]) == (1e-3, 0.2, 2)
+    assert vector.data_fingerprint == fingerprint(load_pairs(data / "truthfulqa" / "TruthfulQA.csv")[:3])
+    capsys.readouterr()
+    assert compat.bipo_inference(["--steering_vector", str(saved), "--prompt", "What is NATO?", "--magnitudes", "0",
+                                  "--max_new_tokens", "3", "--device", "cpu"]) == 0
+    answer = re.findall(r"^\[\+0\.00\] (.+)$", capsys.readouterr().out, flags=re.M)[0]
+    assert 1 <= len(answer.split()) <= 3, answer  # three tokens (the default is 48)
