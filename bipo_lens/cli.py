@@ -643,17 +643,18 @@ def cmd_eval(args) -> int:
     model = load_model(model_name, **load_options(args))
     record = start_record(model=model, data=[args.data], seeds={"split": args.seed})
     validation = judge.validation_accuracy(pairs[: args.max_questions]) if judge else None
+    rubric = getattr(judge, "behaviour", None)  # the openai judge's; the other judges read the behaviour from the pairs
     if judge:
         print(f"judge {judge.name}: {judge.validation} validation accuracy {validation:.3f} on {min(len(pairs), args.max_questions)} reference pairs")
-        if getattr(judge, "behaviour", None):
-            print(f"judge rubric: {judge.behaviour}")
+    if rubric:
+        print(f"judge rubric: {rubric}")
     report = evaluate(model, dict(zip(names, vectors)), pairs, args.multipliers, ab_pairs=ab_pairs, judge=judge,
                       max_questions=args.max_questions, max_generations=args.max_generations,
                       max_new_tokens=args.max_new_tokens, response_format=args.response_format, samples=args.seeds,
                       sampling=Sampling(args.temperature, seed=args.seed) if args.seeds > 1 else GREEDY)
     report = {"command": "bipo-lens " + " ".join(sys.argv[1:]), "data": args.data, "model": model.lens_info.model_id,
-              "judge": {"name": judge.name if judge else None, "validation_accuracy": validation,
-                        "rubric": getattr(judge, "behaviour", None)}, **report,  # the openai judge's; None: the pairs carry it
+              "judge": {"name": judge.name if judge else None, "validation_accuracy": validation, "rubric": rubric},
+              **report,
               "record": finish_record(record)}
     _write_json(args.out_json, report)
     print(f"\n{'vector':14s} {'mult':>5s} {'margin':>8s} {'pref acc':>8s} {'MC1':>5s} {'A/B p':>6s} {'judge':>7s} {'ppl':>7s} {'dist-2':>6s}")
