@@ -923,6 +923,14 @@ def cmd_transfer(args) -> int:
         else:
             maps = [fit_linear_map(*acts, args.map)] * len(seeds)
             print(f"map R^2: {maps[0].r2_train:.3f} on its texts, {maps[0].r2_test:.3f} on held-out texts")
+        fitted = maps if args.map_per_seed else maps[:1]
+        width, spanned = vector.d_model, min(m.rank for m in fitted)
+        print(f"the fitting texts span {', '.join(str(m.rank) for m in fitted)} of the {width} source directions"
+              + (" (one resample per seed)" if args.map_per_seed else ""))
+        if spanned < width:
+            print(f"bipo-lens: warning: {len(texts)} texts{' (resampled)' if args.map_per_seed else ''} span only {spanned} "
+                  f"of the {width} source directions: a vector's part outside them maps to zero; more --fit-data spans more",
+                  file=sys.stderr)
         del source
     moved = [transfer_vector(v, target, layer, m) for v, m in zip(seeds, maps)]
     for vector_out, path in zip(moved, outs):

@@ -157,6 +157,16 @@ def test_linear_maps_recover_a_known_map():
     q, _ = torch.linalg.qr(torch.randn(24, 24, generator=g))
     rotated = fit_linear_map(x, 3.0 * x @ q, "procrustes")
     torch.testing.assert_close(rotated.weight, 3.0 * q, atol=1e-3, rtol=1e-3)
+    assert fitted.rank == rotated.rank == 24
+    # Fewer texts than dimensions: the map keeps what the rows determine (the rotation, within their
+    # span) and sends the rest to zero, where a full SVD would rotate it by an arbitrary completion.
+    few = fit_linear_map(x[:16], 3.0 * x[:16] @ q, "procrustes")
+    basis = torch.linalg.svd((x[:16] - x[:16].mean(0)).T, full_matrices=False).U[:, :15]  # centred: 15 directions
+    inside, outside = basis @ torch.randn(15, generator=g), torch.randn(24, generator=g)
+    outside -= basis @ (basis.T @ outside)
+    assert few.rank == 15
+    torch.testing.assert_close(inside @ few.weight, 3.0 * inside @ q, atol=1e-3, rtol=1e-3)
+    assert (outside @ few.weight).norm() < 1e-4 * outside.norm()
     with pytest.raises((BipoLensError, TypeCheckError)):  # the shape check fires first under beartype
         fit_linear_map(x, y[:10])
     with pytest.raises(BipoLensError, match="unknown map"):
