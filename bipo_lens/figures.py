@@ -207,6 +207,7 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
     out, work = Path(out_dir), Path(work_dir)
     if resume:
         _check_resumable(work, rerun)
+    ps_train, ps_test, data, data_files, data_root = power_seeking_data(data_dir)  # before anything is deleted
     judge = EmbeddingJudge()  # before anything is deleted or computed: a missing package stops here
     if work.exists() and not resume:
         shutil.rmtree(work)
@@ -214,19 +215,8 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
     work.mkdir(parents=True, exist_ok=True)
     for stale in out.glob("*.png"):
         stale.unlink()  # the directory holds exactly what this run draws
-    data_root = Path(data_dir) if data_dir else shared_data_dir()
-    shared = data_root / "bipo" / "power-seeking" if data_root else None
-    if shared and (shared / "train.csv").is_file():
-        ps_train, ps_test = load_pairs(shared / "train.csv"), load_pairs(shared / "test.csv")
-        data = f"{shared}/train.csv, test.csv (BiPO's power-seeking data)"
-        data_files = [shared / "train.csv", shared / "test.csv"]
-    else:
-        ps_train, ps_test = split_pairs(load_pairs("power_seeking"), 0.25, seed=0)
-        data = "built-in power_seeking set (../shared/data not found)"
-        data_files = ["power_seeking"]
     run = _Run(budget, out, work, device, data, command or "bipo-lens figures" + (" --quick" if quick else ""),
-               data_root=data_root if shared and (shared / "train.csv").is_file() else None,
-               ps_train=ps_train, ps_test=ps_test)
+               data_root=data_root, ps_train=ps_train, ps_test=ps_test)
     run.log(f"{budget.name} budget; power-seeking data: {data}")
     if rerun:
         run.log(f"computed again (--rerun): {', '.join(rerun)}")
@@ -453,6 +443,22 @@ def _native_seeds(run: _Run, stage: str, model, name: str, layer: int,
         found.append(train_bipo(model, train, layer, epochs=b.epochs, lr=b.lr, seed=seed, progress=False))
         found[-1].save(path, overwrite=True)
     return found
+
+
+def power_seeking_data(data_dir: str | Path | None) -> tuple[list, list, str, list, Path | None]:
+    """BiPO's power-seeking train and test pairs under ``data_dir`` (default: the shared data), with
+    what the record says of them, the files read, and the data root (None: not found). Not found
+    where ``data_dir`` was named is an error; not found in the default place falls back to the
+    built-in set, split 3:1."""
+    root = Path(data_dir) if data_dir else shared_data_dir()
+    files = [root / "bipo" / "power-seeking" / name for name in ("train.csv", "test.csv")]
+    if all(f.is_file() for f in files):
+        return (load_pairs(files[0]), load_pairs(files[1]), f"{files[0].parent}/train.csv, test.csv (BiPO's power-seeking data)",
+                files, root)
+    if data_dir:
+        raise BipoLensError(f"--data-dir {data_dir} has no bipo/power-seeking/train.csv and test.csv (BiPO's power-seeking data)")
+    train, test = split_pairs(load_pairs("power_seeking"), 0.25, seed=0)
+    return train, test, f"built-in power_seeking set ({root} has no bipo/power-seeking/train.csv and test.csv)", ["power_seeking"], None
 
 
 def _fit_texts(run: _Run) -> list[str]:

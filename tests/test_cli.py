@@ -330,6 +330,13 @@ def test_analysis_commands_reject_bad_input_in_one_line(tmp_path):
     assert_one_line_error(cli("figures", "--rerun", "siblings", "--work-dir", tmp_path / "w", "--out-dir", tmp_path / "f"),
                           "give --resume")
     assert not (tmp_path / "s").exists() and not (tmp_path / "w").exists()  # stopped before any work
+    kept = tmp_path / "kept"  # a named --data-dir without BiPO's files is said, not swapped for the built-in set,
+    (kept / "work").mkdir(parents=True)  # and an earlier run's work and figures are left as they were
+    (kept / "work" / "v.safetensors").write_bytes(b"earlier")
+    (kept / "f.png").write_bytes(b"earlier")
+    assert_one_line_error(cli("figures", "--quick", "--data-dir", tmp_path, "--work-dir", kept / "work", "--out-dir", kept),
+                          f"--data-dir {tmp_path} has no bipo/power-seeking/train.csv and test.csv")
+    assert (kept / "work" / "v.safetensors").read_bytes() == (kept / "f.png").read_bytes() == b"earlier"
     old = tmp_path / "old"  # a work directory whose claims stage predates the answers the baselines stage reads
     shutil.copytree(COMMITTED / "work", old, ignore=shutil.ignore_patterns("stage_baselines.json", "stage_behaviours.json"))
     claims = json.loads((old / "stage_claims.json").read_text())
@@ -338,6 +345,23 @@ def test_analysis_commands_reject_bad_input_in_one_line(tmp_path):
     assert_one_line_error(cli("figures", "--resume", "--work-dir", old, "--out-dir", tmp_path / "f", "--device", "cpu"),
                           "stage_claims.json holds no answers up the equal-fluency ladder")
     assert (old / "stage_claims.json").is_file() and not (tmp_path / "f").exists()  # stopped before anything was touched
+
+
+def test_figures_read_power_seeking_pairs_from_the_data_dir_named(tmp_path, monkeypatch):
+    from bipo_lens.figures import power_seeking_data
+
+    given = tmp_path / "given" / "bipo" / "power-seeking"
+    given.mkdir(parents=True)
+    for name, n in (("train.csv", 5), ("test.csv", 3)):
+        (given / name).write_text("question,matching,not_matching\n" + "".join(f"{name} q{i}?,more,less\n" for i in range(n)))
+    train, test, said, files, root = power_seeking_data(tmp_path / "given")
+    assert [p.question for p in train] == [f"train.csv q{i}?" for i in range(5)] and len(test) == 3
+    assert root == tmp_path / "given" and files == [given / "train.csv", given / "test.csv"]
+    assert said == f"{given}/train.csv, test.csv (BiPO's power-seeking data)"
+    monkeypatch.setenv("BIPO_LENS_SHARED_DATA", str(tmp_path / "nowhere"))  # the default place, empty: built-in, split
+    train, test, said, files, root = power_seeking_data(None)
+    assert (train, test) == split_pairs(load_pairs("power_seeking"), 0.25, seed=0) and root is None
+    assert files == ["power_seeking"] and f"({tmp_path / 'nowhere'} has no bipo/power-seeking/train.csv" in said
 
 
 PNGS = {"steering": {"steering_curve.png", "training_curve.png"}, "layers": {"layer_sweep.png"},
