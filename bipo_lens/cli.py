@@ -46,7 +46,10 @@ def _vector_arguments(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from bipo_lens import __version__
 
-    parser = argparse.ArgumentParser(prog="bipo-lens", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="bipo-lens",
+        description="BiPO steering vectors on TransformerLens models: train, steer, evaluate, compare, export and serve.",
+        epilog="Start with `bipo-lens demo` (about 2 min on 2 cores); `bipo-lens COMMAND --help` for each command; the README has a section per command.")
     parser.add_argument("--version", action="version", version=f"bipo-lens {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 

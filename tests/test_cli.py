@@ -160,6 +160,9 @@ def test_version_is_the_installed_package_s_and_python_m_bipo_lens_runs_the_cli(
         result = subprocess.run([*command, "--version"], capture_output=True, text=True, timeout=60)
         assert (result.returncode, result.stdout.strip()) == (0, f"bipo-lens {version('bipo-lens')}")
     assert version("bipo-lens") == bipo_lens.__version__  # pyproject's and the one vector files record agree
+    helped = cli("--help")  # says what the tool is and where to start, and lists every command
+    assert helped.returncode == 0 and "BiPO steering vectors" in helped.stdout and "bipo-lens demo" in helped.stdout
+    assert all(f"    {name} " in helped.stdout for name in ("train", "generate", "eval", "serve", "export", "transfer", "figures"))
 
 
 def test_output_into_a_closed_pipe_ends_quietly(trained):
