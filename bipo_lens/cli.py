@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train a BiPO vector (or a baseline: CAA, PCA, RePS) from a pairs file")
     train.add_argument("--data", required=True, help="pairs file (BiPO CSV, A/B CSV, JSON/JSONL, TruthfulQA) or a built-in set")
-    train.add_argument("--layer", type=int, required=True)
+    train.add_argument("--layer", type=int, required=True, help="the block whose output (blocks.L.hook_resid_post) is steered")
     train.add_argument("--model", default=None, help="default: smollm2-135m-instruct")
     train.add_argument("--method", choices=["bipo", "caa", "pca", "reps"], default="bipo",
                        help="caa: mean activation difference; pca: repeng's first principal component of the "
@@ -66,17 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
                             "where the two answers first differ (the A/B letter, as Rimsky et al.'s CAA)")
     train.add_argument("--loss", choices=["bipo", "activation_margin"], default="bipo",
                        help="bipo: the paper's objective; activation_margin: wisent-guard's variant")
-    train.add_argument("--epochs", "--bipo-epochs", type=int, default=None)
-    train.add_argument("--lr", "--bipo-lr", type=float, default=None)
-    train.add_argument("--beta", type=float, default=None)
-    train.add_argument("--batch-size", type=int, default=None)
-    train.add_argument("--weight-decay", "--bipo-weight-decay", type=float, default=None)
-    train.add_argument("--margin", "--bipo-margin", type=float, default=None, help="activation_margin loss only")
-    train.add_argument("--warmup-steps", type=int, default=None)
-    train.add_argument("--max-response-tokens", type=int, default=None)
+    # The defaults said here are BipoConfig's and RepsConfig's (a test holds them equal; importing the
+    # trainers here would make every --help pay for torch).
+    train.add_argument("--epochs", "--bipo-epochs", type=int, default=None, help="default 10 (reps: 18)")
+    train.add_argument("--lr", "--bipo-lr", type=float, default=None, help="default 0.0005, the paper's (reps: 0.04)")
+    train.add_argument("--beta", type=float, default=None, help="default 0.1, the paper's")
+    train.add_argument("--batch-size", type=int, default=None, help="default 4, the paper's (reps: 6)")
+    train.add_argument("--weight-decay", "--bipo-weight-decay", type=float, default=None,
+                       help="AdamW's; default 0.05, the paper's (reps: 0.0)")
+    train.add_argument("--margin", "--bipo-margin", type=float, default=None, help="activation_margin loss only; default 1.0")
+    train.add_argument("--warmup-steps", type=int, default=None,
+                       help="linear warm-up, then cosine decay; default 100, the paper's (at most a tenth of a short run's steps)")
+    train.add_argument("--max-response-tokens", type=int, default=None, help="responses cut to this many tokens; default 64")
     train.add_argument("--response-format", choices=("eot", "text", "authors"), default="eot",
                        help="tokens scored as each response: eot (default) = the text then the end-of-turn token; text = the text alone; authors = exactly as the BiPO authors' trainer (trl DPO)")
-    train.add_argument("--max-pairs", type=int, default=None)
+    train.add_argument("--max-pairs", type=int, default=None, help="at most N training pairs (and N held out), taken after the --test-fraction split")
     train.add_argument("--test-fraction", type=float, default=0.0, help="hold out this fraction to report accuracy")
     train.add_argument("--patience", type=int, default=None,
                        help="early stopping: stop once the held-out loss has not fallen for N epochs and keep the "

@@ -165,6 +165,22 @@ def test_version_is_the_installed_package_s_and_python_m_bipo_lens_runs_the_cli(
     assert all(f"    {name} " in helped.stdout for name in ("train", "generate", "eval", "serve", "export", "transfer", "figures"))
 
 
+def test_train_help_states_the_trainers_defaults():
+    from bipo_lens.training import BipoConfig
+    from bipo_lens.training.reps import RepsConfig
+
+    options = {" ".join(chunk.split()).split()[0]: " ".join(chunk.split())  # each option's entry, on one line
+               for chunk in re.split(r"\n  (?=-)", cli("train", "--help").stdout)[1:]}
+    bipo, reps = BipoConfig(layer=0), RepsConfig(layer=0)
+    for flag, default in (("--epochs", f"{bipo.epochs} (reps: {reps.epochs})"), ("--lr", f"{bipo.lr}, the paper's (reps: {reps.lr})"),
+                          ("--beta", f"{bipo.beta}, the paper's"), ("--batch-size", f"{bipo.batch_size}, the paper's (reps: {reps.batch_size})"),
+                          ("--weight-decay", f"{bipo.weight_decay}, the paper's (reps: {reps.weight_decay})"),
+                          ("--margin", f"{bipo.margin}"), ("--warmup-steps", f"{bipo.warmup_steps}, the paper's"),
+                          ("--max-response-tokens", f"{bipo.max_response_tokens}")):
+        assert f"default {default}" in options[flag], options[flag]
+    assert (bipo.lr, bipo.beta, bipo.batch_size, bipo.weight_decay, bipo.warmup_steps) == (5e-4, 0.1, 4, 0.05, 100)  # the paper's
+
+
 def test_output_into_a_closed_pipe_ends_quietly(trained):
     """``bipo-lens info v | head`` (here ``| true``, which reads nothing): the reader going away is no
     error of ours; the process stops with 141 (128 + SIGPIPE) as Unix tools do, and says nothing."""
