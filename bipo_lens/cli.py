@@ -40,7 +40,8 @@ def _vector_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--vector", "--load-steering-vector", required=True, action="append", help="repeatable")
     parser.add_argument("--layer", type=int, default=None, help="for bare-tensor .pt files, or one direction of a .gguf control vector")
     parser.add_argument("--model", default=None, help="default: the (first) vector's model")
-    parser.add_argument("--multipliers", type=_multipliers, default=[-2.0, -1.0, 0.0, 1.0, 2.0])
+    parser.add_argument("--multipliers", type=_multipliers, default=[-2.0, -1.0, 0.0, 1.0, 2.0],
+                        help="comma-separated; each one's answer beside the others (negative: the other way)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,14 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     generate = commands.add_parser("generate", help="steered answers side by side, one per multiplier")
     _vector_arguments(generate)
-    generate.add_argument("--prompt", required=True, action="append")
+    generate.add_argument("--prompt", required=True, action="append", help="a question to answer; repeatable")
     generate.add_argument("--strength", "--steering-strength", type=float, default=1.0, help="scales every multiplier")
-    generate.add_argument("--token-strategy", "--token-steering-strategy", default="all")
-    generate.add_argument("--decay-rate", type=float, default=0.5)
-    generate.add_argument("--min-strength", type=float, default=0.1)
-    generate.add_argument("--max-strength", type=float, default=1.0)
+    generate.add_argument("--token-strategy", "--token-steering-strategy", default="all",
+                          help="which positions are steered, and how strongly: all, last_only, second_to_last, "
+                               "first_only, exponential_decay, exponential_growth, linear_decay, linear_growth (README: "
+                               "Steering and token strategies)")
+    generate.add_argument("--decay-rate", type=float, default=0.5, help="exponential strategies: the factor per token")
+    generate.add_argument("--min-strength", type=float, default=0.1, help="decay and growth strategies: the weakest weight")
+    generate.add_argument("--max-strength", type=float, default=1.0, help="decay and growth strategies: the strongest weight")
     generate.add_argument("--max-new-tokens", type=int, default=48)
-    generate.add_argument("--system-prompt", default=None)
+    generate.add_argument("--system-prompt", default=None,
+                          help="default: \"You are a helpful, honest and concise assistant.\" ('' for the model template's own)")
     generate.add_argument("--out-json", default=None, help="also write the answers (and the run record) as JSON")
     _common(generate)
 
@@ -282,7 +287,31 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser("bench", help="benchmarks")
     bench.add_argument("what", choices=["train", "generate", "serve"])
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    _say_defaults(parser)
     return parser
+
+
+def _say_defaults(parser: argparse.ArgumentParser) -> None:
+    """Every option's default in its --help entry, unless its help already says it or it has none
+    worth saying (None, off, empty): what a run does when a flag is left out should not need the source."""
+    def shown(value) -> str:
+        if isinstance(value, (list, tuple)):
+            return ",".join(shown(v) for v in value)
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                _say_defaults(sub)
+            continue
+        default = action.default
+        if (not action.option_strings or default is None or default is False or default == argparse.SUPPRESS
+                or (isinstance(default, (list, tuple)) and not default)):
+            continue
+        if action.help is None:
+            action.help = f"default {shown(action.default)}"
+        elif "default" not in action.help:
+            action.help += f" (default {shown(action.default)})"
 
 
 def _stages(text: str) -> list[str]:

@@ -165,12 +165,23 @@ def test_version_is_the_installed_package_s_and_python_m_bipo_lens_runs_the_cli(
     assert all(f"    {name} " in helped.stdout for name in ("train", "generate", "eval", "serve", "export", "transfer", "figures"))
 
 
-def test_train_help_states_the_trainers_defaults():
+def help_entries(*command) -> dict[str, str]:
+    """Each option's ``--help`` entry, on one line, by its first flag."""
+    return {" ".join(chunk.split()).split()[0]: " ".join(chunk.split())
+            for chunk in re.split(r"\n  (?=-)", cli(*command, "--help").stdout)[1:]}
+
+
+def test_help_states_the_defaults_and_the_trainers_and_strategies_as_they_are():
+    from bipo_lens.models import DEFAULT_SYSTEM_PROMPT
+    from bipo_lens.steering import STRATEGIES
     from bipo_lens.training import BipoConfig
     from bipo_lens.training.reps import RepsConfig
 
-    options = {" ".join(chunk.split()).split()[0]: " ".join(chunk.split())  # each option's entry, on one line
-               for chunk in re.split(r"\n  (?=-)", cli("train", "--help").stdout)[1:]}
+    generate = help_entries("generate")  # every default said, 0 too, in the form it is typed
+    assert generate["--multipliers"].endswith("(default -2,-1,0,1,2)") and generate["--max-new-tokens"].endswith("default 48")
+    assert ", ".join(STRATEGIES) in generate["--token-strategy"] and f'"{DEFAULT_SYSTEM_PROMPT}"' in generate["--system-prompt"]
+    assert help_entries("chat")["--seed"].endswith("default 0") and help_entries("serve")["--port"].endswith("default 8000")
+    options = help_entries("train")
     bipo, reps = BipoConfig(layer=0), RepsConfig(layer=0)
     for flag, default in (("--epochs", f"{bipo.epochs} (reps: {reps.epochs})"), ("--lr", f"{bipo.lr}, the paper's (reps: {reps.lr})"),
                           ("--beta", f"{bipo.beta}, the paper's"), ("--batch-size", f"{bipo.batch_size}, the paper's (reps: {reps.batch_size})"),
