@@ -273,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--out-dir", default="figures")
     figures.add_argument("--data-dir", default=None, help="default: $BIPO_LENS_SHARED_DATA or ../shared/data")
     figures.add_argument("--work-dir", default="runs/figures", help="vectors and per-layer results")
+    figures.add_argument("--overwrite", action="store_true",
+                         help="start over in a --work-dir that holds an earlier run (deletes it)")
     figures.add_argument("--resume", action="store_true",
                          help="keep --work-dir: finished stages, sweep layers and behaviours are reused")
     figures.add_argument("--rerun", type=_stages, default=[], metavar="STAGE[,STAGE]",
@@ -1048,7 +1050,7 @@ def cmd_figures(args) -> int:
     if args.data_dir and not os.path.isdir(args.data_dir):
         raise BipoLensError(f"--data-dir {args.data_dir} is not a directory")
     make_figures(args.out_dir, quick=args.quick, data_dir=args.data_dir, work_dir=args.work_dir,
-                 device=args.device, resume=args.resume, seeds=args.seeds, rerun=args.rerun,
+                 device=args.device, resume=args.resume, seeds=args.seeds, rerun=args.rerun, overwrite=args.overwrite,
                  command="bipo-lens " + " ".join(sys.argv[1:]))
     return 0
 

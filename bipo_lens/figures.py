@@ -155,6 +155,18 @@ class _Run:
         return self.work / f"sweep_{behaviour}"
 
 
+WORK_MARK = ".bipo-lens-figures"  # written into a work directory as a run starts
+
+
+def _holds_anything(directory: Path) -> bool:
+    return directory.is_dir() and any(directory.iterdir())
+
+
+def _is_work_dir(directory: Path) -> bool:
+    """An earlier figures run's work directory: it finished a stage, or was marked as it started."""
+    return (directory / WORK_MARK).is_file() or any(directory.glob("stage_*.json"))
+
+
 def _check_resumable(work: Path, rerun: Sequence[str] = ()) -> None:
     """A stage computed on ``--resume`` reads earlier stages' saved results (:data:`READS`); one saved
     before what it reads was kept stops the run here, before the model loads, saying which file to delete."""
@@ -189,11 +201,14 @@ def rerun_closure(stages: Sequence[str]) -> list[str]:
 
 def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir: str | Path | None = None,
                  work_dir: str | Path = "runs/figures", device: str = "auto", resume: bool = False,
-                 command: str | None = None, seeds: int | None = None, rerun: Sequence[str] = ()) -> dict:
+                 command: str | None = None, seeds: int | None = None, rerun: Sequence[str] = (),
+                 overwrite: bool = False) -> dict:
     """Run every stage; write the PNGs, ``results.json`` and ``README.md`` into ``out_dir``.
     ``seeds`` overrides the budget's number of BiPO training seeds behind the claims. ``rerun`` names
     stages to compute again on ``resume`` (with the stages that read them), instead of reading their
-    saved results; vectors they trained earlier in ``work_dir`` are still read, as on any resume."""
+    saved results; vectors they trained earlier in ``work_dir`` are still read, as on any resume.
+    A ``work_dir`` that holds anything is continued (``resume``) or started over (``overwrite``, which
+    deletes it only where it is an earlier run's: hours of vectors are not lost to a repeated command)."""
     started = time.time()
     code = git_state()  # before this run rewrites figures/ (tracked files): the code's state, not the outputs'
     budget = QUICK if quick else FULL
@@ -202,6 +217,8 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
             raise BipoLensError(f"--seeds must be at least 1, not {seeds}")
         budget = replace(budget, seeds=seeds)
     rerun = rerun_closure(rerun)
+    if resume and overwrite:
+        raise BipoLensError("--resume continues the run in --work-dir and --overwrite starts it over: give one")
     if rerun and not resume:
         raise BipoLensError("--rerun computes stages of an earlier run again: give --resume and its --work-dir")
     out, work = Path(out_dir), Path(work_dir)
@@ -209,12 +226,22 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
         _check_resumable(work, rerun)
     ps_train, ps_test, data, data_files, data_root = power_seeking_data(data_dir)  # before anything is deleted
     judge = EmbeddingJudge()  # before anything is deleted or computed: a missing package stops here
-    if work.exists() and not resume:
+    if not resume and _holds_anything(work):
+        if not overwrite:
+            raise BipoLensError(f"--work-dir {work} holds an earlier run: continue it with --resume, or start over with "
+                                f"--overwrite (deletes it)")
+        if not _is_work_dir(work):
+            raise BipoLensError(f"--work-dir {work} holds files that are not a figures run's (no stage_*.json, no "
+                                f"{WORK_MARK}): name a new directory")
+    figures_before = (out / "results.json").is_file()  # an earlier run's output directory: its figures are ours to replace
+    if not resume and work.exists():
         shutil.rmtree(work)
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("*.png"):
-        stale.unlink()  # the directory holds exactly what this run draws
+    if not resume:
+        (work / WORK_MARK).touch()  # so that an interrupted run is known as one, before its first stage ends
+    for stale in out.glob("*.png") if figures_before else ():
+        stale.unlink()  # the directory holds exactly what this run draws (a directory of other PNGs keeps them)
     run = _Run(budget, out, work, device, data, command or "bipo-lens figures" + (" --quick" if quick else ""),
                data_root=data_root, ps_train=ps_train, ps_test=ps_test)
     run.log(f"{budget.name} budget; power-seeking data: {data}")

@@ -367,6 +367,15 @@ def test_analysis_commands_reject_bad_input_in_one_line(tmp_path):
     assert_one_line_error(cli("figures", "--quick", "--data-dir", tmp_path, "--work-dir", kept / "work", "--out-dir", kept),
                           f"--data-dir {tmp_path} has no bipo/power-seeking/train.csv and test.csv")
     assert (kept / "work" / "v.safetensors").read_bytes() == (kept / "f.png").read_bytes() == b"earlier"
+    # A work directory is never deleted by a repeated command, nor one that is not a figures run's at all.
+    (kept / "work" / "stage_steering.json").write_text("{}")
+    assert_one_line_error(cli("figures", "--quick", "--work-dir", kept / "work", "--out-dir", kept),
+                          f"--work-dir {kept / 'work'} holds an earlier run: continue it with --resume, or start over with --overwrite")
+    assert_one_line_error(cli("figures", "--quick", "--work-dir", kept, "--out-dir", kept, "--overwrite"),
+                          f"--work-dir {kept} holds files that are not a figures run's")
+    assert_one_line_error(cli("figures", "--quick", "--work-dir", kept / "work", "--out-dir", kept, "--overwrite", "--resume"),
+                          "give one")
+    assert (kept / "work" / "v.safetensors").read_bytes() == (kept / "f.png").read_bytes() == b"earlier"
     old = tmp_path / "old"  # a work directory whose claims stage predates the answers the baselines stage reads
     shutil.copytree(COMMITTED / "work", old, ignore=shutil.ignore_patterns("stage_baselines.json", "stage_behaviours.json"))
     claims = json.loads((old / "stage_claims.json").read_text())
@@ -435,11 +444,15 @@ def test_figures_redraw_gives_the_committed_readme_word_for_word(tmp_path):
 def test_figures_quick_writes_every_figure_and_its_readme(tmp_path):
     out, work = tmp_path / "figures", tmp_path / "work"
     (out).mkdir()
-    (out / "stale.png").write_bytes(b"old")
-    run = cli("figures", "--quick", "--out-dir", out, "--work-dir", work, "--device", "cpu")
+    (out / "stale.png").write_bytes(b"old")  # an earlier run's output directory (results.json): its old figures go
+    (out / "results.json").write_text("{}")
+    work.mkdir()
+    (work / "stage_steering.json").write_text("{}")  # and its work directory, started over on --overwrite
+    run = cli("figures", "--quick", "--out-dir", out, "--work-dir", work, "--overwrite", "--device", "cpu")
     assert run.returncode == 0, run.stderr[-2000:]
     expected = set().union(*PNGS.values())
     assert {p.name for p in out.glob("*.png")} == expected  # and the stale one is gone
+    assert "finished earlier" not in run.stdout and (work / ".bipo-lens-figures").is_file()
     readme = (out / "README.md").read_text()
     for name in expected:
         assert f"`{name}`" in readme
