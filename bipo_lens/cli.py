@@ -911,6 +911,9 @@ def _check_transfer_target(args, vector) -> None:
         raise BipoLensError(f"--map-per-seed: {shape.model_id} has the vector's width, so no map is fitted")
 
 
+UNSEEN_WARNING = 0.05  # transfer warns when more of a vector's squared norm than this lies outside the fitting texts' span
+
+
 def cmd_transfer(args) -> int:
     seeds = _load_vectors(_seed_files(args.vector, args.seeds, "--vector"), None)
     from pathlib import Path
@@ -961,14 +964,15 @@ def cmd_transfer(args) -> int:
         else:
             maps = [fit_linear_map(*acts, args.map)] * len(seeds)
             print(f"map R^2: {maps[0].r2_train:.3f} on its texts, {maps[0].r2_test:.3f} on held-out texts")
+        unseen = [m.unseen_share(v.vector) for m, v in zip(maps, seeds)]
         fitted = maps if args.map_per_seed else maps[:1]
-        width, spanned = vector.d_model, min(m.rank for m in fitted)
-        print(f"the fitting texts span {', '.join(str(m.rank) for m in fitted)} of the {width} source directions"
-              + (" (one resample per seed)" if args.map_per_seed else ""))
-        if spanned < width:
-            print(f"bipo-lens: warning: {len(texts)} texts{' (resampled)' if args.map_per_seed else ''} span only {spanned} "
-                  f"of the {width} source directions: a vector's part outside them maps to zero; more --fit-data spans more",
-                  file=sys.stderr)
+        print(f"the fitting texts span {', '.join(str(m.rank) for m in fitted)} of the {vector.d_model} source directions"
+              + (" (one resample per seed)" if args.map_per_seed else "") + "; the part of the vector outside them, "
+              + ", ".join(f"{100 * u:.1f}%" for u in unseen) + " of its squared norm, maps to zero")
+        if max(unseen) > UNSEEN_WARNING:
+            print(f"bipo-lens: warning: {100 * max(unseen):.0f}% of the vector's squared norm lies outside what the "
+                  f"{len(texts)} texts{' (resampled)' if args.map_per_seed else ''} span, and maps to zero: "
+                  f"more --fit-data spans more", file=sys.stderr)
         del source
     moved = [transfer_vector(v, target, layer, m) for v, m in zip(seeds, maps)]
     for vector_out, path in zip(moved, outs):

@@ -167,6 +167,8 @@ def test_linear_maps_recover_a_known_map():
     assert few.rank == 15
     torch.testing.assert_close(inside @ few.weight, 3.0 * inside @ q, atol=1e-3, rtol=1e-3)
     assert (outside @ few.weight).norm() < 1e-4 * outside.norm()
+    assert few.unseen_share(inside) < 1e-6 and few.unseen_share(outside) > 1 - 1e-6 and rotated.unseen_share(outside) < 1e-6
+    assert few.unseen_share(inside + outside) == pytest.approx(float(outside.pow(2).sum() / (inside + outside).pow(2).sum()), rel=1e-4)
     with pytest.raises((BipoLensError, TypeCheckError)):  # the shape check fires first under beartype
         fit_linear_map(x, y[:10])
     with pytest.raises(BipoLensError, match="unknown map"):

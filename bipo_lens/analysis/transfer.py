@@ -90,7 +90,18 @@ class LinearMap:
     method: str
     r2_train: float
     r2_test: float  # on held-out texts: how much of the target's variance the map explains
-    rank: int  # source directions the fitting rows span: a vector's part outside them maps to (nearly) zero
+    seen: Float[Tensor, "d_source rank"]  # an orthonormal basis of what the fitting rows span (centred)
+
+    @property
+    def rank(self) -> int:
+        """Source directions the fitting rows span: a vector's part outside them maps to (nearly) zero."""
+        return self.seen.shape[1]
+
+    def unseen_share(self, vector: Float[Tensor, " d_source"]) -> float:
+        """The share of ``vector``'s squared norm outside the span of the fitting rows, which no fit
+        could say where to send: 0 where the texts span every direction."""
+        v = vector.float()
+        return max(0.0, 1.0 - float((self.seen.T @ v).pow(2).sum() / v.pow(2).sum()))
 
     def __call__(self, x: Float[Tensor, "... d_source"]) -> Float[Tensor, "... d_target"]:
         return (x - self.source_mean) @ self.weight + self.target_mean
@@ -143,8 +154,9 @@ def fit_linear_map(source: Float[Tensor, "n d_source"], target: Float[Tensor, "n
         train = torch.arange(xs.shape[0])  # refitted on all rows
         ms, mt = xs.mean(0), xt.mean(0)
         w = _fit(xs - ms, xt - mt, method, ridge)
-    rank = int(torch.linalg.matrix_rank(xs[train] - ms))
-    return LinearMap(w.float(), ms.float(), mt.float(), method, r2_train, r2_test, rank)
+    directions, sizes, _ = torch.linalg.svd((xs[train] - ms).T, full_matrices=False)
+    rank = int((sizes > sizes[0] * max(len(train), xs.shape[1]) * torch.finfo(sizes.dtype).eps).sum())  # matrix_rank's
+    return LinearMap(w.float(), ms.float(), mt.float(), method, r2_train, r2_test, directions[:, :rank].float())
 
 
 def transfer_vector(vector: SteeringVector, target_model, target_layer: int | None = None,
