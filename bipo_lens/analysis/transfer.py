@@ -21,8 +21,8 @@ only the linear part of an affine map applies to it):
   Only the singular directions the fitting rows determine are kept (``U`` and ``V`` cut at the
   numerical rank of ``S``): with fewer rows than the source width, the rest of an SVD's bases is
   an arbitrary completion, which rotated a vector's unseen part to a different place for every
-  resample of the texts (two bootstrap maps on 100 texts moved one vector to cosine 0.14-0.41 of
-  itself; cut, 0.58-0.73). Cut, that part maps to zero, as ridge ``lstsq`` shrinks it.
+  resample of the texts (bootstrap maps on 50-100 texts moved one vector to cosine 0.14-0.41 of
+  itself; cut, 0.58-0.73). Cut, that part maps to zero, as it does through ridge ``lstsq``.
 
 Efficacy is the margin range (mean held-out margin at ``+m`` minus at ``-m``); retained efficacy is
 the transferred vector's range on the target divided by a natively trained vector's range there.
