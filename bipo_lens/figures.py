@@ -159,7 +159,8 @@ WORK_MARK = ".bipo-lens-figures"  # written into a work directory as a run start
 
 
 def _holds_anything(directory: Path) -> bool:
-    return directory.is_dir() and any(directory.iterdir())
+    """Anything to lose: a run that stopped before its first stage (a wrong --device) left only its mark."""
+    return directory.is_dir() and any(entry.name != WORK_MARK for entry in directory.iterdir())
 
 
 def _is_work_dir(directory: Path) -> bool:

@@ -369,6 +369,12 @@ def test_analysis_commands_reject_bad_input_in_one_line(tmp_path):
     assert_one_line_error(cli("figures", "--quick", "--data-dir", tmp_path, "--work-dir", kept / "work", "--out-dir", kept),
                           f"--data-dir {tmp_path} has no bipo/power-seeking/train.csv and test.csv")
     assert (kept / "work" / "v.safetensors").read_bytes() == (kept / "f.png").read_bytes() == b"earlier"
+    # A directory of one's own PNGs (no earlier run's results.json) keeps them; a run that stopped at its start
+    # (a wrong --device) left nothing to lose, so the next one starts without --overwrite.
+    for _ in range(2):
+        assert_one_line_error(cli("figures", "--quick", "--work-dir", tmp_path / "fresh", "--out-dir", kept, "--device", "bogus"),
+                              "unknown device 'bogus'")
+    assert (kept / "f.png").read_bytes() == b"earlier" and os.listdir(tmp_path / "fresh") == [".bipo-lens-figures"]
     # A work directory is never deleted by a repeated command, nor one that is not a figures run's at all.
     (kept / "work" / "stage_steering.json").write_text("{}")
     assert_one_line_error(cli("figures", "--quick", "--work-dir", kept / "work", "--out-dir", kept),
