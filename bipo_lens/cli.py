@@ -234,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--target-model", required=True, help="e.g. smollm2-135m-pydoc (a fine-tuned sibling), smollm2-135m-instruct@q4_0 (llama.cpp's Q4_0) or gemma-3-270m")
     transfer.add_argument("--target-layer", type=int, default=None, help="default: the same relative depth")
     transfer.add_argument("--map", choices=["lstsq", "procrustes"], default="lstsq")
+    transfer.add_argument("--ridge", type=float, default=None,
+                          help="lstsq's ridge strength (default: chosen by 5-fold cross-validation over the fitting "
+                               "texts among 0.001-10)")
     transfer.add_argument("--fit-data", action="append", default=None,
                           help="pair files whose texts fit the map (default: the built-in sets)")
     transfer.add_argument("--native", default=None, help="a vector trained on the target: report retained efficacy "
@@ -939,6 +942,10 @@ def cmd_transfer(args) -> int:
         raise BipoLensError("--native needs --test-data to measure retained efficacy on")
     if args.map_per_seed and len(seeds) < 2:
         raise BipoLensError("--map-per-seed needs several --vector seeds (one map per seed)")
+    if args.ridge is not None and not args.ridge > 0:
+        raise BipoLensError(f"--ridge must be a positive number, not {args.ridge:g}")
+    if args.ridge is not None and args.map != "lstsq":
+        raise BipoLensError(f"--ridge is lstsq's: --map {args.map} has none")
     _check_transfer_target(args, vector)
     target = load_model(args.target_model, **load_options(args))
     if args.map_per_seed and vector.d_model == target.lens_info.d_model:
@@ -959,11 +966,14 @@ def cmd_transfer(args) -> int:
               f"{target.lens_info.model_id} layer {layer} on {len(texts)} texts")
         acts = paired_activations(source, texts, vector.layer), paired_activations(target, texts, layer)
         if args.map_per_seed:
-            maps = [fit_linear_map(*acts, args.map, seed=k, bootstrap=True) for k in range(len(seeds))]
+            maps = [fit_linear_map(*acts, args.map, args.ridge, seed=k, bootstrap=True) for k in range(len(seeds))]
             print("map R^2 on the texts each seed's resample left out: " + ", ".join(f"{m.r2_test:.3f}" for m in maps))
         else:
-            maps = [fit_linear_map(*acts, args.map)] * len(seeds)
+            maps = [fit_linear_map(*acts, args.map, args.ridge)] * len(seeds)
             print(f"map R^2: {maps[0].r2_train:.3f} on its texts, {maps[0].r2_test:.3f} on held-out texts")
+        if args.map == "lstsq":
+            print(f"ridge: {', '.join(f'{m.ridge:g}' for m in (maps if args.map_per_seed else maps[:1]))} "
+                  + ("(given)" if args.ridge is not None else "(chosen by cross-validation over the fitting texts)"))
         unseen = [m.unseen_share(v.vector) for m, v in zip(maps, seeds)]
         fitted = maps if args.map_per_seed else maps[:1]
         print(f"the fitting texts span {', '.join(str(m.rank) for m in fitted)} of the {vector.d_model} source directions"

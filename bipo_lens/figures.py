@@ -433,10 +433,12 @@ def _transfer(run: _Run, judge) -> dict:
         forward = fit_linear_map(acts["source"], acts["other"], method)
         moved = transfer_vector(source, other, other_layer, forward)
         rows.append({"method": "bipo", "source": DEFAULT_MODEL, "target": OTHER_MODEL, "map": method, "r2_test": forward.r2_test,
+                     "ridge": forward.ridge,
                      **retained_efficacy(other, moved, native_other, test, b.multiplier, other_scorer)})
         backward = fit_linear_map(acts["other"], acts["source"], method)
         moved = transfer_vector(native_other, run.model, STEERING_LAYER, backward)
         rows.append({"method": "bipo", "source": OTHER_MODEL, "target": DEFAULT_MODEL, "map": method, "r2_test": backward.r2_test,
+                     "ridge": backward.ridge,
                      **retained_efficacy(run.model, moved, source, test, b.multiplier, home_scorer)})
     del other, other_scorer
     gc.collect()
@@ -522,6 +524,7 @@ def _family(run: _Run, judge) -> dict:
             maps = [fit_linear_map(x, y, method, seed=k, bootstrap=True) for k in range(b.seeds)]
             moved = [transfer_vector(v, to, layer, f) for v, f in zip(start, maps)]
             row = {"source": src, "target": tgt, "map": method, "r2_left_out": [f.r2_test for f in maps],
+                   "ridges": [f.ridge for f in maps],
                    "moved_norms": [v.norm for v in moved], "native_norms": [v.norm for v in goal],
                    "retained": claim.retained(scorers[tgt], moved, goal, claim.TRANSFER_KEEPS, b.multiplier),
                    "at_native_norm": claim.retained_direction(scorers[tgt], moved, goal, claim.TRANSFER_KEEPS,
@@ -754,13 +757,13 @@ def _claims(run: _Run, judge) -> dict:
                                   claim.TRANSFER_KEEPS, m)}
         del finetuned, target
         gc.collect()
-    found["transfer_family"] = _family_claim(run.results["transfer"])
     return {"claims": found, "seeds": b.seeds, "test_pairs": len(test), "multiplier": m, "fluency_answers": answered,
             "seed_norms": [v.norm for v in seeds], "seed_cosines": [cosine(v, seeds[0]) for v in seeds[1:]]}
 
 
 def _family_claim(transfer: dict) -> dict:
-    """Across families only point values exist (the maps are fitted once, no interval)."""
+    """Across families without the family stage only point values exist (the maps are fitted once, no
+    interval). Read from the transfer stage as the README is written, so that no stage depends on it."""
     rows = [r for r in transfer["rows"] if r["map"] != "direct"]
     return {"rows": [{k: r[k] for k in ("source", "target", "map", "retained", "r2_test")} for r in rows],
             "verdict": claim.INCONCLUSIVE if rows else None,
@@ -823,7 +826,7 @@ STAGES = {
     "siblings": (_siblings, _draw_siblings),
 }
 READS = {  # stage -> {earlier stage: {key of its results it reads: what that key holds}}, checked on --resume
-    "claims": {"layers": {"sweep": "layer sweep"}, "transfer": {"rows": "transfer rows"}},
+    "claims": {"layers": {"sweep": "layer sweep"}},
     "baselines": {"claims": {"fluency_answers": "answers up the equal-fluency ladder"}},
     "behaviours": {"claims": {"claims": "claims", "test_pairs": "held-out pair count", "seed_norms": "seed norms"},
                    "steering": {"cosine": "BiPO-CAA cosine", "norms": "vector norms"}},
@@ -1153,7 +1156,7 @@ def claims_table(stage: dict | None, transfer: dict | None = None, family: dict 
                      f"retained BiPO {_interval(sib['bipo'], signed=False)} ({size(sib['bipo'])}, one native seed), CAA "
                      f"{_interval(sib['caa'], signed=False)}; {FINETUNED}; transfers if > {sib['bipo']['threshold']:g}",
                      verdict(sib["bipo"])])
-    fam = c["transfer_family"]
+    fam = _family_claim(transfer)
     at_native = {(r["source"], r["target"], r["map"]): r["retained_at_native_norm"]
                  for r in (transfer or {}).get("rows", []) if "retained_at_native_norm" in r}
 
@@ -1213,6 +1216,18 @@ def siblings_table(found: dict | None) -> list[str]:
     ]
 
 
+def _map_cell(row: dict) -> str:
+    """The map, with lstsq's ridge where the run chose one (runs before 2026-11-29 fixed it at 0.01)."""
+    ridges = row.get("ridges") or ([row["ridge"]] if row.get("ridge") is not None else [])
+    return f"{row['map']} (ridge {'/'.join(f'{r:g}' for r in ridges)})" if ridges else row["map"]
+
+
+def _ridge_text(rows: list[dict]) -> str:
+    chosen = any(r.get("ridge") is not None or r.get("ridges") for r in rows)
+    return (" (its ridge chosen by 5-fold cross-validation over whole texts among the fitting ones, in brackets)"
+            if chosen else " (ridge 0.01)")
+
+
 def family_table(found: dict | None) -> list[str]:
     """The family stage's rows: each way and map, with intervals over pairs, seeds and map fits."""
     if not found:
@@ -1223,9 +1238,9 @@ def family_table(found: dict | None) -> list[str]:
         f"{found['layers'][OTHER_MODEL]} on the same pairs and budget), seed k moved through a map fitted on bootstrap "
         f"resample k of the {found['fit_texts']} texts and compared with the target's native seed k, on "
         f"{found['test_pairs']} held-out pairs; 95% intervals resample pairs and seeds, and so the map fits. R^2 on the "
-        "texts each resample left out, mean over seeds.", "",
+        "texts each resample left out, mean over seeds; lstsq" + _ridge_text(found["rows"]).replace(", in brackets", ", per seed") + ".", "",
         *_table(["source", "target", "map", "R^2 (left out)", "norms moved / native", "retained", "at native norm"],
-                [[r["source"], r["target"], r["map"], f"{fmean(r['r2_left_out']):.3f}",
+                [[r["source"], r["target"], _map_cell(r), f"{fmean(r['r2_left_out']):.3f}",
                   f"{fmean(r['moved_norms']):.1f} / {fmean(r['native_norms']):.1f}",
                   _interval(r["retained"], signed=False), f"**{_interval(r['at_native_norm'], signed=False)}**"]
                  for r in found["rows"]], text_columns=3), "",
@@ -1305,13 +1320,14 @@ def render_readme(results: dict) -> str:
         f"and budget). " + _finetuned_text(tr) + f"`{SIBLING}`: every linear weight rounded to 4 bits per output row "
         f"(same d_model: direct). Gemma-3-270m (d_model 640, layer {tr['layers'][OTHER_MODEL]} = same relative depth): "
         f"linear maps fitted on {tr['fit_texts']} texts (2 rows each) read by both models: ridge least squares "
-        "(`lstsq`) and scaled orthogonal Procrustes (`procrustes`); R^2 on held-out texts."
+        f"(`lstsq`{_ridge_text(tr['rows']).replace(' (', ', ').rstrip(')')}) and scaled orthogonal Procrustes "
+        "(`procrustes`); R^2 on held-out texts."
         + (" *At native norm*: the transferred vector rescaled to the native vector's norm (a map between residual "
            "spaces of different scales can change the norm tenfold, as it does here; this asks whether the direction carried over), "
            "with its 95% interval over held-out pairs." if at_native else ""), "",
         *_table([*(["vector"] if mixed else []), "source", "target", "map", "R^2 (held-out)", "transferred range",
                  "native range", "retained", *(["at native norm"] if at_native else []), "cos to native"],
-                [[*([METHOD_NAMES[r["method"]]] if mixed else []), r["source"], r["target"], r["map"],
+                [[*([METHOD_NAMES[r["method"]]] if mixed else []), r["source"], r["target"], _map_cell(r),
                   "-" if r["r2_test"] is None else f"{r['r2_test']:.3f}",
                   _signed(r["transferred_range"]), _signed(r["native_range"]), f"**{r['retained']:.2f}**",
                   *([_retained_at_native(r)] if at_native else []),

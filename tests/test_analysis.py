@@ -183,6 +183,32 @@ def test_linear_maps_recover_a_known_map():
     assert torch.equal(fitted.weight, fit_linear_map(x, y, "lstsq", ridge=1e-6).weight)  # without: refitted on all rows
 
 
+def test_lstsq_chooses_its_ridge_by_cross_validation_over_whole_texts():
+    from bipo_lens.analysis.transfer import RIDGES
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(800, 24, generator=g)
+    w = torch.randn(24, 16, generator=g)
+    clean = fit_linear_map(x, x @ w + 0.01 * torch.randn(800, 16, generator=g))
+    assert clean.ridge == min(RIDGES) and clean.r2_test > 0.999  # plenty of clean rows: the least shrinkage
+    # Few noisy texts in many dimensions: a small ridge fits the noise; the chosen one predicts the
+    # held-out texts better than the least and the old fixed 1e-2 do.
+    x, w = torch.randn(120, 96, generator=g), torch.randn(96, 16, generator=g) / 10
+    y = x @ w + torch.randn(120, 16, generator=g)
+    chosen = fit_linear_map(x, y)
+    assert chosen.ridge >= 0.1
+    assert chosen.r2_test > fit_linear_map(x, y, ridge=1e-2).r2_test > fit_linear_map(x, y, ridge=min(RIDGES)).r2_test
+    assert fit_linear_map(x, y, ridge=0.5).ridge == 0.5 and fit_linear_map(x, y, "procrustes").ridge is None
+    # A text's two rows are one fold's: here they are copies and the target is noise, so scoring a row
+    # whose twin was fitted would reward memorising it (the least ridge); whole texts find no signal.
+    x = torch.randn(60, 200, generator=g).repeat_interleave(2, 0)
+    noise = torch.randn(60, 8, generator=g).repeat_interleave(2, 0)
+    assert fit_linear_map(x, noise).ridge == max(RIDGES)
+    assert fit_linear_map(x, noise, seed=3, bootstrap=True).ridge == max(RIDGES)  # and a resample's repeats
+    with pytest.raises(BipoLensError, match="positive"):
+        fit_linear_map(x, noise, ridge=0.0)
+
+
 def test_a_cross_family_transfer_must_hold_both_ways_through_one_map():
     from bipo_lens.analysis import claims
 

@@ -17,7 +17,7 @@ import torch
 
 from bipo_lens import load_pairs, split_pairs
 from bipo_lens.analysis.similarity import cosine
-from bipo_lens.analysis.transfer import pair_texts
+from bipo_lens.analysis.transfer import RIDGES, pair_texts
 from bipo_lens.pairs import fingerprint
 from bipo_lens.training import train_caa
 from bipo_lens.vectors import SteeringVector
@@ -242,6 +242,10 @@ def test_a_wrong_layer_or_a_vector_for_another_model_is_said_before_loading(tmp_
           *out], "smollm2-135m-instruct@int4 has the vector's width, so no map is fitted"),
         (["transfer", "--vector", trained, "--target-model", "gemma-3-270m", "--target-layer", 18, *out],
          "layer 18 is out of range: gemma-3-270m has layers 0..17"),
+        (["transfer", "--vector", trained, "--target-model", "gemma-3-270m", "--ridge", 0, *out],
+         "--ridge must be a positive number, not 0"),
+        (["transfer", "--vector", trained, "--target-model", "gemma-3-270m", "--map", "procrustes", "--ridge", 1, *out],
+         "--ridge is lstsq's: --map procrustes has none"),
     ]:
         result = subprocess.run([sys.executable, "-m", "bipo_lens.cli", *map(str, command)], capture_output=True,
                                 text=True, env=env, timeout=300)
@@ -323,6 +327,14 @@ def test_analysis_commands(tmp_path):
     assert f"gemma-3-270m layer 12 on {len(pair_texts(load_pairs('optimism')))} texts" in across.stdout
     assert_one_line_error(cli("transfer", "--vector", vector, "--map-per-seed", "--target-model", "gemma-3-270m",
                               "--out", tmp_path / "o.safetensors"), "needs several --vector seeds")
+    # lstsq (the default map) says the ridge cross-validation chose, and the moved vector records it.
+    ridged = cli("transfer", "--vector", vector, "--target-model", "gemma-3-270m", "--fit-data", "optimism",
+                 "--target-layer", "12", "--out", tmp_path / "ridged.safetensors", "--device", "cpu")
+    assert ridged.returncode == 0, ridged.stderr
+    chosen = re.search(r"^ridge: ([\d.e-]+) \(chosen by cross-validation over the fitting texts\)$", ridged.stdout, re.M)
+    assert chosen and float(chosen[1]) in RIDGES, ridged.stdout
+    moved = SteeringVector.load(tmp_path / "ridged.safetensors").hyperparameters
+    assert moved["transfer"] == "lstsq" and moved["transfer_ridge"] == float(chosen[1])
     both = f"{tmp_path / 'sweep' / 'caa_layer_27.safetensors'},{tmp_path / 'sweep' / 'bipo_layer_27.safetensors'}"
     compose = cli("compose", "--vector", seeds, "--data", "power_seeking", "--vector", both, "--data", "optimism",
                   "--seeds", "2", "--weights", "-1,0,1", "--max-test-pairs", "2", "--multiplier", "2", "--out-json", tmp_path / "compose.json",
@@ -423,6 +435,7 @@ def test_figures_rerun_computes_every_stage_that_reads_a_rerun_stage():
     from bipo_lens.figures import READS, STAGES, rerun_closure
 
     assert rerun_closure(["siblings"]) == ["siblings"] and rerun_closure([]) == []
+    assert rerun_closure(["transfer"]) == ["transfer"]  # the claims table reads its rows as the README is written
     assert rerun_closure(["layers"]) == ["layers", "claims", "baselines", "behaviours", "family", "siblings"]
     assert rerun_closure(["steering", "similarity"]) == ["steering", "similarity", "behaviours"]
     for name in STAGES:  # closed: whatever reads a chosen stage is chosen
