@@ -1218,12 +1218,12 @@ def siblings_table(found: dict | None) -> list[str]:
 
 def _map_cell(row: dict) -> str:
     """The map, with lstsq's ridge where the run chose one (runs before 2026-11-29 fixed it at 0.01)."""
-    ridges = row.get("ridges") or ([row["ridge"]] if row.get("ridge") is not None else [])
+    ridges = [r for r in row.get("ridges", [row.get("ridge")]) if r is not None]  # procrustes has none
     return f"{row['map']} (ridge {'/'.join(f'{r:g}' for r in ridges)})" if ridges else row["map"]
 
 
 def _ridge_text(rows: list[dict]) -> str:
-    chosen = any(r.get("ridge") is not None or r.get("ridges") for r in rows)
+    chosen = any(r is not None for row in rows for r in row.get("ridges", [row.get("ridge")]))
     return (" (its ridge chosen by 5-fold cross-validation over whole texts among the fitting ones, in brackets)"
             if chosen else " (ridge 0.01)")
 
