@@ -1222,10 +1222,11 @@ def _map_cell(row: dict) -> str:
     return f"{row['map']} (ridge {'/'.join(f'{r:g}' for r in ridges)})" if ridges else row["map"]
 
 
-def _ridge_text(rows: list[dict]) -> str:
-    chosen = any(r is not None for row in rows for r in row.get("ridges", [row.get("ridge")]))
-    return (" (its ridge chosen by 5-fold cross-validation over whole texts among the fitting ones, in brackets)"
-            if chosen else " (ridge 0.01)")
+def _ridge_text(rows: list[dict], shown: str) -> str:
+    """How lstsq's ridge was set: chosen per fit (``shown`` says where the table gives it), or fixed."""
+    if any(r is not None for row in rows for r in row.get("ridges", [row.get("ridge")])):
+        return f"its ridge chosen by 5-fold cross-validation over whole texts among the fitting ones, {shown}"
+    return "ridge 0.01"
 
 
 def family_table(found: dict | None) -> list[str]:
@@ -1238,7 +1239,7 @@ def family_table(found: dict | None) -> list[str]:
         f"{found['layers'][OTHER_MODEL]} on the same pairs and budget), seed k moved through a map fitted on bootstrap "
         f"resample k of the {found['fit_texts']} texts and compared with the target's native seed k, on "
         f"{found['test_pairs']} held-out pairs; 95% intervals resample pairs and seeds, and so the map fits. R^2 on the "
-        "texts each resample left out, mean over seeds; lstsq" + _ridge_text(found["rows"]).replace(", in brackets", ", per seed") + ".", "",
+        f"texts each resample left out, mean over seeds; lstsq ({_ridge_text(found['rows'], 'per seed')}).", "",
         *_table(["source", "target", "map", "R^2 (left out)", "norms moved / native", "retained", "at native norm"],
                 [[r["source"], r["target"], _map_cell(r), f"{fmean(r['r2_left_out']):.3f}",
                   f"{fmean(r['moved_norms']):.1f} / {fmean(r['native_norms']):.1f}",
@@ -1320,7 +1321,7 @@ def render_readme(results: dict) -> str:
         f"and budget). " + _finetuned_text(tr) + f"`{SIBLING}`: every linear weight rounded to 4 bits per output row "
         f"(same d_model: direct). Gemma-3-270m (d_model 640, layer {tr['layers'][OTHER_MODEL]} = same relative depth): "
         f"linear maps fitted on {tr['fit_texts']} texts (2 rows each) read by both models: ridge least squares "
-        f"(`lstsq`{_ridge_text(tr['rows']).replace(' (', ', ').rstrip(')')}) and scaled orthogonal Procrustes "
+        f"(`lstsq`, {_ridge_text(tr['rows'], 'in brackets')}) and scaled orthogonal Procrustes "
         "(`procrustes`); R^2 on held-out texts."
         + (" *At native norm*: the transferred vector rescaled to the native vector's norm (a map between residual "
            "spaces of different scales can change the norm tenfold, as it does here; this asks whether the direction carried over), "

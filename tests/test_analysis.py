@@ -207,6 +207,8 @@ def test_lstsq_chooses_its_ridge_by_cross_validation_over_whole_texts():
     assert fit_linear_map(x, noise, seed=3, bootstrap=True).ridge == max(RIDGES)  # and a resample's repeats
     with pytest.raises(BipoLensError, match="positive"):
         fit_linear_map(x, noise, ridge=0.0)
+    with pytest.raises(BipoLensError, match="at least two fitting texts"):  # one text: nothing to hold out
+        fit_linear_map(x[:2], noise[:2])
 
 
 def test_a_cross_family_transfer_must_hold_both_ways_through_one_map():

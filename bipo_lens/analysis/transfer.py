@@ -133,11 +133,14 @@ def _choose_ridge(xs: Tensor, xt: Tensor, texts: Tensor, seed: int) -> float:
     one fold, so no fold is scored on a text it was fitted on. Each fold is centred on its own
     fitting part, as the map is."""
     distinct = texts.unique()
+    folds = min(FOLDS, len(distinct))
+    if folds < 2:
+        raise BipoLensError("choosing the ridge by cross-validation needs at least two fitting texts: give a ridge")
     order = distinct[torch.randperm(len(distinct), generator=torch.Generator().manual_seed(seed))]
     fold_of = torch.empty(int(texts.max()) + 1, dtype=torch.long)
-    fold_of[order] = torch.arange(len(order)) % min(FOLDS, len(order))
+    fold_of[order] = torch.arange(len(order)) % folds
     errors = torch.zeros(len(RIDGES), dtype=xs.dtype)
-    for fold in range(min(FOLDS, len(order))):
+    for fold in range(folds):
         held = fold_of[texts] == fold
         fit_s, fit_t = xs[~held], xt[~held]
         ms, mt = fit_s.mean(0), fit_t.mean(0)
