@@ -1216,15 +1216,20 @@ def siblings_table(found: dict | None) -> list[str]:
     ]
 
 
+def _ridges(row: dict) -> list[float]:
+    """lstsq's ridge per map fit of a transfer or family row: none for procrustes, direct maps, and
+    runs before 2026-11-29 (which fixed it at 0.01)."""
+    return [r for r in row.get("ridges", [row.get("ridge")]) if r is not None]
+
+
 def _map_cell(row: dict) -> str:
-    """The map, with lstsq's ridge where the run chose one (runs before 2026-11-29 fixed it at 0.01)."""
-    ridges = [r for r in row.get("ridges", [row.get("ridge")]) if r is not None]  # procrustes has none
+    ridges = _ridges(row)
     return f"{row['map']} (ridge {'/'.join(f'{r:g}' for r in ridges)})" if ridges else row["map"]
 
 
 def _ridge_text(rows: list[dict], shown: str) -> str:
     """How lstsq's ridge was set: chosen per fit (``shown`` says where the table gives it), or fixed."""
-    if any(r is not None for row in rows for r in row.get("ridges", [row.get("ridge")])):
+    if any(_ridges(row) for row in rows):
         return f"its ridge chosen by 5-fold cross-validation over whole texts among the fitting ones, {shown}"
     return "ridge 0.01"
 
