@@ -11,6 +11,7 @@ import time
 import warnings
 
 from bipo_lens.errors import BipoLensError
+from bipo_lens.model_names import check_device_name
 from bipo_lens.records import finish_record, start_record
 
 
@@ -370,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # a polite kill is a Ctrl-C: training checkpoints on it
     started = time.time()
     try:
+        if getattr(args, "device", None):
+            check_device_name(args.device)  # before any command imports torch (2-8 s)
         code = COMMANDS[args.command](args)
         if getattr(args, "show_memory_usage", False):
             print(memory_report(time.time() - started))
@@ -1054,15 +1057,21 @@ def cmd_compose(args) -> int:
 
 
 def cmd_figures(args) -> int:
-    from bipo_lens.figures import make_figures, redraw_figures
+    from bipo_lens.figure_work import check_request
 
     if args.redraw:
+        from bipo_lens.figures import redraw_figures
+
         redraw_figures(args.out_dir)
         return 0
     for directory in (args.out_dir, args.work_dir):
         _check_writable(directory, directory=True)
     if args.data_dir and not os.path.isdir(args.data_dir):
         raise BipoLensError(f"--data-dir {args.data_dir} is not a directory")
+    check_request(args.work_dir, args.data_dir, resume=args.resume, overwrite=args.overwrite, rerun=args.rerun,
+                  seeds=args.seeds)  # before the imports below (3-5 s): a mistyped flag is answered at once
+    from bipo_lens.figures import make_figures
+
     make_figures(args.out_dir, quick=args.quick, data_dir=args.data_dir, work_dir=args.work_dir,
                  device=args.device, resume=args.resume, seeds=args.seeds, rerun=args.rerun, overwrite=args.overwrite,
                  command="bipo-lens " + " ".join(sys.argv[1:]))

@@ -66,6 +66,7 @@ from bipo_lens.atomic import atomic_write
 from bipo_lens.errors import BipoLensError
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, evaluate
 from bipo_lens.evaluation.fluency import bisect_budget
+from bipo_lens.figure_work import STAGE_NAMES, WORK_MARK, check_request, power_seeking_files
 from bipo_lens.models import DEFAULT_MODEL, info, load_model, sibling_record
 from bipo_lens.pairs import load_pairs, one_per_question, shared_behaviour_sets, shared_data_dir, split_pairs
 from bipo_lens.records import describe, finish_record, git_state, start_record
@@ -155,51 +156,6 @@ class _Run:
         return self.work / f"sweep_{behaviour}"
 
 
-WORK_MARK = ".bipo-lens-figures"  # written into a work directory as a run starts
-
-
-def _holds_anything(directory: Path) -> bool:
-    """Anything to lose: a run that stopped before its first stage (a wrong --device) left only its mark."""
-    return directory.is_dir() and any(entry.name != WORK_MARK for entry in directory.iterdir())
-
-
-def _is_work_dir(directory: Path) -> bool:
-    """An earlier figures run's work directory: it finished a stage, or was marked as it started."""
-    return (directory / WORK_MARK).is_file() or any(directory.glob("stage_*.json"))
-
-
-def _check_resumable(work: Path, rerun: Sequence[str] = ()) -> None:
-    """A stage computed on ``--resume`` reads earlier stages' saved results (:data:`READS`); one saved
-    before what it reads was kept stops the run here, before the model loads, saying which file to delete."""
-    def saved(name: str) -> bool:
-        return name not in rerun and (work / f"stage_{name}.json").is_file()
-
-    for name in STAGES:
-        if saved(name):
-            continue  # read back, not computed: it reads nothing
-        for earlier, keys in READS.get(name, {}).items():
-            path = work / f"stage_{earlier}.json"
-            if not saved(earlier):
-                continue  # computed in this run, with everything it holds now
-            missing = [what for key, what in keys.items() if key not in json.loads(path.read_text())]
-            if missing:
-                raise BipoLensError(f"{path} holds no {missing[0]}, which the {name} stage reads (a {earlier} stage "
-                                    f"from before they were kept): delete it to compute the {earlier} stage again")
-
-
-def rerun_closure(stages: Sequence[str]) -> list[str]:
-    """The stages ``--rerun`` computes again: the ones named and every stage that reads one of them
-    (:data:`READS`), so that no saved stage is kept beside a newer version of what it was computed from."""
-    unknown = [name for name in stages if name not in STAGES]
-    if unknown:
-        raise BipoLensError(f"--rerun {unknown[0]}: no such stage (stages: {', '.join(STAGES)})")
-    chosen = set(stages)
-    for name in STAGES:  # in order: a stage reads only earlier ones
-        if chosen & set(READS.get(name, {})):
-            chosen.add(name)
-    return [name for name in STAGES if name in chosen]
-
-
 def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir: str | Path | None = None,
                  work_dir: str | Path = "runs/figures", device: str = "auto", resume: bool = False,
                  command: str | None = None, seeds: int | None = None, rerun: Sequence[str] = (),
@@ -212,28 +168,13 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
     deletes it only where it is an earlier run's: hours of vectors are not lost to a repeated command)."""
     started = time.time()
     code = git_state()  # before this run rewrites figures/ (tracked files): the code's state, not the outputs'
+    rerun = check_request(work_dir, data_dir, resume=resume, overwrite=overwrite, rerun=rerun, seeds=seeds)
     budget = QUICK if quick else FULL
     if seeds is not None:
-        if seeds < 1:
-            raise BipoLensError(f"--seeds must be at least 1, not {seeds}")
         budget = replace(budget, seeds=seeds)
-    rerun = rerun_closure(rerun)
-    if resume and overwrite:
-        raise BipoLensError("--resume continues the run in --work-dir and --overwrite starts it over: give one")
-    if rerun and not resume:
-        raise BipoLensError("--rerun computes stages of an earlier run again: give --resume and its --work-dir")
     out, work = Path(out_dir), Path(work_dir)
-    if resume:
-        _check_resumable(work, rerun)
-    ps_train, ps_test, data, data_files, data_root = power_seeking_data(data_dir)  # before anything is deleted
+    ps_train, ps_test, data, data_files, data_root = power_seeking_data(data_dir)
     judge = EmbeddingJudge()  # before anything is deleted or computed: a missing package stops here
-    if not resume and _holds_anything(work):
-        if not overwrite:
-            raise BipoLensError(f"--work-dir {work} holds an earlier run: continue it with --resume, or start over with "
-                                f"--overwrite (deletes it)")
-        if not _is_work_dir(work):
-            raise BipoLensError(f"--work-dir {work} holds files that are not a figures run's (no stage_*.json, no "
-                                f"{WORK_MARK}): name a new directory")
     figures_before = (out / "results.json").is_file()  # an earlier run's output directory: its figures are ours to replace
     if not resume and work.exists():
         shutil.rmtree(work)
@@ -480,13 +421,12 @@ def power_seeking_data(data_dir: str | Path | None) -> tuple[list, list, str, li
     what the record says of them, the files read, and the data root (None: not found). Not found
     where ``data_dir`` was named is an error; not found in the default place falls back to the
     built-in set, split 3:1."""
-    root = Path(data_dir) if data_dir else shared_data_dir()
-    files = [root / "bipo" / "power-seeking" / name for name in ("train.csv", "test.csv")]
-    if all(f.is_file() for f in files):
+    found = power_seeking_files(data_dir)
+    if found:
+        files, root = found
         return (load_pairs(files[0]), load_pairs(files[1]), f"{files[0].parent}/train.csv, test.csv (BiPO's power-seeking data)",
                 files, root)
-    if data_dir:
-        raise BipoLensError(f"--data-dir {data_dir} has no bipo/power-seeking/train.csv and test.csv (BiPO's power-seeking data)")
+    root = shared_data_dir()
     train, test = split_pairs(load_pairs("power_seeking"), 0.25, seed=0)
     return train, test, f"built-in power_seeking set ({root} has no bipo/power-seeking/train.csv and test.csv)", ["power_seeking"], None
 
@@ -825,14 +765,7 @@ STAGES = {
     "family": (_family, _draw_family),
     "siblings": (_siblings, _draw_siblings),
 }
-READS = {  # stage -> {earlier stage: {key of its results it reads: what that key holds}}, checked on --resume
-    "claims": {"layers": {"sweep": "layer sweep"}},
-    "baselines": {"claims": {"fluency_answers": "answers up the equal-fluency ladder"}},
-    "behaviours": {"claims": {"claims": "claims", "test_pairs": "held-out pair count", "seed_norms": "seed norms"},
-                   "steering": {"cosine": "BiPO-CAA cosine", "norms": "vector norms"}},
-    "family": {"claims": {"seed_norms": "seed norms"}},  # and the seeds' vectors it saved
-    "siblings": {"claims": {"seed_norms": "seed norms"}},  # and the seeds' vectors it saved
-}
+assert tuple(STAGES) == STAGE_NAMES, "bipo_lens.figure_work names the stages, in run order"
 
 
 def _table(header: list[str], rows: list[list[str]], text_columns: int = 1) -> list[str]:

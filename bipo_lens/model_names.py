@@ -199,3 +199,11 @@ def _gguf_shape(name: str, path: Path) -> ModelShape | None:
     except (OSError, ValueError, struct.error):
         return None
     return None
+
+
+def check_device_name(device: str) -> None:
+    """A ``--device`` spelled as one torch knows (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``), said
+    before a command imports torch; whether torch sees that device is :func:`bipo_lens.models.resolve_device`'s
+    to say."""
+    if device not in ("auto", "cpu", "cuda", "mps") and not (device.startswith("cuda:") and device[5:].isdigit()):
+        raise BipoLensError(f"unknown device {device!r}: use auto, cpu, cuda or mps")

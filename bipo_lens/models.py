@@ -23,7 +23,15 @@ import torch
 
 from bipo_lens import shapes
 from bipo_lens.errors import BipoLensError
-from bipo_lens.model_names import DEFAULT_MODEL, EMBEDDED_MODELS, EmbeddedModel, ModelShape, is_random, split_quantisation
+from bipo_lens.model_names import (
+    DEFAULT_MODEL,
+    EMBEDDED_MODELS,
+    EmbeddedModel,
+    ModelShape,
+    check_device_name,
+    is_random,
+    split_quantisation,
+)
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful, honest and concise assistant."
 CACHE_FORMAT = 1
@@ -67,10 +75,12 @@ def resolve_device(device: str = "auto") -> torch.device:
         if torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if device not in ("cpu", "cuda", "mps") and not device.startswith("cuda:"):
-        raise BipoLensError(f"unknown device {device!r}: use auto, cpu, cuda or mps")
+    check_device_name(device)
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise BipoLensError("--device cuda asked for, but torch sees no CUDA device")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise BipoLensError(f"--device {device} asked for, but torch sees {torch.cuda.device_count()} CUDA device(s): "
+                            f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
     if device == "mps" and not torch.backends.mps.is_available():
         raise BipoLensError("--device mps asked for, but torch sees no MPS device")
     return torch.device(device)

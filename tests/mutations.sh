@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Each rewritten test must fail when the behaviour it names is broken on purpose (issue 17).
-# Run by hand: tests/mutations.sh (about 90 min on 2 cores, 144 lines); each line must say "caught". A line that says
+# Run by hand: tests/mutations.sh (about 90 min on 2 cores, 146 lines); each line must say "caught". A line that says
 # "stale" names a mutation whose code line is gone: rewrite it against the code as it is now.
 cd "$(dirname "$0")/.."
 run() {  # name, file, python-replace old, new, test ids...
@@ -37,7 +37,7 @@ run q4_0_written_as_q8_0 bipo_lens/models.py "            round_trip(module.weig
 run bipo_minus_v_unused bipo_lens/training/bipo.py "    policy = scorer.logps(share, vector, d)" "    policy = scorer.logps(share, vector, 1.0)" tests/test_training.py::test_training_learns_the_behaviour tests/test_training.py::test_fast_and_naive_paths_give_the_same_vector
 run gradients_not_summed bipo_lens/distributed.py "        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)" "        pass" tests/test_scale.py::test_two_ranks_under_torchrun_give_the_one_process_vector
 run d_differs_per_rank bipo_lens/training/bipo.py "    d = rng.choice((-1.0, 1.0))" "    d = rng.choice((-1.0, 1.0)) * (-1.0) ** rank" tests/test_scale.py::test_two_ranks_under_torchrun_give_the_one_process_vector
-run rerun_keeps_readers bipo_lens/figures.py "        if chosen & set(READS.get(name, {})):" "        if False:" tests/test_cli.py::test_figures_rerun_computes_every_stage_that_reads_a_rerun_stage
+run rerun_keeps_readers bipo_lens/figure_work.py "        if chosen & set(READS.get(name, {})):" "        if False:" tests/test_cli.py::test_figures_rerun_computes_every_stage_that_reads_a_rerun_stage
 run caa_sign_flipped bipo_lens/activations.py "    return acts[0::2] - acts[1::2]" "    return acts[1::2] - acts[0::2]" tests/test_training.py::test_caa_is_the_mean_response_activation_difference
 run steering_ignores_sign bipo_lens/steering.py "    return resid + scale * vector" "    return resid + scale.abs() * vector" tests/test_steering.py::test_row_multipliers_steer_each_row_its_own_way
 run resume_forgets_optimiser bipo_lens/training/bipo.py "        optimizer.load_state_dict(state.optimizer)" "        pass" tests/test_reliability.py::test_interrupt_kill_and_resume_give_the_uninterrupted_vector
@@ -157,21 +157,23 @@ run train_cli_drops_max_response_tokens bipo_lens/cli.py 'warmup_steps=args.warm
 run procrustes_full_svd bipo_lens/analysis/transfer.py 'return (s.sum() / xs.pow(2).sum()) * (u[:, seen] @ vh[seen])' 'return (s.sum() / xs.pow(2).sum()) * (u @ vh)' tests/test_analysis.py::test_linear_maps_recover_a_known_map tests/test_cli.py::test_analysis_commands
 run transfer_span_unsaid bipo_lens/cli.py '        if max(unseen) > UNSEEN_WARNING:' '        if False:' tests/test_cli.py::test_analysis_commands
 run unseen_share_in_span bipo_lens/analysis/transfer.py 'return max(0.0, 1.0 - float((self.seen.T @ v).pow(2).sum() / v.pow(2).sum()))' 'return 0.0' tests/test_analysis.py::test_linear_maps_recover_a_known_map tests/test_cli.py::test_analysis_commands
-run figures_data_dir_falls_back bipo_lens/figures.py '    if data_dir:
+run figures_data_dir_falls_back bipo_lens/figure_work.py '    if data_dir:
         raise BipoLensError(f"--data-dir' '    if False:
         raise BipoLensError(f"--data-dir' tests/test_cli.py::test_analysis_commands_reject_bad_input_in_one_line tests/test_cli.py::test_figures_read_power_seeking_pairs_from_the_data_dir_named
-run figures_repeat_deletes_work bipo_lens/figures.py '        if not overwrite:' '        if False:' tests/test_cli.py::test_analysis_commands_reject_bad_input_in_one_line
-run figures_overwrite_deletes_anything bipo_lens/figures.py '        if not _is_work_dir(work):' '        if False:' tests/test_cli.py::test_analysis_commands_reject_bad_input_in_one_line
+run figures_repeat_deletes_work bipo_lens/figure_work.py '        if not overwrite:' '        if False:' tests/test_cli.py::test_analysis_commands_reject_bad_input_in_one_line
+run figures_overwrite_deletes_anything bipo_lens/figure_work.py '        if not is_work_dir(work):' '        if False:' tests/test_cli.py::test_analysis_commands_reject_bad_input_in_one_line
 run help_without_defaults bipo_lens/cli.py '    _say_defaults(parser)
     return parser' '    return parser' tests/test_cli.py::test_help_states_the_defaults_and_the_trainers_and_strategies_as_they_are
 run figures_clears_any_pngs bipo_lens/figures.py 'for stale in out.glob("*.png") if figures_before else ():' 'for stale in out.glob("*.png"):' tests/test_cli.py::test_analysis_commands_reject_bad_input_in_one_line
-run figures_mark_alone_is_a_run bipo_lens/figures.py 'any(entry.name != WORK_MARK for entry in directory.iterdir())' 'any(directory.iterdir())' tests/test_cli.py::test_analysis_commands_reject_bad_input_in_one_line
+run figures_mark_alone_is_a_run bipo_lens/figure_work.py 'any(entry.name != WORK_MARK for entry in directory.iterdir())' 'any(directory.iterdir())' tests/test_cli.py::test_analysis_commands_reject_bad_input_in_one_line
 run ridge_fixed bipo_lens/analysis/transfer.py '        ridge = _choose_ridge(xs[train], xt[train], train // 2, seed)' '        ridge = 1e-2' tests/test_analysis.py::test_lstsq_chooses_its_ridge_by_cross_validation_over_whole_texts
 run ridge_folds_split_texts bipo_lens/analysis/transfer.py 'ridge = _choose_ridge(xs[train], xt[train], train // 2, seed)' 'ridge = _choose_ridge(xs[train], xt[train], torch.arange(len(train)), seed)' tests/test_analysis.py::test_lstsq_chooses_its_ridge_by_cross_validation_over_whole_texts
 run ridge_zero_accepted bipo_lens/cli.py '    if args.ridge is not None and not args.ridge > 0:' '    if False:' tests/test_cli.py::test_a_wrong_layer_or_a_vector_for_another_model_is_said_before_loading
-run rerun_transfer_reruns_claims bipo_lens/figures.py '    "claims": {"layers": {"sweep": "layer sweep"}},' '    "claims": {"layers": {"sweep": "layer sweep"}, "transfer": {"rows": "transfer rows"}},' tests/test_cli.py::test_figures_rerun_computes_every_stage_that_reads_a_rerun_stage
+run rerun_transfer_reruns_claims bipo_lens/figure_work.py '    "claims": {"layers": {"sweep": "layer sweep"}},' '    "claims": {"layers": {"sweep": "layer sweep"}, "transfer": {"rows": "transfer rows"}},' tests/test_cli.py::test_figures_rerun_computes_every_stage_that_reads_a_rerun_stage
 run figures_ridge_unsaid bipo_lens/figures.py '    return f"{row['"'"'map'"'"']} (ridge' '    return row["map"] if 1 else f"{row['"'"'map'"'"']} (ridge' tests/test_cli.py::test_figures_redraw_gives_the_committed_readme_word_for_word
 run transfer_ridge_unrecorded_and_unsaid bipo_lens/analysis/transfer.py '"transfer": how, **ridge},' '"transfer": how},' tests/test_cli.py::test_analysis_commands
 run transfer_ridge_unprinted bipo_lens/cli.py '        if args.map == "lstsq":
             print(f"ridge:' '        if False:
             print(f"ridge:' tests/test_cli.py::test_analysis_commands
+run device_spelt_after_start bipo_lens/cli.py '            check_device_name(args.device)  # before' '            pass  # before' tests/test_cli.py::test_analysis_commands_reject_bad_input_in_one_line
+run figures_checks_after_imports bipo_lens/cli.py '    check_request(args.work_dir, args.data_dir,' '    0 and check_request(args.work_dir, args.data_dir,' tests/test_cli.py::test_analysis_commands_reject_bad_input_in_one_line

@@ -23,8 +23,9 @@ from bipo_lens.training import train_caa
 from bipo_lens.vectors import SteeringVector
 
 
-def cli(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "bipo_lens.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=900)
+def cli(*args, cwd=None, env=None):
+    return subprocess.run([sys.executable, "-m", "bipo_lens.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=900)
 
 
 def assert_one_line_error(result, fragment):
@@ -367,33 +368,41 @@ def test_analysis_commands_reject_bad_input_in_one_line(tmp_path):
     assert nothing.returncode == 2 and "--vector" in nothing.stderr
     assert_one_line_error(cli("sweep", "--data", "power_seeking", "--seeds", "0", "--out-dir", tmp_path / "s"),
                           "--seeds must be at least 1")
-    assert_one_line_error(cli("figures", "--seeds", "0", "--out-dir", tmp_path / "f", "--work-dir", tmp_path / "w"),
+    blocker = tmp_path / "no-torch" / "torch"  # figures' flags and directories are checked before torch is imported
+    blocker.mkdir(parents=True)
+    (blocker / "__init__.py").write_text("raise ImportError('torch imported before the flags were checked')")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(blocker.parent), os.environ.get("PYTHONPATH")]))}
+    early = lambda *args: cli("figures", *args, env=env)  # noqa: E731
+    assert_one_line_error(early("--seeds", "0", "--out-dir", tmp_path / "f", "--work-dir", tmp_path / "w"),
                           "--seeds must be at least 1")
-    assert_one_line_error(cli("figures", "--resume", "--rerun", "sibling", "--work-dir", tmp_path / "w",
+    assert_one_line_error(early("--resume", "--rerun", "sibling", "--work-dir", tmp_path / "w",
                               "--out-dir", tmp_path / "f"), "--rerun sibling: no such stage (stages: steering,")
-    assert_one_line_error(cli("figures", "--rerun", "siblings", "--work-dir", tmp_path / "w", "--out-dir", tmp_path / "f"),
+    assert_one_line_error(early("--rerun", "siblings", "--work-dir", tmp_path / "w", "--out-dir", tmp_path / "f"),
                           "give --resume")
     assert not (tmp_path / "s").exists() and not (tmp_path / "w").exists()  # stopped before any work
     kept = tmp_path / "kept"  # a named --data-dir without BiPO's files is said, not swapped for the built-in set,
     (kept / "work").mkdir(parents=True)  # and an earlier run's work and figures are left as they were
     (kept / "work" / "v.safetensors").write_bytes(b"earlier")
     (kept / "f.png").write_bytes(b"earlier")
-    assert_one_line_error(cli("figures", "--quick", "--data-dir", tmp_path, "--work-dir", kept / "work", "--out-dir", kept),
+    assert_one_line_error(early("--quick", "--data-dir", tmp_path, "--work-dir", kept / "work", "--out-dir", kept),
                           f"--data-dir {tmp_path} has no bipo/power-seeking/train.csv and test.csv")
     assert (kept / "work" / "v.safetensors").read_bytes() == (kept / "f.png").read_bytes() == b"earlier"
     # A directory of one's own PNGs (no earlier run's results.json) keeps them; a run that stopped at its start
     # (a wrong --device) left nothing to lose, so the next one starts without --overwrite.
-    for _ in range(2):
-        assert_one_line_error(cli("figures", "--quick", "--work-dir", tmp_path / "fresh", "--out-dir", kept, "--device", "bogus"),
-                              "unknown device 'bogus'")
+    assert_one_line_error(early("--quick", "--work-dir", tmp_path / "fresh", "--out-dir", kept, "--device", "bogus"),
+                          "unknown device 'bogus'")  # said by its spelling, before the run starts
+    assert not (tmp_path / "fresh").exists()
+    for _ in range(2):  # a device torch does not see is found as the run starts
+        assert_one_line_error(cli("figures", "--quick", "--work-dir", tmp_path / "fresh", "--out-dir", kept, "--device", "cuda:99"),
+                              "--device cuda")
     assert (kept / "f.png").read_bytes() == b"earlier" and os.listdir(tmp_path / "fresh") == [".bipo-lens-figures"]
     # A work directory is never deleted by a repeated command, nor one that is not a figures run's at all.
     (kept / "work" / "stage_steering.json").write_text("{}")
-    assert_one_line_error(cli("figures", "--quick", "--work-dir", kept / "work", "--out-dir", kept),
+    assert_one_line_error(early("--quick", "--work-dir", kept / "work", "--out-dir", kept),
                           f"--work-dir {kept / 'work'} holds an earlier run: continue it with --resume, or start over with --overwrite")
-    assert_one_line_error(cli("figures", "--quick", "--work-dir", kept, "--out-dir", kept, "--overwrite"),
+    assert_one_line_error(early("--quick", "--work-dir", kept, "--out-dir", kept, "--overwrite"),
                           f"--work-dir {kept} holds files that are not a figures run's")
-    assert_one_line_error(cli("figures", "--quick", "--work-dir", kept / "work", "--out-dir", kept, "--overwrite", "--resume"),
+    assert_one_line_error(early("--quick", "--work-dir", kept / "work", "--out-dir", kept, "--overwrite", "--resume"),
                           "give one")
     assert (kept / "work" / "v.safetensors").read_bytes() == (kept / "f.png").read_bytes() == b"earlier"
     old = tmp_path / "old"  # a work directory whose claims stage predates the answers the baselines stage reads
@@ -401,7 +410,7 @@ def test_analysis_commands_reject_bad_input_in_one_line(tmp_path):
     claims = json.loads((old / "stage_claims.json").read_text())
     del claims["fluency_answers"]
     (old / "stage_claims.json").write_text(json.dumps(claims))
-    assert_one_line_error(cli("figures", "--resume", "--work-dir", old, "--out-dir", tmp_path / "f", "--device", "cpu"),
+    assert_one_line_error(early("--resume", "--work-dir", old, "--out-dir", tmp_path / "f", "--device", "cpu"),
                           "stage_claims.json holds no answers up the equal-fluency ladder")
     assert (old / "stage_claims.json").is_file() and not (tmp_path / "f").exists()  # stopped before anything was touched
 
@@ -432,13 +441,16 @@ COMMITTED = Path(__file__).resolve().parents[1] / "figures"
 def test_figures_rerun_computes_every_stage_that_reads_a_rerun_stage():
     """``--rerun X`` never keeps a saved stage beside a newer X it was computed from: the stages that
     read X (directly or through another), in run order; a stage nothing reads is computed alone."""
-    from bipo_lens.figures import READS, STAGES, rerun_closure
+    from bipo_lens.figure_work import READS, STAGE_NAMES, rerun_closure
+    from bipo_lens.figures import STAGES
+
+    assert tuple(STAGES) == STAGE_NAMES
 
     assert rerun_closure(["siblings"]) == ["siblings"] and rerun_closure([]) == []
     assert rerun_closure(["transfer"]) == ["transfer"]  # the claims table reads its rows as the README is written
     assert rerun_closure(["layers"]) == ["layers", "claims", "baselines", "behaviours", "family", "siblings"]
     assert rerun_closure(["steering", "similarity"]) == ["steering", "similarity", "behaviours"]
-    for name in STAGES:  # closed: whatever reads a chosen stage is chosen
+    for name in STAGE_NAMES:  # closed: whatever reads a chosen stage is chosen
         chosen = rerun_closure([name])
         assert all(reader in chosen for reader, reads in READS.items() if set(reads) & set(chosen))
 
