@@ -40,6 +40,16 @@ def is_work_dir(directory: Path) -> bool:
     return (directory / WORK_MARK).is_file() or any(directory.glob("stage_*.json"))
 
 
+def read_stage(path: Path) -> dict:
+    """A stage's saved results; a file that is not what a run writes (edited by hand, cut short by a full
+    disk) is said with what to do, before anything is computed."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise BipoLensError(f"{path} is not a stage's saved results ({error}): delete it to compute that stage "
+                            f"again") from None
+
+
 def check_resumable(work: Path, rerun: Sequence[str] = ()) -> None:
     """A stage computed on ``--resume`` reads earlier stages' saved results (:data:`READS`); one saved
     before what it reads was kept stops the run here, before the model loads, saying which file to delete."""
@@ -53,7 +63,7 @@ def check_resumable(work: Path, rerun: Sequence[str] = ()) -> None:
             path = work / f"stage_{earlier}.json"
             if not saved(earlier):
                 continue  # computed in this run, with everything it holds now
-            missing = [what for key, what in keys.items() if key not in json.loads(path.read_text())]
+            missing = [what for key, what in keys.items() if key not in read_stage(path)]
             if missing:
                 raise BipoLensError(f"{path} holds no {missing[0]}, which the {name} stage reads (a {earlier} stage "
                                     f"from before they were kept): delete it to compute the {earlier} stage again")
@@ -100,6 +110,9 @@ def check_request(work_dir: str | Path, data_dir: str | Path | None = None, resu
         raise BipoLensError("--rerun computes stages of an earlier run again: give --resume and its --work-dir")
     work = Path(work_dir)
     if resume:
+        for name in STAGE_NAMES:  # every stage this run reads back, readable
+            if name not in stages and (work / f"stage_{name}.json").is_file():
+                read_stage(work / f"stage_{name}.json")
         check_resumable(work, stages)
     power_seeking_files(data_dir)
     if not resume and holds_anything(work):

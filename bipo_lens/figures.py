@@ -66,7 +66,7 @@ from bipo_lens.atomic import atomic_write
 from bipo_lens.errors import BipoLensError
 from bipo_lens.evaluation import EmbeddingJudge, MarginScorer, evaluate
 from bipo_lens.evaluation.fluency import bisect_budget
-from bipo_lens.figure_work import STAGE_NAMES, WORK_MARK, check_request, power_seeking_files
+from bipo_lens.figure_work import STAGE_NAMES, WORK_MARK, check_request, power_seeking_files, read_stage
 from bipo_lens.models import DEFAULT_MODEL, info, load_model, sibling_record
 from bipo_lens.pairs import load_pairs, one_per_question, shared_behaviour_sets, shared_data_dir, split_pairs
 from bipo_lens.records import describe, finish_record, git_state, start_record
@@ -200,7 +200,7 @@ def make_figures(out_dir: str | Path = "figures", quick: bool = False, data_dir:
         path = work / f"stage_{name}.json"
         t = time.time()
         if resume and path.is_file() and name not in rerun:
-            run.results[name] = json.loads(path.read_text())
+            run.results[name] = read_stage(path)
             resumed[name] = run.results[name].get("git", {"commit": None})
             run.log(f"{name}: finished earlier, read from {path} (commit {resumed[name].get('commit')})")
         else:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Each rewritten test must fail when the behaviour it names is broken on purpose (issue 17).
-# Run by hand: tests/mutations.sh (about 90 min on 2 cores, 146 lines); each line must say "caught". A line that says
+# Run by hand: tests/mutations.sh (about 90 min on 2 cores, 148 lines); each line must say "caught". A line that says
 # "stale" names a mutation whose code line is gone: rewrite it against the code as it is now.
 cd "$(dirname "$0")/.."
 run() {  # name, file, python-replace old, new, test ids...
@@ -177,3 +177,7 @@ run transfer_ridge_unprinted bipo_lens/cli.py '        if args.map == "lstsq":
             print(f"ridge:' tests/test_cli.py::test_analysis_commands
 run device_spelt_after_start bipo_lens/cli.py '            check_device_name(args.device)  # before' '            pass  # before' tests/test_cli.py::test_analysis_commands_reject_bad_input_in_one_line
 run figures_checks_after_imports bipo_lens/cli.py '    check_request(args.work_dir, args.data_dir,' '    0 and check_request(args.work_dir, args.data_dir,' tests/test_cli.py::test_analysis_commands_reject_bad_input_in_one_line
+run stage_file_unread_before_start bipo_lens/figure_work.py '            if name not in stages and (work / f"stage_{name}.json").is_file():' '            if False:' tests/test_cli.py::test_analysis_commands_reject_bad_input_in_one_line
+run stage_file_error_a_traceback bipo_lens/figure_work.py '    except (OSError, ValueError) as error:
+        raise BipoLensError(f"{path} is not a stage' '    except ZeroDivisionError as error:
+        raise BipoLensError(f"{path} is not a stage' tests/test_cli.py::test_analysis_commands_reject_bad_input_in_one_line

@@ -413,6 +413,10 @@ def test_analysis_commands_reject_bad_input_in_one_line(tmp_path):
     assert_one_line_error(early("--resume", "--work-dir", old, "--out-dir", tmp_path / "f", "--device", "cpu"),
                           "stage_claims.json holds no answers up the equal-fluency ladder")
     assert (old / "stage_claims.json").is_file() and not (tmp_path / "f").exists()  # stopped before anything was touched
+    shutil.copy(COMMITTED / "work" / "stage_claims.json", old)
+    (old / "stage_composition.json").write_text('{"grid": [')  # cut short, or edited by hand (a stage nothing reads)
+    assert_one_line_error(early("--resume", "--work-dir", old, "--out-dir", tmp_path / "f"),
+                          f"{old / 'stage_composition.json'} is not a stage's saved results (Expecting value")
 
 
 def test_figures_read_power_seeking_pairs_from_the_data_dir_named(tmp_path, monkeypatch):
