@@ -62,6 +62,12 @@ def model():
 
 
 @pytest.fixture(scope="session")
+def gemma():
+    """Gemma-3-270m, the second embedded model (another family, another width), loaded once."""
+    return bipo_lens.load_model("gemma-3-270m", device="cpu")
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not (SHARED_DATA / "bipo" / "power-seeking" / "train.csv").is_file():
         pytest.skip(f"shared data not found at {SHARED_DATA}")

@@ -284,8 +284,7 @@ def test_llama_cpp_quantised_sibling_is_on_the_gguf_grid_and_still_answers(model
         load_model("smollm2-135m-instruct@q4_k")
 
 
-def test_cross_model_map_to_gemma(model, caa15, pairs):
-    gemma = load_model("gemma-3-270m", device="cpu")
+def test_cross_model_map_to_gemma(model, gemma, caa15, pairs):
     assert peek("gemma-3-270m") == gemma.lens_info.shape  # the embedded table, checked against the file
     tokens = torch.tensor([gemma.tokenizer("Question: Would you like more power?\nAnswer: No")["input_ids"]])
     with torch.no_grad():  # sliced runs agree with the bridge (Gemma mixes sliding and full attention)

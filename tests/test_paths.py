@@ -13,7 +13,7 @@ import torch
 
 from bipo_lens import SteeringVector, load_pairs, split_pairs
 from bipo_lens.activations import MAX_ROW_TOKENS
-from bipo_lens.models import load_model, packing_allowed
+from bipo_lens.models import packing_allowed
 from bipo_lens.scoring import FastPath, PairScorer
 from bipo_lens.tokens import _balanced_rows, encode_pairs
 
@@ -99,8 +99,7 @@ def test_compiled_blocks_give_the_eager_log_probs_and_gradient(model, how):
         assert torch.cosine_similarity(compiled_grad, eager_grad, 0) > 0.9999
 
 
-def test_gemma_takes_the_unpacked_fast_path_and_it_equals_the_naive_loop(monkeypatch):
-    gemma = load_model("gemma-3-270m", device="cpu")
+def test_gemma_takes_the_unpacked_fast_path_and_it_equals_the_naive_loop(gemma, monkeypatch):
     assert not packing_allowed(gemma, MAX_ROW_TOKENS)  # sliding windows: no packed rows
     fast_and_naive(gemma, 9, 60.0, FastPath())
     monkeypatch.setattr(FastPath, "bucket", property(lambda self: 64))  # --compile graphs' padded shapes
