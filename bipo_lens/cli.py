@@ -521,8 +521,26 @@ def cmd_train(args) -> int:
     _check_before_loading(args.model or DEFAULT_MODEL, layers=[args.layer])
     from bipo_lens.models import check_layer, load_model, load_options
     from bipo_lens.pairs import load_pairs, split_pairs
-    from bipo_lens.training import BipoConfig, train_bipo, train_caa, train_pca
+    from bipo_lens.training import BipoConfig, RepsConfig, train_bipo, train_caa, train_pca, train_reps
 
+    # The trainer's settings, checked before the model loads (a negative --lr is said at once).
+    if args.method == "reps":
+        config = RepsConfig(layer=args.layer, **{k: v for k, v in dict(
+            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
+            max_response_tokens=args.max_response_tokens, response_format=args.response_format,
+            seed=args.seed).items() if v is not None})
+    elif args.method == "bipo":
+        if args.margin is not None and args.loss == "bipo":
+            print("note: --margin only affects --loss activation_margin (wisent-guard's variant); "
+                  "the paper's objective has none", file=sys.stderr)
+        config = BipoConfig.for_loss(
+            args.loss, layer=args.layer, epochs=args.epochs, lr=args.lr, beta=args.beta,
+            batch_size=args.batch_size, weight_decay=args.weight_decay, margin=args.margin,
+            warmup_steps=args.warmup_steps, max_response_tokens=args.max_response_tokens, seed=args.seed,
+            response_format=args.response_format, patience=args.patience,
+        )
+    elif args.patience is not None:
+        raise BipoLensError(f"--patience is for --method bipo: {args.method.upper()} has no training loop to stop")
     pairs = load_pairs(args.data)
     # Split first, then cap: `eval --test-fraction F --seed S` then sees none of the training questions.
     train_pairs, test_pairs = split_pairs(pairs, args.test_fraction, args.seed) if args.test_fraction else (pairs, [])
@@ -535,29 +553,14 @@ def cmd_train(args) -> int:
     record = start_record(model=model, data=[args.data], seeds={"training": args.seed, "split": args.seed})
     print(f"training {args.method} on {len(train_pairs)} pairs at layer {args.layer} of {args.model or DEFAULT_MODEL}")
     if args.method == "reps":
-        from bipo_lens.training import train_reps
-
-        vector = train_reps(model, train_pairs, args.layer, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                            weight_decay=args.weight_decay, max_response_tokens=args.max_response_tokens,
-                            response_format=args.response_format, seed=args.seed)
+        vector = train_reps(model, train_pairs, args.layer, config)
         for epoch in vector.history:
             print("  " + "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in epoch.items()))
     elif args.method in ("caa", "pca"):
-        if args.patience is not None:
-            raise BipoLensError(f"--patience is for --method bipo: {args.method.upper()} has no training loop to stop")
         baseline = train_caa if args.method == "caa" else train_pca
         vector = baseline(model, train_pairs, args.layer, args.max_response_tokens or 64, args.response_format,
                           args.positions or "response_mean")
     else:
-        if args.margin is not None and args.loss == "bipo":
-            print("note: --margin only affects --loss activation_margin (wisent-guard's variant); "
-                  "the paper's objective has none", file=sys.stderr)
-        config = BipoConfig.for_loss(
-            args.loss, layer=args.layer, epochs=args.epochs, lr=args.lr, beta=args.beta,
-            batch_size=args.batch_size, weight_decay=args.weight_decay, margin=args.margin,
-            warmup_steps=args.warmup_steps, max_response_tokens=args.max_response_tokens, seed=args.seed,
-            response_format=args.response_format, patience=args.patience,
-        )
         from bipo_lens.scoring import FastPath
 
         vector = train_bipo(model, train_pairs, args.layer, config, test_pairs=test_pairs or None,

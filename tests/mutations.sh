@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Each rewritten test must fail when the behaviour it names is broken on purpose (issue 17).
-# Run by hand: tests/mutations.sh (about 90 min on 2 cores, 148 lines); each line must say "caught". A line that says
+# Run by hand: tests/mutations.sh (about 90 min on 2 cores, 151 lines); each line must say "caught". A line that says
 # "stale" names a mutation whose code line is gone: rewrite it against the code as it is now.
 cd "$(dirname "$0")/.."
 run() {  # name, file, python-replace old, new, test ids...
@@ -181,3 +181,12 @@ run stage_file_unread_before_start bipo_lens/figure_work.py '            if name
 run stage_file_error_a_traceback bipo_lens/figure_work.py '    except (OSError, ValueError) as error:
         raise BipoLensError(f"{path} is not a stage' '    except ZeroDivisionError as error:
         raise BipoLensError(f"{path} is not a stage' tests/test_cli.py::test_analysis_commands_reject_bad_input_in_one_line
+run reps_cli_drops_epochs bipo_lens/cli.py '            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
+            max_response_tokens' '            lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
+            max_response_tokens' tests/test_cli.py::test_baseline_methods_and_no_overwrite
+run reps_cli_drops_batch_size bipo_lens/cli.py '            epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
+            max_response_tokens' '            epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+            max_response_tokens' tests/test_cli.py::test_missing_judge_and_unwritable_output_stop_before_any_work
+run patience_taken_by_caa bipo_lens/cli.py '    elif args.patience is not None:
+        raise BipoLensError(f"--patience is for' '    elif False:
+        raise BipoLensError(f"--patience is for' tests/test_cli.py::test_missing_judge_and_unwritable_output_stop_before_any_work

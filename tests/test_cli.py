@@ -606,6 +606,12 @@ def test_missing_judge_and_unwritable_output_stop_before_any_work(trained, tmp_p
                                  "power_seeking", "--judge", "none", "--out-json", str(tmp_path / "r.json"), *extra],
                                 capture_output=True, text=True, env=env, timeout=300)
         assert_one_line_error(result, message)
+    for extra, message in ((["--lr", "-1"], "invalid lr: -1.0"), (["--method", "reps", "--batch-size", "0"], "invalid batch_size: 0"),
+                           (["--method", "caa", "--patience", "2"], "--patience is for --method bipo")):
+        result = subprocess.run([sys.executable, "-m", "bipo_lens.cli", "train", "--data", "power_seeking", "--layer", "3",
+                                 "--max-pairs", "2", "--epochs", "1", "--out", str(tmp_path / "v.safetensors"), *extra], capture_output=True, text=True, env=env,
+                                timeout=300)  # the trainer's settings, before the model loads
+        assert_one_line_error(result, message)
     assert list(cache.iterdir()) == []
 
 
