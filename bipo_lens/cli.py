@@ -373,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "device", None):
             check_device_name(args.device)  # before any command imports torch (2-8 s)
+        if getattr(args, "max_new_tokens", 1) < 1:  # before the model loads (the engine says the same to API callers)
+            raise BipoLensError(f"--max-new-tokens must be at least 1, got {args.max_new_tokens}")
         code = COMMANDS[args.command](args)
         if getattr(args, "show_memory_usage", False):
             print(memory_report(time.time() - started))

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Each rewritten test must fail when the behaviour it names is broken on purpose (issue 17).
-# Run by hand: tests/mutations.sh (about 90 min on 2 cores, 151 lines); each line must say "caught". A line that says
+# Run by hand: tests/mutations.sh (about 90 min on 2 cores, 152 lines); each line must say "caught". A line that says
 # "stale" names a mutation whose code line is gone: rewrite it against the code as it is now.
 cd "$(dirname "$0")/.."
 run() {  # name, file, python-replace old, new, test ids...
@@ -190,3 +190,4 @@ run reps_cli_drops_batch_size bipo_lens/cli.py '            epochs=args.epochs, 
 run patience_taken_by_caa bipo_lens/cli.py '    elif args.patience is not None:
         raise BipoLensError(f"--patience is for' '    elif False:
         raise BipoLensError(f"--patience is for' tests/test_cli.py::test_missing_judge_and_unwritable_output_stop_before_any_work
+run max_new_tokens_after_loading bipo_lens/cli.py '        if getattr(args, "max_new_tokens", 1) < 1:  # before' '        if False:  # before' tests/test_cli.py::test_missing_judge_and_unwritable_output_stop_before_any_work

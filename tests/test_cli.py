@@ -601,7 +601,8 @@ def test_missing_judge_and_unwritable_output_stop_before_any_work(trained, tmp_p
                                 text=True, env=env, timeout=300)
         assert_one_line_error(result, "cannot write")
     for extra, message in ((["--seeds", "0"], "--seeds must be at least 1"),
-                           (["--seeds", "3", "--temperature", "0"], "--temperature must be > 0")):
+                           (["--seeds", "3", "--temperature", "0"], "--temperature must be > 0"),
+                           (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1, got 0")):
         result = subprocess.run([sys.executable, "-m", "bipo_lens.cli", "eval", "--vector", str(trained), "--data",
                                  "power_seeking", "--judge", "none", "--out-json", str(tmp_path / "r.json"), *extra],
                                 capture_output=True, text=True, env=env, timeout=300)
