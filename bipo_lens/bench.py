@@ -323,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
 
     caa_pairs = all_pairs[:64] if args.quick else all_pairs
     started = time.perf_counter()
-    caa = train_caa(model, caa_pairs, args.layer)
+    train_caa(model, caa_pairs, args.layer)  # timed, not kept
     print(f"CAA over {len(caa_pairs)} pairs: {time.perf_counter() - started:.1f} s")
     print("generation: see `bipo-lens bench generate` (plain vs steered vs the bridge path)")
     if args.full_run:

@@ -155,13 +155,13 @@ def main(argv: list[str] | None = None) -> int:
     eval_label = list(workloads)[1]
     ratios = [rates[label]["steered"] / rates[label]["plain"] for label in rates]
     eval_rates = rates[eval_label]
-    print(f"\nsteered / plain tokens/s: " + ", ".join(f"{label} {r:.2f}" for label, r in zip(rates, ratios)))
+    print("\nsteered / plain tokens/s: " + ", ".join(f"{label} {r:.2f}" for label, r in zip(rates, ratios)))
     projected = len(questions) * len(MULTIPLIERS) * n
     print(f"eval workload ({projected} tokens): steered {projected / eval_rates['steered']:.1f} s, bridge "
           f"{projected / eval_rates['bridge']:.1f} s (at its measured rate), plain {projected / eval_rates['plain']:.1f} s")
     print(f"steered_vs_plain: {min(ratios):.2f}")
     if args.compile:
-        print(f"compiled / uncompiled engine tokens/s: " + ", ".join(
+        print("compiled / uncompiled engine tokens/s: " + ", ".join(
             f"{label} {rates[label]['compiled'] / rates[label]['steered']:.2f}" for label in rates))
         print(f"compiled_speedup_vs_bridge: {eval_rates['compiled'] / eval_rates['bridge']:.2f}")
     print(f"speedup_vs_bridge: {eval_rates['steered'] / eval_rates['bridge']:.2f}")

@@ -660,7 +660,6 @@ def _model_for(vectors, requested: str | None) -> str:
 
 
 def cmd_eval(args) -> int:
-    import json
     from pathlib import Path
 
     if args.seeds < 1:  # flags and outputs first: a mistake answers before torch is imported
@@ -1023,7 +1022,6 @@ def cmd_compose(args) -> int:
     files = [_seed_files(v, args.seeds, "--vector") for v in args.vector]
     if len({len(f) for f in files}) > 1:
         raise BipoLensError("every --vector needs the same number of seed files (seed k of each is composed together)")
-    import json
     from pathlib import Path
 
     from bipo_lens.analysis import compose

@@ -183,7 +183,8 @@ def _gguf_shape(name: str, path: Path) -> ModelShape | None:
 
             if read("I") != GGUF_MAGIC or read("I") not in (2, 3):
                 return None
-            _tensors, n_keys = read("Q"), read("Q")
+            read("Q")  # the tensor count
+            n_keys = read("Q")
             found: dict[str, int | str] = {}
             for _ in range(n_keys):
                 key, kind = string(), T(read("I"))

@@ -114,8 +114,6 @@ def load_model(name: str = DEFAULT_MODEL, device: str = "auto", dtype: str | tor
     every GPU, then the CPU, then disk, within ``max_memory`` (``{0: "70GiB", "cpu": "100GiB"}``):
     for a model larger than one device. ``device`` is then unused.
     """
-    from transformer_lens.model_bridge import TransformerBridge
-
     from bipo_lens import distributed
 
     base, scheme = split_quantisation(name)

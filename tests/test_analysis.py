@@ -346,7 +346,6 @@ def test_methods_compared_at_their_own_norm_and_at_the_references(model, pairs, 
     """The same direction at half the norm: half the range at its own norm, the reference's range at
     the reference's norm (difference 0); another direction differs; the bars are drawn."""
     from bipo_lens import plots
-    from bipo_lens.analysis import claims
     from bipo_lens.analysis.baselines import compare_methods
 
     other = SteeringVector(vector=torch.roll(caa15.vector, 1), layer=15, model_id=caa15.model_id, method="pca")

@@ -131,8 +131,8 @@ def main() -> int:
             process.kill()
             process.wait()
     baseline = gaps[0.0]
-    print(f"\nlargest next-token log-prob gap, llama.cpp (Q4_1 weights, 8-bit activations in its dot products) "
-          f"vs bipo-lens (the same weights dequantised, fp32): " + ", ".join(f"scale {s:+.0f}: {g:.3f}" for s, g in gaps.items()))
+    print("\nlargest next-token log-prob gap, llama.cpp (Q4_1 weights, 8-bit activations in its dot products) "
+          "vs bipo-lens (the same weights dequantised, fp32): " + ", ".join(f"scale {s:+.0f}: {g:.3f}" for s, g in gaps.items()))
     tolerance = max(0.25, 3 * baseline)
     for scale, gap in gaps.items():
         if gap > tolerance:
