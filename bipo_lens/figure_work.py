@@ -1,5 +1,5 @@
-"""A ``bipo-lens figures`` run's stages by name and its work directory, and the checks that stop a
-run before anything is computed or deleted.
+"""A ``bipo-lens figures`` run's stages by name, the models it studies, its work directory, and the
+checks that stop a run before anything is computed or deleted.
 
 Nothing here imports torch: ``bipo-lens figures`` checks its flags and directories with this module
 before it imports :mod:`bipo_lens.figures` (which loads the analysis, torch and transformers: 3-5 s of
@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bipo_lens.errors import BipoLensError
+from bipo_lens.model_names import DEFAULT_MODEL
 from bipo_lens.pairs import shared_data_dir
 
 STAGE_NAMES = ("steering", "layers", "similarity", "transfer", "composition", "claims", "baselines", "behaviours",
@@ -27,6 +28,11 @@ READS = {  # stage -> {earlier stage: {key of its results it reads: what that ke
     "family": {"claims": {"seed_norms": "seed norms"}},  # and the seeds' vectors it saved
     "siblings": {"claims": {"seed_norms": "seed norms"}},  # and the seeds' vectors it saved
 }
+STEERING_LAYER = 15
+SIBLING = f"{DEFAULT_MODEL}@int4"
+DEPLOYED = f"{DEFAULT_MODEL}@q4_0"  # llama.cpp's Q4_0, as llama-quantize writes it: models.quantise_weights
+FINETUNED = "smollm2-135m-pydoc"  # the default model, LoRA-fine-tuned: bipo_lens.finetune
+OTHER_MODEL = "gemma-3-270m"
 WORK_MARK = ".bipo-lens-figures"  # written into a work directory as a run starts
 
 

@@ -170,7 +170,7 @@ run ridge_fixed bipo_lens/analysis/transfer.py '        ridge = _choose_ridge(xs
 run ridge_folds_split_texts bipo_lens/analysis/transfer.py 'ridge = _choose_ridge(xs[train], xt[train], train // 2, seed)' 'ridge = _choose_ridge(xs[train], xt[train], torch.arange(len(train)), seed)' tests/test_analysis.py::test_lstsq_chooses_its_ridge_by_cross_validation_over_whole_texts
 run ridge_zero_accepted bipo_lens/cli.py '    if args.ridge is not None and not args.ridge > 0:' '    if False:' tests/test_cli.py::test_a_wrong_layer_or_a_vector_for_another_model_is_said_before_loading
 run rerun_transfer_reruns_claims bipo_lens/figure_work.py '    "claims": {"layers": {"sweep": "layer sweep"}},' '    "claims": {"layers": {"sweep": "layer sweep"}, "transfer": {"rows": "transfer rows"}},' tests/test_cli.py::test_figures_rerun_computes_every_stage_that_reads_a_rerun_stage
-run figures_ridge_unsaid bipo_lens/figures.py '    return f"{row['"'"'map'"'"']} (ridge' '    return row["map"] if 1 else f"{row['"'"'map'"'"']} (ridge' tests/test_cli.py::test_figures_redraw_gives_the_committed_readme_word_for_word
+run figures_ridge_unsaid bipo_lens/figure_readme.py '    return f"{row['"'"'map'"'"']} (ridge' '    return row["map"] if 1 else f"{row['"'"'map'"'"']} (ridge' tests/test_cli.py::test_figures_redraw_gives_the_committed_readme_word_for_word
 run transfer_ridge_unrecorded_and_unsaid bipo_lens/analysis/transfer.py '"transfer": how, **ridge},' '"transfer": how},' tests/test_cli.py::test_analysis_commands
 run transfer_ridge_unprinted bipo_lens/cli.py '        if args.map == "lstsq":
             print(f"ridge:' '        if False:
