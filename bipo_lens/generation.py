@@ -60,6 +60,7 @@ def generate_batch(
     stop_at_eos: bool = True,
     on_token: Callable[[int, int], None] | None = None,
     compile: bool = False,
+    stop_strings: Sequence[str] = (),
 ) -> list[str]:
     """One answer per row: ``prompts[i]`` (full prompt text, see :func:`build_prompt`) steered by
     ``steering[i]``. Rows run ``batch_size`` at a time, shortest prompts together.
@@ -67,7 +68,9 @@ def generate_batch(
     token_id)`` sees every new token of every row as it is decided (streaming; after a row's stop
     token its row receives padding). ``compile=True``: a static KV cache and transformers' compiled
     decode step (``torch.compile``, CUDA graphs on a GPU): the first call per batch shape pays the
-    compilation, later ones decode without per-kernel launch overhead (GPU only; ignored elsewhere)."""
+    compilation, later ones decode without per-kernel launch overhead (GPU only; ignored elsewhere).
+    ``stop_strings``: a row also ends where its text first contains one of them (transformers'
+    ``StopStringCriteria``, which sees a string split over tokens); its answer ends before it."""
     if len(prompts) != len(steering):
         raise BipoLensError(f"{len(prompts)} prompts but {len(steering)} row steerings")
     for vector in {id(v): v for row in steering for v, _ in row}.values():  # each distinct vector once
@@ -83,7 +86,8 @@ def generate_batch(
         chunk = order[start : start + batch_size]
         texts = _generate_chunk(model, [tokens[i] for i in chunk], [steering[i] for i in chunk], strategy,
                                 max_new_tokens, sampling, seed_offset=start, stop_at_eos=stop_at_eos,
-                                streamer=_RowStreamer(chunk, on_token) if on_token else None, compile=compile)
+                                streamer=_RowStreamer(chunk, on_token) if on_token else None, compile=compile,
+                                stop_strings=stop_strings)
         for i, text in zip(chunk, texts):
             answers[i] = text
     return answers
@@ -109,7 +113,8 @@ CACHE_BUCKET = 256
 
 
 def generation_config(model, max_new_tokens: int, sampling: Sampling = GREEDY, stop_at_eos: bool = True,
-                      compile: bool = False, compile_all_devices: bool = False, prompt_width: int = 0):
+                      compile: bool = False, compile_all_devices: bool = False, prompt_width: int = 0,
+                      stop_strings: Sequence[str] = ()):
     """transformers' settings for one engine call (the benchmark's plain baseline uses the same).
 
     ``compile``: a static cache and ``CompileConfig`` (reduce-overhead: CUDA graphs). transformers
@@ -131,7 +136,8 @@ def generation_config(model, max_new_tokens: int, sampling: Sampling = GREEDY, s
     return GenerationConfig(
         max_new_tokens=max_new_tokens, do_sample=sample, temperature=sampling.temperature if sample else None,
         top_p=sampling.top_p if sample else None, top_k=None, eos_token_id=stop_token_ids(model),
-        pad_token_id=pad_token_id(model), min_new_tokens=None if stop_at_eos else max_new_tokens, **compiled,
+        pad_token_id=pad_token_id(model), min_new_tokens=None if stop_at_eos else max_new_tokens,
+        stop_strings=list(stop_strings) or None, **compiled,
     )
 
 
@@ -155,7 +161,7 @@ class _RowStreamer:
 
 def _generate_chunk(model, tokens: list[list[int]], steering: list[RowSteering], strategy: TokenStrategy,
                     max_new_tokens: int, sampling: Sampling, seed_offset: int, stop_at_eos: bool = True,
-                    streamer=None, compile: bool = False) -> list[str]:
+                    streamer=None, compile: bool = False, stop_strings: Sequence[str] = ()) -> list[str]:
     raw = model.lens_raw
     device = next(raw.parameters()).device
     pad = pad_token_id(model)
@@ -173,18 +179,25 @@ def _generate_chunk(model, tokens: list[list[int]], steering: list[RowSteering],
     terms = [(v.layer, v.vector, multipliers[key].to(device)) for key, v in vectors.items()
              if bool(multipliers[key].any())]
     stops = stop_token_ids(model)
-    config = generation_config(model, max_new_tokens, sampling, stop_at_eos, compile, prompt_width=width)
+    config = generation_config(model, max_new_tokens, sampling, stop_at_eos, compile, prompt_width=width,
+                               stop_strings=stop_strings)
     prompt_lengths = attention_mask.sum(1).to(device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
             steer_raw_layers(model, terms, strategy, prompt_lengths):
         torch.manual_seed(sampling.seed + seed_offset)
         output = raw.generate(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device),
-                              generation_config=config, streamer=streamer)
+                              generation_config=config, streamer=streamer,
+                              tokenizer=model.tokenizer if stop_strings else None)
     answers = []
     for row in output[:, width:].tolist():
         cut = next((i for i, t in enumerate(row) if t in stops), len(row)) if stop_at_eos else len(row)
-        answers.append(model.tokenizer.decode(row[:cut], skip_special_tokens=True).strip())
+        answers.append(cut_at_stop(model.tokenizer.decode(row[:cut], skip_special_tokens=True), stop_strings).strip())
     return answers
+
+
+def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
+    """``text`` up to where one of ``stop_strings`` first begins (all of it where none occurs)."""
+    return text[: min((i for i in (text.find(s) for s in stop_strings) if i >= 0), default=len(text))]
 
 
 def generate(

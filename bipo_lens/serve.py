@@ -10,7 +10,11 @@ app only parses, validates and formats. Requests name vectors in an extra body f
 (``{"power": 1.5}`` works too). Endpoints: ``GET /v1/models``, ``POST /v1/completions``,
 ``POST /v1/chat/completions``, both with ``"stream": true`` (server-sent events). Bad requests get
 a 400 with OpenAI's error body; the server keeps serving. Defaults: greedy (``temperature`` 0),
-``max_tokens`` 128.
+``max_tokens`` 128. Honoured: ``max_tokens`` (``max_completion_tokens``), ``n``, ``temperature``,
+``top_p``, ``seed``, ``stop`` (up to 4 strings; the answer ends before the first, streamed text is
+held back while it could be the start of one), ``stream`` and ``stream_options.include_usage``.
+A setting that would change the answer and that this server cannot honour (``logprobs``, penalties,
+``logit_bias``, tools, a JSON ``response_format``, ...) is a 400 naming it, never silently ignored.
 """
 
 
@@ -31,6 +35,17 @@ from bipo_lens.vectors import SteeringVector
 
 MAX_TOKENS_LIMIT = 2048
 MAX_MULTIPLIER = 100.0
+MAX_STOP_STRINGS = 4  # OpenAI's limit
+# Settings that change what comes back, which this server does not implement: a request that sets
+# one to anything but the values that ask for nothing (listed) is refused, so that no client reads
+# an answer made without it as one made with it.
+UNSUPPORTED = {
+    "logprobs": ("log-probabilities", (False,)), "top_logprobs": ("log-probabilities", (0,)),
+    "echo": ("echoing the prompt", (False,)), "presence_penalty": ("penalties", (0,)),
+    "frequency_penalty": ("penalties", (0,)), "logit_bias": ("logit bias", ({},)), "best_of": ("best_of above 1", (1,)),
+    "suffix": ("a suffix", ("",)), "tools": ("tool calls", ([],)), "tool_choice": ("tool calls", ("none", "auto")),
+    "functions": ("function calls", ([],)), "function_call": ("function calls", ("none", "auto")),
+}
 
 
 class RequestError(ValueError):
@@ -52,10 +67,11 @@ class Job:
     sampling: Sampling
     on_token: Callable[[int, int], None]  # (row within the job, token id), from the worker thread
     on_done: Callable[[list[str] | None, BaseException | None], None]
+    stop: tuple[str, ...] = ()  # stop strings
     batch_rows: int = 0  # rows in the engine call that ran this job (its own and others')
 
     def key(self) -> tuple:
-        return self.max_tokens, self.sampling
+        return self.max_tokens, self.sampling, self.stop
 
 
 @dataclass
@@ -107,7 +123,7 @@ class Batcher:
             self.batches.append(len(owners))
             texts = generate_batch(self.model, [job.prompt for job, _ in owners], [job.steering for job, _ in owners],
                                    max_new_tokens=jobs[0].max_tokens, sampling=jobs[0].sampling,
-                                   batch_size=self.max_rows, on_token=on_token)
+                                   batch_size=self.max_rows, on_token=on_token, stop_strings=jobs[0].stop)
         except BaseException as e:  # noqa: BLE001  (handed to each request as a 500)
             for job in jobs:
                 job.on_done(None, e)
@@ -119,13 +135,18 @@ class Batcher:
 
 
 class _Row:
-    """Incremental decoding of one row: text deltas, stop detection, token count."""
+    """Incremental decoding of one row: text deltas, stop detection (tokens and strings), token count.
 
-    def __init__(self, tokenizer, stops: set[int]):
-        self.tokenizer, self.stops = tokenizer, stops
+    Text that could be the beginning of a stop string is held back until the next tokens show it is
+    not (or :meth:`flush` at the end), so a client never receives any part of a stop string."""
+
+    def __init__(self, tokenizer, stops: set[int], stop_strings: tuple[str, ...] = ()):
+        self.tokenizer, self.stops, self.stop_strings = tokenizer, stops, stop_strings
         self.tokens: list[int] = []
         self.line_start = 0  # first token of the current line
-        self.sent = ""  # text of the current line already sent
+        self.line = ""  # text of the current line decoded so far
+        self.text = ""  # the answer decoded so far (up to a stop string, once one is found)
+        self.shown = 0  # characters of ``text`` handed out
         self.stopped = False
 
     def add(self, token: int) -> str:
@@ -137,12 +158,26 @@ class _Row:
         self.tokens.append(token)
         # Decode only since the last line break (as transformers' TextStreamer does): a token cannot
         # change text before a newline, and decoding the whole answer every step grows quadratically.
-        text = self.tokenizer.decode(self.tokens[self.line_start :], skip_special_tokens=True)
-        if text.endswith("\ufffd"):  # a character still incomplete
+        line = self.tokenizer.decode(self.tokens[self.line_start :], skip_special_tokens=True)
+        if line.endswith("\ufffd"):  # a character still incomplete
             return ""
-        delta, self.sent = text[len(self.sent) :], text
-        if text.endswith("\n"):
-            self.line_start, self.sent = len(self.tokens), ""
+        self.text += line[len(self.line) :]
+        self.line = line
+        if line.endswith("\n"):
+            self.line_start, self.line = len(self.tokens), ""
+        hits = [i for i in (self.text.find(s, self.shown) for s in self.stop_strings) if i >= 0]
+        if hits:
+            self.stopped, self.text = True, self.text[: min(hits)]
+            return self.flush()
+        held = max((k for s in self.stop_strings for k in range(1, len(s))
+                    if self.text.endswith(s[:k]) and len(self.text) - k >= self.shown), default=0)
+        delta = self.text[self.shown : len(self.text) - held]
+        self.shown += len(delta)
+        return delta
+
+    def flush(self) -> str:
+        """What was held back, once the answer has ended (its end-of-turn token, a stop string or max_tokens)."""
+        delta, self.shown = self.text[self.shown :], len(self.text)
         return delta
 
 
@@ -155,6 +190,17 @@ def _number(body: dict, name: str, default, low, high, kind=float):
     if not (math.isfinite(value) and low <= value <= high):
         raise RequestError(f"'{name}' must be between {low} and {high}, got {value}", name)
     return kind(value)
+
+
+def parse_stop(body: dict) -> tuple[str, ...]:
+    """``stop``: absent, one string, or a list of up to four non-empty strings."""
+    raw = body.get("stop")
+    if raw is None:
+        return ()
+    stops = [raw] if isinstance(raw, str) else raw
+    if not (isinstance(stops, list) and len(stops) <= MAX_STOP_STRINGS and all(isinstance(s, str) and s for s in stops)):
+        raise RequestError(f"'stop' must be a non-empty string or a list of at most {MAX_STOP_STRINGS} of them", "stop")
+    return tuple(dict.fromkeys(stops))
 
 
 def parse_steering(body: dict, vectors: dict[str, SteeringVector]) -> list[tuple[SteeringVector, float]]:
@@ -217,7 +263,16 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
             raise RequestError("the body must be a JSON object")
         return body
 
-    def settings(body: dict) -> tuple[int, int, Sampling, list, bool]:
+    def settings(body: dict) -> tuple[int, int, Sampling, list, bool, tuple[str, ...], bool]:
+        for name, (what, asks_nothing) in UNSUPPORTED.items():
+            value = body.get(name)
+            if value is not None and not any(value == a and isinstance(value, bool) == isinstance(a, bool)
+                                             for a in asks_nothing):
+                raise RequestError(f"'{name}': {what} not supported by this server", name)
+        response_format = body.get("response_format")
+        if response_format not in (None, {"type": "text"}):
+            raise RequestError("'response_format': only {\"type\": \"text\"} is supported by this server",
+                               "response_format")
         max_tokens = _number(body, "max_tokens", 128, 1, MAX_TOKENS_LIMIT, int)
         max_tokens = _number(body, "max_completion_tokens", max_tokens, 1, MAX_TOKENS_LIMIT, int)
         n = _number(body, "n", 1, 1, 16, int)
@@ -226,13 +281,17 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
         stream = body.get("stream", False)
         if not isinstance(stream, bool):
             raise RequestError("'stream' must be true or false", "stream")
-        return max_tokens, n, sampling, parse_steering(body, vectors), stream
+        options = body.get("stream_options") or {}
+        if not (isinstance(options, dict) and isinstance(options.get("include_usage", False), bool)):
+            raise RequestError("'stream_options' must be {\"include_usage\": true or false}", "stream_options")
+        return (max_tokens, n, sampling, parse_steering(body, vectors), stream, parse_stop(body),
+                stream and options.get("include_usage", False))
 
     async def run(prompt: str, body: dict, chat: bool):
-        max_tokens, n, sampling, steering, stream = settings(body)
+        max_tokens, n, sampling, steering, stream, stop, include_usage = settings(body)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        rows = [_Row(model.tokenizer, stops) for _ in range(n)]
+        rows = [_Row(model.tokenizer, stops, stop) for _ in range(n)]
 
         def on_token(row: int, token: int) -> None:
             delta = rows[row].add(token)
@@ -242,12 +301,17 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
         def on_done(texts, failure) -> None:
             loop.call_soon_threadsafe(events.put_nowait, ("done", texts, failure))
 
-        job = Job(prompt, steering, n, max_tokens, sampling, on_token, on_done)
+        job = Job(prompt, steering, n, max_tokens, sampling, on_token, on_done, stop)
         batcher.submit(job)
         ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
         prompt_tokens = len(tokenize_prompt(model, prompt))
-        finish = lambda row: "stop" if row.stopped else "length"  # noqa: E731
+        finish = lambda row: "length" if not row.stopped and len(row.tokens) >= max_tokens else "stop"  # noqa: E731
+
+        def usage() -> dict:
+            completion_tokens = sum(len(r.tokens) for r in rows)
+            return {"prompt_tokens": prompt_tokens * n, "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens * n + completion_tokens}
 
         if stream:
             async def events_out():
@@ -270,9 +334,14 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
                         yield _sse({"error": {"message": f"generation failed: {failure}", "type": "server_error"}})
                     else:
                         for i, row in enumerate(rows):
-                            end = {"delta": {}} if chat else {"text": "", "logprobs": None}
+                            rest = row.flush()  # text held back for a stop string that did not come
+                            end = ({"delta": {"content": rest} if rest else {}} if chat
+                                   else {"text": rest, "logprobs": None})
                             yield _sse({"id": ident, "object": kind, "created": created, "model": model_id,
                                         "choices": [{"index": i, **end, "finish_reason": finish(row)}]})
+                        if include_usage:
+                            yield _sse({"id": ident, "object": kind, "created": created, "model": model_id,
+                                        "choices": [], "usage": usage()})
                     yield "data: [DONE]\n\n"
                     return
 
@@ -292,11 +361,8 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
         else:
             choices = [{"index": i, "text": t, "finish_reason": finish(r), "logprobs": None}
                        for i, (t, r) in enumerate(zip(texts, rows))]
-        completion_tokens = sum(len(r.tokens) for r in rows)
         return {"id": ident, "object": "chat.completion" if chat else "text_completion", "created": created,
-                "model": model_id, "choices": choices,
-                "usage": {"prompt_tokens": prompt_tokens * n, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens * n + completion_tokens},
+                "model": model_id, "choices": choices, "usage": usage(),
                 "steering": [{"vector": next(k for k, v in vectors.items() if v is vec), "multiplier": m}
                              for vec, m in steering],
                 "batch_rows": job.batch_rows}
@@ -317,10 +383,7 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise RequestError("'messages' must be a non-empty list", "messages")
-        for m in messages:
-            if not (isinstance(m, dict) and m.get("role") in ("system", "user", "assistant")
-                    and isinstance(m.get("content"), str)):
-                raise RequestError("each message needs a role (system, user, assistant) and string content", "messages")
+        messages = [_plain_message(m) for m in messages]
         if messages[-1]["role"] != "user":
             raise RequestError("the last message must be the user's", "messages")
         system = messages[0]["content"] if messages[0]["role"] == "system" else DEFAULT_SYSTEM_PROMPT
@@ -328,6 +391,23 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
         return await run(build_chat_prompt(model, turns, system), body, chat=True)
 
     return app
+
+
+def _plain_message(message) -> dict:
+    """``{"role", "content"}`` with text content: OpenAI's newer forms too (content as a list of text
+    parts, joined by newlines; the ``developer`` role, which is the system prompt's newer name)."""
+    if not isinstance(message, dict):
+        raise RequestError("each message must be an object with a role and content", "messages")
+    role, content = message.get("role"), message.get("content")
+    role = "system" if role == "developer" else role
+    if isinstance(content, list):
+        if not all(isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+                   for part in content):
+            raise RequestError("only text content parts ({\"type\": \"text\", \"text\": ...}) are supported", "messages")
+        content = "\n".join(part["text"] for part in content)
+    if role not in ("system", "user", "assistant") or not isinstance(content, str):
+        raise RequestError("each message needs a role (system, developer, user, assistant) and text content", "messages")
+    return {"role": role, "content": content}
 
 
 def _sse(payload: dict) -> str:

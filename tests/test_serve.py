@@ -53,8 +53,8 @@ def server(model, tmp_path_factory):
 
 
 def chat(client, steering=None, **kw):
-    return client.chat.completions.create(model="smollm2-135m-instruct", messages=QUESTION, max_tokens=24,
-                                          extra_body={"steering": steering} if steering else None, **kw)
+    return client.chat.completions.create(**{"model": "smollm2-135m-instruct", "messages": QUESTION, "max_tokens": 24,
+                                             "extra_body": {"steering": steering} if steering else None, **kw})
 
 
 def test_models_and_steered_chat_through_the_openai_client(server):
@@ -110,6 +110,66 @@ def test_bad_requests_get_a_400_json_error_and_the_server_keeps_serving(server):
         response = httpx.post(f"{base}/chat/completions", content=body, headers={"content-type": "application/json"})
         assert response.status_code == 400 and response.json()["error"]["type"] == "invalid_request_error", body
     assert "Paris" in chat(client).choices[0].message.content
+
+
+def test_stop_strings_end_the_answer_before_them_streamed_or_not(server):
+    """``stop`` as clients send it: the answer ends where a stop string begins (one split over two
+    tokens too), streamed text never shows any part of it, finish_reason says "stop", and the
+    usage (``stream_options.include_usage`` when streamed) counts the tokens up to it."""
+    base, client = server
+    plain = chat(client, max_tokens=32).choices[0].message.content
+    assert "Paris" in plain, plain
+    cut = plain.index("Paris")
+    straddling = plain[cut - 3 : cut + 2]  # "is Pa": the end of one token and the start of the next
+    for stop in ("Paris", [straddling, "zzzz"]):
+        stopped = chat(client, max_tokens=32, stop=stop)
+        assert stopped.choices[0].message.content == plain[: plain.index(stop if isinstance(stop, str) else straddling)].strip()
+        assert stopped.choices[0].finish_reason == "stop"
+        chunks = list(chat(client, max_tokens=32, stop=stop, stream=True, stream_options={"include_usage": True}))
+        streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        assert streamed.strip() == stopped.choices[0].message.content and "Pa" not in streamed, streamed
+        assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+        assert chunks[-1].usage.completion_tokens == stopped.usage.completion_tokens < chat(client, max_tokens=32).usage.completion_tokens
+    # One that never comes: the last character, held back as it could begin the stop string, is
+    # handed out as the answer ends, at the model's end of turn or at max_tokens.
+    short = chat(client, max_tokens=6).choices[0].message.content
+    for tokens, answer in ((32, plain), (6, short)):
+        never = "".join(c.choices[0].delta.content or "" for c in chat(client, max_tokens=tokens, stream=True,
+                                                                          stop=answer[-1] + "\u2603"))
+        assert never.strip() == answer, (never, answer)
+    completion = client.completions.create(model="smollm2-135m-instruct", prompt="The capital of France is",
+                                           max_tokens=16, stop=["."])
+    assert "." not in completion.choices[0].text and completion.choices[0].finish_reason == "stop", completion
+
+
+def test_settings_the_server_cannot_honour_are_refused_not_ignored(server):
+    """A client asking for log-probabilities, penalties, tools or JSON output gets a 400 naming the
+    setting (an answer made without it would be read as one made with it); their neutral values,
+    OpenAI's newer message forms (text parts, the developer role) and bad ``stop`` values too."""
+    base, client = server
+    for setting, value in (("logprobs", True), ("top_logprobs", 3), ("presence_penalty", 0.5), ("frequency_penalty", -1),
+                           ("logit_bias", {"42": 5}), ("tools", [{"type": "function", "function": {"name": "f"}}]),
+                           ("response_format", {"type": "json_object"}), ("stop", [""]), ("stop", ["a"] * 5), ("stop", 7),
+                           ("stream_options", {"include_usage": "yes"})):
+        with pytest.raises(openai.BadRequestError) as caught:
+            chat(client, **{setting: value})
+        assert caught.value.status_code == 400 and f"'{setting}'" in caught.value.message, (setting, caught.value.message)
+    with pytest.raises(openai.BadRequestError, match="'echo'"):
+        client.completions.create(model="smollm2-135m-instruct", prompt="The capital of France is", max_tokens=4, echo=True)
+    plain = chat(client)
+    neutral = chat(client, logprobs=False, presence_penalty=0, frequency_penalty=0.0, logit_bias={},
+                   response_format={"type": "text"})
+    assert neutral.choices[0].message.content == plain.choices[0].message.content
+    parts = client.chat.completions.create(model="smollm2-135m-instruct", max_tokens=24, messages=[
+        {"role": "user", "content": [{"type": "text", "text": QUESTION[0]["content"]}]}])
+    assert parts.choices[0].message.content == plain.choices[0].message.content
+    system, developer = (client.chat.completions.create(model="smollm2-135m-instruct", max_tokens=24, messages=[
+        {"role": role, "content": "Answer in one short sentence."}, *QUESTION]).choices[0].message.content
+        for role in ("system", "developer"))
+    assert developer == system != plain.choices[0].message.content
+    with pytest.raises(openai.BadRequestError, match="text content parts"):
+        client.chat.completions.create(model="smollm2-135m-instruct", max_tokens=4, messages=[
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}])
 
 
 def test_concurrent_requests_are_batched_together(server):
