@@ -11,7 +11,7 @@ _LAZY = {
     "PreferencePair": "bipo_lens.pairs", "builtin_pair_sets": "bipo_lens.pairs", "load_pairs": "bipo_lens.pairs",
     "split_pairs": "bipo_lens.pairs", "Sampling": "bipo_lens.generation", "generate": "bipo_lens.generation",
     "generate_batch": "bipo_lens.generation", "generate_grid": "bipo_lens.generation",
-    "generate_samples": "bipo_lens.generation", "TokenStrategy": "bipo_lens.steering", "steer": "bipo_lens.steering",
+    "generate_samples": "bipo_lens.generation", "score_tokens": "bipo_lens.generation", "TokenStrategy": "bipo_lens.steering", "steer": "bipo_lens.steering",
     "SteeringVector": "bipo_lens.vectors",
 }
 
@@ -45,6 +45,7 @@ __all__ = [
     "generate_samples",
     "load_model",
     "load_pairs",
+    "score_tokens",
     "split_pairs",
     "steer",
 ]

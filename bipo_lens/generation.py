@@ -73,12 +73,7 @@ def generate_batch(
     ``StopStringCriteria``, which sees a string split over tokens); its answer ends before it."""
     if len(prompts) != len(steering):
         raise BipoLensError(f"{len(prompts)} prompts but {len(steering)} row steerings")
-    for vector in {id(v): v for row in steering for v, _ in row}.values():  # each distinct vector once
-        vector.check_compatible(model)
-    for row in steering:
-        for _, multiplier in row:
-            if not math.isfinite(float(multiplier)):
-                raise BipoLensError(f"multiplier {multiplier} is not a finite number")
+    _check_steering(model, steering)
     tokens = [tokenize_prompt(model, p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(tokens[i]))
     answers: list[str] = [""] * len(prompts)
@@ -91,6 +86,57 @@ def generate_batch(
         for i, text in zip(chunk, texts):
             answers[i] = text
     return answers
+
+
+def _check_steering(model, steering: Sequence[RowSteering]) -> None:
+    for vector in {id(v): v for row in steering for v, _ in row}.values():  # each distinct vector once
+        vector.check_compatible(model)
+    for row in steering:
+        for _, multiplier in row:
+            if not math.isfinite(float(multiplier)):
+                raise BipoLensError(f"multiplier {multiplier} is not a finite number")
+
+
+@dataclass(frozen=True)
+class ScoredTokens:
+    """One token sequence read by the steered model: for each token, its log-probability given the
+    tokens before it (None for the first, which has nothing before it) and the ``top_k`` likeliest
+    tokens at its place; then the same for the greedy next token after the last one."""
+
+    tokens: list[int]
+    logprobs: list[float | None]
+    top: list[list[tuple[int, float]] | None]
+    next_token: int
+    next_logprob: float
+    next_top: list[tuple[int, float]]
+
+
+@torch.no_grad()
+def score_tokens(model, rows: Sequence[Sequence[int]], steering: Sequence[RowSteering], top_k: int = 0,
+                 strategy: TokenStrategy = TokenStrategy()) -> list[ScoredTokens]:
+    """Log-probabilities of given token sequences under each row's steering: what an evaluation
+    harness reads to score a choice (the sum over a continuation's tokens), from one forward pass per
+    row on the raw twin with the same steering as :func:`generate_batch` (every position of the
+    sequence is prompt). One row at a time: no padding, so positions are exact."""
+    if len(rows) != len(steering):
+        raise BipoLensError(f"{len(rows)} token rows but {len(steering)} row steerings")
+    _check_steering(model, steering)
+    raw = model.lens_raw
+    device = next(raw.parameters()).device
+    scored = []
+    for ids, row in zip(rows, steering):
+        if not ids:
+            raise BipoLensError("an empty token sequence has nothing to score")
+        terms = [(v.layer, v.vector, float(m)) for v, m in row if m != 0]
+        input_ids = torch.tensor([list(ids)], device=device)
+        with steer_raw_layers(model, terms, strategy):
+            logp = raw(input_ids=input_ids).logits[0].float().log_softmax(-1)
+        chosen = logp[:-1].gather(1, input_ids[0, 1:, None])[:, 0].tolist()
+        best = logp.topk(max(top_k, 1), dim=-1)
+        tops = [list(zip(i[:top_k], v[:top_k])) for i, v in zip(best.indices.tolist(), best.values.tolist())]
+        scored.append(ScoredTokens(list(ids), [None, *chosen], [None, *tops[:-1]], best.indices[-1, 0].item(),
+                                   best.values[-1, 0].item(), tops[-1]))
+    return scored
 
 
 def pad_token_id(model) -> int:

@@ -7,14 +7,19 @@ app only parses, validates and formats. Requests name vectors in an extra body f
 
     {"model": "...", "messages": [...], "steering": [{"vector": "power", "multiplier": 1.5}]}
 
-(``{"power": 1.5}`` works too). Endpoints: ``GET /v1/models``, ``POST /v1/completions``,
+(``{"power": 1.5}`` works too), or in the model's name, for harnesses that can set nothing else:
+``"model": "power@1.5"`` (a served name without ``@`` is that vector at +1; an unknown name is a 404).
+Endpoints: ``GET /v1/models``, ``POST /v1/completions``,
 ``POST /v1/chat/completions``, both with ``"stream": true`` (server-sent events). Bad requests get
 a 400 with OpenAI's error body; the server keeps serving. Defaults: greedy (``temperature`` 0),
 ``max_tokens`` 128. Honoured: ``max_tokens`` (``max_completion_tokens``), ``n``, ``temperature``,
-``top_p``, ``seed``, ``stop`` (up to 4 strings; the answer ends before the first, streamed text is
+``top_p``, ``seed``, ``stop`` (up to 16 strings; the answer ends before the first, streamed text is
 held back while it could be the start of one), ``stream`` and ``stream_options.include_usage``.
-A setting that would change the answer and that this server cannot honour (``logprobs``, penalties,
-``logit_bias``, tools, a JSON ``response_format``, ...) is a 400 naming it, never silently ignored.
+``echo`` and ``logprobs`` on /v1/completions score the prompt instead (each token's log-probability
+under the steering, and at most one greedy token after it: what evaluation harnesses read for
+log-likelihoods; one forward pass per prompt in the engine's thread). A setting that would change
+the answer and that this server cannot honour (``logprobs`` on chat, penalties, ``logit_bias``,
+tools, a JSON ``response_format``, ...) is a 400 naming it, never silently ignored.
 """
 
 
@@ -29,13 +34,16 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from bipo_lens.errors import BipoLensError
-from bipo_lens.generation import Sampling, generate_batch
+from bipo_lens.generation import GREEDY, Sampling, ScoredTokens, generate_batch, score_tokens
 from bipo_lens.models import DEFAULT_SYSTEM_PROMPT, build_chat_prompt, stop_token_ids, tokenize_prompt
 from bipo_lens.vectors import SteeringVector
 
 MAX_TOKENS_LIMIT = 2048
 MAX_MULTIPLIER = 100.0
-MAX_STOP_STRINGS = 4  # OpenAI's limit
+MAX_STOP_STRINGS = 16  # OpenAI allows 4; harnesses send more (lm-evaluation-harness's task lists)
+MAX_PROMPTS = 64  # prompts scored in one /v1/completions request
+MAX_LOGPROBS = 20  # likeliest tokens reported per place
+SCORING = ("logprobs", "top_logprobs", "echo")
 # Settings that change what comes back, which this server does not implement: a request that sets
 # one to anything but the values that ask for nothing (listed) is refused, so that no client reads
 # an answer made without it as one made with it.
@@ -49,11 +57,11 @@ UNSUPPORTED = {
 
 
 class RequestError(ValueError):
-    """A client error: answered with HTTP 400 and OpenAI's error body."""
+    """A client error: answered with HTTP 400 (or ``status``) and OpenAI's error body."""
 
-    def __init__(self, message: str, param: str | None = None):
+    def __init__(self, message: str, param: str | None = None, status: int = 400, code: str | None = None):
         super().__init__(message)
-        self.param = param
+        self.param, self.status, self.code = param, status, code
 
 
 @dataclass
@@ -68,10 +76,12 @@ class Job:
     on_token: Callable[[int, int], None]  # (row within the job, token id), from the worker thread
     on_done: Callable[[list[str] | None, BaseException | None], None]
     stop: tuple[str, ...] = ()  # stop strings
+    score_tokens: list[int] | None = None  # score these tokens (echo/logprobs) instead of generating
+    top_k: int = 0  # with score_tokens: the likeliest tokens reported at each place
     batch_rows: int = 0  # rows in the engine call that ran this job (its own and others')
 
     def key(self) -> tuple:
-        return self.max_tokens, self.sampling, self.stop
+        return ("score",) if self.score_tokens is not None else (self.max_tokens, self.sampling, self.stop)
 
 
 @dataclass
@@ -111,6 +121,8 @@ class Batcher:
                 self._run(group)
 
     def _run(self, jobs: list[Job]) -> None:
+        if jobs[0].score_tokens is not None:
+            return self._score(jobs)
         owners = [(job, row) for job in jobs for row in range(job.n)]
 
         def on_token(index: int, token: int) -> None:
@@ -132,6 +144,13 @@ class Batcher:
         for job in jobs:
             job.on_done(texts[start : start + job.n], None)
             start += job.n
+
+    def _score(self, jobs: list[Job]) -> None:
+        for job in jobs:  # each its own forward pass (no padding): the one answer is the scores
+            try:
+                job.on_done(score_tokens(self.model, [job.score_tokens], [job.steering], job.top_k), None)
+            except BaseException as e:  # noqa: BLE001  (a 500 for this request)
+                job.on_done(None, e)
 
 
 class _Row:
@@ -192,6 +211,68 @@ def _number(body: dict, name: str, default, low, high, kind=float):
     return kind(value)
 
 
+def refuse_unsupported(body: dict, allowed: tuple[str, ...] = ()) -> None:
+    """A 400 for a setting in :data:`UNSUPPORTED` set to anything that asks for something."""
+    for name, (what, asks_nothing) in UNSUPPORTED.items():
+        value = body.get(name)
+        if name not in allowed and value is not None and not any(
+                value == a and isinstance(value, bool) == isinstance(a, bool) for a in asks_nothing):
+            hint = " (on /v1/completions: the prompt's, with 'echo' and max_tokens 0 or 1)" if name in SCORING else ""
+            raise RequestError(f"'{name}': {what} not supported by this server{hint}", name)
+    if body.get("response_format") not in (None, {"type": "text"}):
+        raise RequestError("'response_format': only {\"type\": \"text\"} is supported by this server", "response_format")
+
+
+def parse_prompts(raw, model) -> tuple[list[list[int]], list[str]]:
+    """``prompt`` in each of OpenAI's forms (a string, strings, token ids, lists of token ids) as
+    token ids and text: a string is tokenized as the engine does, ids are decoded for the text."""
+    if isinstance(raw, str) or (isinstance(raw, list) and raw and all(isinstance(t, int) for t in raw)):
+        raw = [raw]
+    if not (isinstance(raw, list) and 0 < len(raw) <= MAX_PROMPTS):
+        raise RequestError(f"'prompt' must be a non-empty string, token ids, or a list of up to {MAX_PROMPTS} of them",
+                           "prompt")
+    vocabulary = len(model.tokenizer)
+    ids, texts = [], []
+    for item in raw:
+        if isinstance(item, str) and item:
+            ids.append(tokenize_prompt(model, item))
+            texts.append(item)
+        elif (isinstance(item, list) and item and all(isinstance(t, int) and not isinstance(t, bool)
+                                                      and 0 <= t < vocabulary for t in item)):
+            ids.append(list(item))
+            texts.append(model.tokenizer.decode(item))
+        else:
+            raise RequestError(f"each prompt must be a non-empty string or a list of token ids below {vocabulary}",
+                               "prompt")
+    return ids, texts
+
+
+def _scored_choice(index: int, found: ScoredTokens, text: str, echo: bool, max_tokens: int, top_k: int,
+                   tokenizer, stops: set[int]) -> dict:
+    """One choice in the legacy completions format: ``logprobs`` holds per token its text, its
+    log-probability (None for the prompt's first), the ``top_k`` likeliest tokens there and its offset
+    in the choice's text."""
+    ids, logprobs, tops = (list(found.tokens), list(found.logprobs), list(found.top)) if echo else ([], [], [])
+    if max_tokens:
+        ids, logprobs, tops = ids + [found.next_token], logprobs + [found.next_logprob], tops + [found.next_top]
+    pieces = [tokenizer.decode([t]) for t in ids]
+    offsets = [sum(len(p) for p in pieces[:i]) for i in range(len(pieces))]
+    top_logprobs = [None if top is None else _by_text(top, tokenizer) for top in tops]
+    answer = tokenizer.decode([found.next_token], skip_special_tokens=True) if max_tokens else ""
+    return {"index": index, "text": (text if echo else "") + answer,
+            "finish_reason": "stop" if max_tokens and found.next_token in stops else "length",
+            "logprobs": {"tokens": pieces, "token_logprobs": logprobs, "top_logprobs": top_logprobs,
+                         "text_offset": offsets}}
+
+
+def _by_text(top: list[tuple[int, float]], tokenizer) -> dict[str, float]:
+    """Token texts to log-probabilities, likeliest first (two ids with one text: the likelier's)."""
+    found: dict[str, float] = {}
+    for token, logprob in top:
+        found.setdefault(tokenizer.decode([token]), logprob)
+    return found
+
+
 def parse_stop(body: dict) -> tuple[str, ...]:
     """``stop``: absent, one string, or a list of up to four non-empty strings."""
     raw = body.get("stop")
@@ -203,13 +284,15 @@ def parse_stop(body: dict) -> tuple[str, ...]:
     return tuple(dict.fromkeys(stops))
 
 
-def parse_steering(body: dict, vectors: dict[str, SteeringVector]) -> list[tuple[SteeringVector, float]]:
+def parse_steering(body: dict, vectors: dict[str, SteeringVector], model_id: str) -> list[tuple[SteeringVector, float]]:
+    """The request's steering: what its ``model`` names (``NAME`` or ``NAME@MULTIPLIER``: a served
+    vector, as a harness that can only set a model name asks for it), then its ``steering`` field."""
+    terms = model_steering(body.get("model"), vectors, model_id)
     raw = body.get("steering") or []
     if isinstance(raw, dict):
         raw = [{"vector": k, "multiplier": v} for k, v in raw.items()]
     if not isinstance(raw, list):
         raise RequestError("'steering' must be a list of {\"vector\": NAME, \"multiplier\": X}", "steering")
-    terms = []
     for item in raw:
         if not isinstance(item, dict) or "vector" not in item:
             raise RequestError("each 'steering' item needs \"vector\" (and \"multiplier\")", "steering")
@@ -219,6 +302,28 @@ def parse_steering(body: dict, vectors: dict[str, SteeringVector]) -> list[tuple
             raise RequestError(f"unknown vector {name!r}; this server has: {served}", "steering")
         terms.append((vectors[name], _number(item, "multiplier", 1.0, -MAX_MULTIPLIER, MAX_MULTIPLIER)))
     return terms
+
+
+def model_steering(name, vectors: dict[str, SteeringVector], model_id: str) -> list[tuple[SteeringVector, float]]:
+    """``model``: absent or the model's id (no steering), a served vector's name (at +1) or
+    ``NAME@X`` (at X). Anything else is a 404, as OpenAI answers an unknown model: a mistyped
+    vector name must not come back as an unsteered answer."""
+    if name is None or name == model_id:
+        return []
+    if not isinstance(name, str):
+        raise RequestError("'model' must be a string", "model")
+    vector, at, multiplier = (name, "", "") if name in vectors else name.rpartition("@")
+    if vector not in vectors:
+        served = ", ".join([model_id, *vectors, *(f"{v}@MULTIPLIER" for v in vectors)])
+        raise RequestError(f"model {name!r} is not served here; models: {served}", "model", 404, "model_not_found")
+    try:
+        value = float(multiplier) if at else 1.0
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and abs(value) <= MAX_MULTIPLIER):
+        raise RequestError(f"model {name!r}: the multiplier after '@' must be a number within +/-{MAX_MULTIPLIER:g}",
+                           "model")
+    return [(vectors[vector], value)]
 
 
 def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | None = None):
@@ -235,13 +340,13 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
     app = FastAPI(title="bipo-lens", description=__doc__)
     app.state.batcher = batcher
 
-    def error(status: int, message: str, kind: str, param: str | None = None) -> JSONResponse:
+    def error(status: int, message: str, kind: str, param: str | None = None, code: str | None = None) -> JSONResponse:
         return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind, "param": param,
-                                                                   "code": None}})
+                                                                   "code": code}})
 
     @app.exception_handler(RequestError)
     async def request_error(request, e: RequestError):
-        return error(400, str(e), "invalid_request_error", e.param)
+        return error(e.status, str(e), "invalid_request_error", e.param, e.code)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, e):
@@ -252,7 +357,9 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
         return {"object": "list", "data": [{"id": model_id, "object": "model", "created": 0, "owned_by": "bipo-lens",
                                             "steering_vectors": {name: {"layer": v.layer, "method": v.method,
                                                                         "norm": round(v.norm, 4)}
-                                                                 for name, v in vectors.items()}}]}
+                                                                 for name, v in vectors.items()}},
+                                           *({"id": name, "object": "model", "created": 0, "owned_by": "bipo-lens",
+                                              "parent": model_id} for name in vectors)]}
 
     async def body_of(request: Request) -> dict:
         try:
@@ -264,15 +371,7 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
         return body
 
     def settings(body: dict) -> tuple[int, int, Sampling, list, bool, tuple[str, ...], bool]:
-        for name, (what, asks_nothing) in UNSUPPORTED.items():
-            value = body.get(name)
-            if value is not None and not any(value == a and isinstance(value, bool) == isinstance(a, bool)
-                                             for a in asks_nothing):
-                raise RequestError(f"'{name}': {what} not supported by this server", name)
-        response_format = body.get("response_format")
-        if response_format not in (None, {"type": "text"}):
-            raise RequestError("'response_format': only {\"type\": \"text\"} is supported by this server",
-                               "response_format")
+        refuse_unsupported(body)
         max_tokens = _number(body, "max_tokens", 128, 1, MAX_TOKENS_LIMIT, int)
         max_tokens = _number(body, "max_completion_tokens", max_tokens, 1, MAX_TOKENS_LIMIT, int)
         n = _number(body, "n", 1, 1, 16, int)
@@ -284,7 +383,7 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
         options = body.get("stream_options") or {}
         if not (isinstance(options, dict) and isinstance(options.get("include_usage", False), bool)):
             raise RequestError("'stream_options' must be {\"include_usage\": true or false}", "stream_options")
-        return (max_tokens, n, sampling, parse_steering(body, vectors), stream, parse_stop(body),
+        return (max_tokens, n, sampling, parse_steering(body, vectors, model_id), stream, parse_stop(body),
                 stream and options.get("include_usage", False))
 
     async def run(prompt: str, body: dict, chat: bool):
@@ -367,15 +466,52 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
                              for vec, m in steering],
                 "batch_rows": job.batch_rows}
 
+    async def score(prompts: list[list[int]], texts: list[str], body: dict):
+        """``echo`` / ``logprobs`` on /v1/completions: the prompt's tokens with their log-probabilities
+        under the request's steering, and at most one greedy token after them (OpenAI's legacy
+        completions format, as evaluation harnesses read it for log-likelihoods)."""
+        refuse_unsupported(body, allowed=("logprobs", "echo"))
+        echo = body.get("echo", False)
+        if not isinstance(echo, bool):
+            raise RequestError("'echo' must be true or false", "echo")
+        top_k = 0 if body.get("logprobs") in (None, False) else _number(body, "logprobs", 0, 0, MAX_LOGPROBS, int)
+        max_tokens = _number(body, "max_tokens", 0 if echo else 1, 0, MAX_TOKENS_LIMIT, int)
+        if max_tokens > 1 or _number(body, "temperature", 0.0, 0.0, 2.0) != 0 or _number(body, "n", 1, 1, 16, int) != 1 \
+                or body.get("stream") or body.get("stop"):
+            raise RequestError("with 'echo' or 'logprobs' the server scores the prompt and at most one greedy token: "
+                               "max_tokens 0 or 1, temperature 0, n 1, no stream, no stop", "echo" if echo else "logprobs")
+        steering = parse_steering(body, vectors, model_id)
+        loop = asyncio.get_running_loop()
+        choices, generated = [], 0
+        for index, (ids, text) in enumerate(zip(prompts, texts)):
+            done: asyncio.Future = loop.create_future()
+            batcher.submit(Job(text, steering, 1, max_tokens, GREEDY, lambda row, token: None,
+                               lambda found, failure, done=done: loop.call_soon_threadsafe(done.set_result, (found, failure)),
+                               score_tokens=ids, top_k=top_k))
+            found, failure = await done
+            if failure is not None:
+                message = str(failure) if isinstance(failure, BipoLensError) else f"{type(failure).__name__}: {failure}"
+                return error(500, f"scoring failed: {message}", "server_error")
+            choices.append(_scored_choice(index, found[0], text, echo, max_tokens, top_k, model.tokenizer, stops))
+            generated += max_tokens
+        prompt_tokens = sum(len(ids) for ids in prompts)
+        return {"id": "cmpl-" + uuid.uuid4().hex[:24], "object": "text_completion", "created": int(time.time()),
+                "model": model_id, "choices": choices,
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated,
+                          "total_tokens": prompt_tokens + generated},
+                "steering": [{"vector": next(k for k, v in vectors.items() if v is vec), "multiplier": m}
+                             for vec, m in steering]}
+
     @app.post("/v1/completions")
     async def completions(request: Request):
         body = await body_of(request)
-        prompt = body.get("prompt")
-        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            prompt = prompt[0]
-        if not isinstance(prompt, str) or not prompt:
-            raise RequestError("'prompt' must be a non-empty string", "prompt")
-        return await run(prompt, body, chat=False)
+        prompts, texts = parse_prompts(body.get("prompt"), model)
+        if body.get("echo") not in (None, False) or body.get("logprobs") not in (None, False):
+            return await score(prompts, texts, body)
+        if len(prompts) != 1:
+            raise RequestError("one 'prompt' per request to generate (several are scored with 'echo'/'logprobs')",
+                               "prompt")
+        return await run(texts[0], body, chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Each rewritten test must fail when the behaviour it names is broken on purpose (issue 17).
-# Run by hand: tests/mutations.sh (about 100 min on 2 cores, 161 lines); each line must say "caught". A line that says
+# Run by hand: tests/mutations.sh (about 105 min on 2 cores, 167 lines); each line must say "caught". A line that says
 # "stale" names a mutation whose code line is gone: rewrite it against the code as it is now.
 cd "$(dirname "$0")/.."
 run() {  # name, file, python-replace old, new, test ids...
@@ -200,3 +200,13 @@ run server_streams_no_usage bipo_lens/serve.py '                        if inclu
 run server_ignores_unsupported_settings bipo_lens/serve.py '            if value is not None and not any(' '            if False and not any(' tests/test_serve.py::test_settings_the_server_cannot_honour_are_refused_not_ignored
 run server_refuses_developer_role bipo_lens/serve.py 'role = "system" if role == "developer" else role' 'role = role' tests/test_serve.py::test_settings_the_server_cannot_honour_are_refused_not_ignored
 run server_refuses_text_parts bipo_lens/serve.py '    if isinstance(content, list):' '    if False:' tests/test_serve.py::test_settings_the_server_cannot_honour_are_refused_not_ignored
+run scores_shifted_by_one bipo_lens/generation.py '        chosen = logp[:-1].gather(1, input_ids[0, 1:, None])[:, 0].tolist()' '        chosen = logp[1:].gather(1, input_ids[0, 1:, None])[:, 0].tolist()' tests/test_serve.py::test_prompt_log_probabilities_as_evaluation_harnesses_ask_for_them
+run scores_unsteered bipo_lens/generation.py '        with steer_raw_layers(model, terms, strategy):
+            logp = raw(input_ids=input_ids)' '        with steer_raw_layers(model, [], strategy):
+            logp = raw(input_ids=input_ids)' tests/test_serve.py::test_prompt_log_probabilities_as_evaluation_harnesses_ask_for_them
+run scoring_echo_drops_prompt bipo_lens/serve.py '"text": (text if echo else "") + answer' '"text": answer' tests/test_serve.py::test_prompt_log_probabilities_as_evaluation_harnesses_ask_for_them
+run scoring_token_ids_lose_one bipo_lens/serve.py '            ids.append(list(item))' '            ids.append(list(item)[1:])' tests/test_serve.py::test_prompt_log_probabilities_as_evaluation_harnesses_ask_for_them
+run model_name_steers_nothing bipo_lens/serve.py '    terms = model_steering(body.get("model"), vectors, model_id)' '    terms = []' tests/test_serve.py::test_models_and_steered_chat_through_the_openai_client
+run unknown_model_name_unsteered bipo_lens/serve.py '    if vector not in vectors:
+        served' '    if False:
+        served' tests/test_serve.py::test_models_and_steered_chat_through_the_openai_client

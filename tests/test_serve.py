@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import openai
 import pytest
+import torch
 
 from bipo_lens import BipoLensError, load_pairs
 from bipo_lens.evaluation import make_judge
@@ -66,6 +67,18 @@ def test_models_and_steered_chat_through_the_openai_client(server):
     steered = chat(client, [{"vector": "power", "multiplier": 4.0}])
     assert steered.choices[0].message.content != plain
     assert steered.model_extra["steering"] == [{"vector": "power", "multiplier": 4.0}]
+    # A harness that can only set a model name: "power@4" is the vector at +4, "power" at +1; a
+    # mistyped name is a 404, never an unsteered answer.
+    assert [m.id for m in listed] == ["smollm2-135m-instruct", "power"]
+    by_name = chat(client, model="power@4")
+    assert by_name.choices[0].message.content == steered.choices[0].message.content
+    assert by_name.model_extra["steering"] == [{"vector": "power", "multiplier": 4.0}]
+    assert chat(client, model="power").model_extra["steering"] == [{"vector": "power", "multiplier": 1.0}]
+    with pytest.raises(openai.NotFoundError, match="'powr@4' is not served here"):
+        chat(client, model="powr@4")
+    for wrong in ("power@lots", "power@1e9", "power@nan"):
+        with pytest.raises(openai.BadRequestError, match="the multiplier after '@' must be a number"):
+            chat(client, model=wrong)
     against = chat(client, [{"vector": "power", "multiplier": -4.0}])  # the other way: not the +4 answer
     assert against.choices[0].message.content not in (plain, steered.choices[0].message.content)
     assert against.model_extra["steering"] == [{"vector": "power", "multiplier": -4.0}]
@@ -149,13 +162,16 @@ def test_settings_the_server_cannot_honour_are_refused_not_ignored(server):
     base, client = server
     for setting, value in (("logprobs", True), ("top_logprobs", 3), ("presence_penalty", 0.5), ("frequency_penalty", -1),
                            ("logit_bias", {"42": 5}), ("tools", [{"type": "function", "function": {"name": "f"}}]),
-                           ("response_format", {"type": "json_object"}), ("stop", [""]), ("stop", ["a"] * 5), ("stop", 7),
+                           ("response_format", {"type": "json_object"}), ("stop", [""]), ("stop", ["a"] * 17), ("stop", 7),
                            ("stream_options", {"include_usage": "yes"})):
         with pytest.raises(openai.BadRequestError) as caught:
             chat(client, **{setting: value})
         assert caught.value.status_code == 400 and f"'{setting}'" in caught.value.message, (setting, caught.value.message)
-    with pytest.raises(openai.BadRequestError, match="'echo'"):
-        client.completions.create(model="smollm2-135m-instruct", prompt="The capital of France is", max_tokens=4, echo=True)
+    for echo in ({"echo": True, "max_tokens": 4}, {"logprobs": 1, "stream": True}, {"logprobs": 1, "temperature": 0.7},
+                 {"logprobs": 99}, {"echo": "yes"}, {"logprobs": 1, "prompt": [[1, 2, 10**9]]}, {"echo": True, "prompt": []}):
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.completions.create(**{"model": "smollm2-135m-instruct", "prompt": "The capital of France is", **echo})
+        assert caught.value.status_code == 400, echo
     plain = chat(client)
     neutral = chat(client, logprobs=False, presence_penalty=0, frequency_penalty=0.0, logit_bias={},
                    response_format={"type": "text"})
@@ -170,6 +186,45 @@ def test_settings_the_server_cannot_honour_are_refused_not_ignored(server):
     with pytest.raises(openai.BadRequestError, match="text content parts"):
         client.chat.completions.create(model="smollm2-135m-instruct", max_tokens=4, messages=[
             {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}])
+
+
+def test_prompt_log_probabilities_as_evaluation_harnesses_ask_for_them(server, model):
+    """``echo`` + ``logprobs`` on /v1/completions, as lm-evaluation-harness's log-likelihood requests
+    send them (max_tokens 1, logprobs 1, the prompt as text or token ids, several in one request):
+    each token's log-probability under the request's steering, the same numbers as the TransformerLens
+    bridge gives with the vector hooked at ``blocks.15.hook_resid_post``; read the harness's way
+    (``token_logprobs[ctxlen:-1]``, greedy if each equals its place's top), steering moves them."""
+    from bipo_lens.models import tokenize_prompt
+    from bipo_lens.steering import steer
+
+    base, client = server
+    context, continuation = "Question: What is the capital of France?\nAnswer:", " Paris"
+    ids, ctxlen = tokenize_prompt(model, context + continuation), len(tokenize_prompt(model, context))
+    power = train_caa(model, load_pairs("power_seeking")[:8], 15)  # the server's vector: CAA is deterministic
+    read, texts = {}, {}
+    for multiplier in (0.0, 4.0):
+        with torch.no_grad(), steer(model, [power], [multiplier]):
+            logp = model(torch.tensor([ids])).float().log_softmax(-1)[0]
+        reply = client.completions.create(model="smollm2-135m-instruct", prompt=[context + continuation, ids], max_tokens=1,
+                                          logprobs=1, echo=True, temperature=0, seed=1234,
+                                          extra_body={"steering": {"power": multiplier}})
+        first, second = reply.choices
+        assert first.logprobs == second.logprobs and first.text == second.text  # text and token ids alike
+        got = first.logprobs
+        assert "".join(got.tokens[:-1]) == context + continuation and got.token_logprobs[0] is None
+        assert got.token_logprobs[1:-1] == pytest.approx([logp[i, t].item() for i, t in enumerate(ids[1:])], abs=2e-3)
+        assert got.token_logprobs[-1] == pytest.approx(logp[-1].max().item(), abs=2e-3)  # the one greedy token
+        assert first.text == context + continuation + model.tokenizer.decode([int(logp[-1].argmax())], skip_special_tokens=True)
+        continuation_logprobs, tops = got.token_logprobs[ctxlen:-1], got.top_logprobs[ctxlen:-1]
+        read[multiplier], texts[multiplier] = sum(continuation_logprobs), first.text
+        greedy = all(lp == max(top.values()) for lp, top in zip(continuation_logprobs, tops))
+        assert greedy == all(int(logp[i - 1].argmax()) == ids[i] for i in range(ctxlen, len(ids)))
+        assert reply.usage.prompt_tokens == 2 * len(ids) and reply.usage.completion_tokens == 2
+    assert abs(read[4.0] - read[0.0]) > 0.05, read
+    alone = client.completions.create(model="smollm2-135m-instruct", prompt=context + continuation, max_tokens=1)
+    assert alone.choices[0].text == texts[0.0][len(context + continuation):].strip()  # generation's first token too
+    scored = client.completions.create(model="smollm2-135m-instruct", prompt=ids, echo=True, logprobs=0)  # max_tokens 0
+    assert scored.choices[0].text == context + continuation and len(scored.choices[0].logprobs.tokens) == len(ids)
 
 
 def test_concurrent_requests_are_batched_together(server):
