@@ -17,13 +17,16 @@ a 400 with OpenAI's error body; the server keeps serving. Defaults: greedy (``te
 held back while it could be the start of one), ``stream`` and ``stream_options.include_usage``.
 ``echo`` and ``logprobs`` on /v1/completions score the prompt instead (each token's log-probability
 under the steering, and at most one greedy token after it: what evaluation harnesses read for
-log-likelihoods; one forward pass per prompt in the engine's thread). A setting that would change
-the answer and that this server cannot honour (``logprobs`` on chat, penalties, ``logit_bias``,
-tools, a JSON ``response_format``, ...) is a 400 naming it, never silently ignored.
+log-likelihoods; one forward pass per prompt in the engine's thread); ``logprobs`` on
+/v1/chat/completions with max_tokens 1 gives the answer's first token and its likeliest rivals (an
+A/B evaluation's read). A setting that would change the answer and that this server cannot honour
+(log-probabilities of longer answers, penalties, ``logit_bias``, tools, a JSON ``response_format``,
+...) is a 400 naming it, never silently ignored.
 """
 
 
 import asyncio
+import itertools
 import json
 import math
 import queue
@@ -217,7 +220,8 @@ def refuse_unsupported(body: dict, allowed: tuple[str, ...] = ()) -> None:
         value = body.get(name)
         if name not in allowed and value is not None and not any(
                 value == a and isinstance(value, bool) == isinstance(a, bool) for a in asks_nothing):
-            hint = " (on /v1/completions: the prompt's, with 'echo' and max_tokens 0 or 1)" if name in SCORING else ""
+            hint = (" (the prompt's on /v1/completions with 'echo' and max_tokens 0 or 1; one answer token's on "
+                    "/v1/chat/completions with max_tokens 1)") if name in SCORING else ""
             raise RequestError(f"'{name}': {what} not supported by this server{hint}", name)
     if body.get("response_format") not in (None, {"type": "text"}):
         raise RequestError("'response_format': only {\"type\": \"text\"} is supported by this server", "response_format")
@@ -247,8 +251,8 @@ def parse_prompts(raw, model) -> tuple[list[list[int]], list[str]]:
     return ids, texts
 
 
-def _scored_choice(index: int, found: ScoredTokens, text: str, echo: bool, max_tokens: int, top_k: int,
-                   tokenizer, stops: set[int]) -> dict:
+def _scored_choice(index: int, found: ScoredTokens, text: str, echo: bool, max_tokens: int, tokenizer,
+                   stops: set[int]) -> dict:
     """One choice in the legacy completions format: ``logprobs`` holds per token its text, its
     log-probability (None for the prompt's first), the ``top_k`` likeliest tokens there and its offset
     in the choice's text."""
@@ -256,7 +260,7 @@ def _scored_choice(index: int, found: ScoredTokens, text: str, echo: bool, max_t
     if max_tokens:
         ids, logprobs, tops = ids + [found.next_token], logprobs + [found.next_logprob], tops + [found.next_top]
     pieces = [tokenizer.decode([t]) for t in ids]
-    offsets = [sum(len(p) for p in pieces[:i]) for i in range(len(pieces))]
+    offsets = list(itertools.accumulate((len(p) for p in pieces[:-1]), initial=0)) if pieces else []
     top_logprobs = [None if top is None else _by_text(top, tokenizer) for top in tops]
     answer = tokenizer.decode([found.next_token], skip_special_tokens=True) if max_tokens else ""
     return {"index": index, "text": (text if echo else "") + answer,
@@ -274,7 +278,7 @@ def _by_text(top: list[tuple[int, float]], tokenizer) -> dict[str, float]:
 
 
 def parse_stop(body: dict) -> tuple[str, ...]:
-    """``stop``: absent, one string, or a list of up to four non-empty strings."""
+    """``stop``: absent, one string, or a list of up to :data:`MAX_STOP_STRINGS` non-empty strings."""
     raw = body.get("stop")
     if raw is None:
         return ()
@@ -481,26 +485,65 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
             raise RequestError("with 'echo' or 'logprobs' the server scores the prompt and at most one greedy token: "
                                "max_tokens 0 or 1, temperature 0, n 1, no stream, no stop", "echo" if echo else "logprobs")
         steering = parse_steering(body, vectors, model_id)
+        found = await scored(prompts, texts, steering, top_k)
+        if isinstance(found, JSONResponse):
+            return found
+        choices = [_scored_choice(i, f, text, echo, max_tokens, model.tokenizer, stops)
+                   for i, (f, text) in enumerate(zip(found, texts))]
+        return scored_reply("text_completion", choices, prompts, max_tokens, steering)
+
+    async def scored(prompts: list[list[int]], texts: list[str], steering: list, top_k: int):
+        """Each prompt scored in the engine's thread (:func:`score_tokens`), or the 500 reply."""
         loop = asyncio.get_running_loop()
-        choices, generated = [], 0
-        for index, (ids, text) in enumerate(zip(prompts, texts)):
+        found = []
+        for ids, text in zip(prompts, texts):
             done: asyncio.Future = loop.create_future()
-            batcher.submit(Job(text, steering, 1, max_tokens, GREEDY, lambda row, token: None,
-                               lambda found, failure, done=done: loop.call_soon_threadsafe(done.set_result, (found, failure)),
+            batcher.submit(Job(text, steering, 1, 1, GREEDY, lambda row, token: None,
+                               lambda rows, failure, done=done: loop.call_soon_threadsafe(done.set_result, (rows, failure)),
                                score_tokens=ids, top_k=top_k))
-            found, failure = await done
+            rows, failure = await done
             if failure is not None:
                 message = str(failure) if isinstance(failure, BipoLensError) else f"{type(failure).__name__}: {failure}"
                 return error(500, f"scoring failed: {message}", "server_error")
-            choices.append(_scored_choice(index, found[0], text, echo, max_tokens, top_k, model.tokenizer, stops))
-            generated += max_tokens
-        prompt_tokens = sum(len(ids) for ids in prompts)
-        return {"id": "cmpl-" + uuid.uuid4().hex[:24], "object": "text_completion", "created": int(time.time()),
-                "model": model_id, "choices": choices,
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": generated,
-                          "total_tokens": prompt_tokens + generated},
+            found.append(rows[0])
+        return found
+
+    def scored_reply(kind: str, choices: list[dict], prompts: list[list[int]], generated: int, steering: list) -> dict:
+        prompt_tokens, completion_tokens = sum(len(ids) for ids in prompts), generated * len(prompts)
+        return {"id": ("chatcmpl-" if kind == "chat.completion" else "cmpl-") + uuid.uuid4().hex[:24], "object": kind,
+                "created": int(time.time()), "model": model_id, "choices": choices,
+                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                          "total_tokens": prompt_tokens + completion_tokens},
                 "steering": [{"vector": next(k for k, v in vectors.items() if v is vec), "multiplier": m}
                              for vec, m in steering]}
+
+    async def chat_token_logprobs(prompt: str, body: dict):
+        """``logprobs`` on /v1/chat/completions: one answer token with its log-probability and the
+        ``top_logprobs`` likeliest first tokens (what an A/B evaluation reads: p("A") against p("B")
+        at the answer's first token), under the request's steering."""
+        refuse_unsupported(body, allowed=("logprobs", "top_logprobs"))
+        if body.get("logprobs") is not True:
+            raise RequestError("'logprobs' must be true or false", "logprobs")
+        top_k = _number(body, "top_logprobs", 0, 0, MAX_LOGPROBS, int)
+        tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+        if tokens != 1 or _number(body, "temperature", 0.0, 0.0, 2.0) != 0 or _number(body, "n", 1, 1, 16, int) != 1 \
+                or body.get("stream") or body.get("stop"):
+            raise RequestError("with 'logprobs' the server scores one greedy answer token: max_tokens 1, "
+                               "temperature 0, n 1, no stream, no stop", "logprobs")
+        steering = parse_steering(body, vectors, model_id)
+        ids = tokenize_prompt(model, prompt)
+        found = await scored([ids], [prompt], steering, top_k)
+        if isinstance(found, JSONResponse):
+            return found
+        token = found[0].next_token
+        piece = lambda t: model.tokenizer.decode([t])  # noqa: E731
+        entry = lambda t, lp: {"token": piece(t), "logprob": lp, "bytes": list(piece(t).encode())}  # noqa: E731
+        choice = {"index": 0, "message": {"role": "assistant",
+                                          "content": model.tokenizer.decode([token], skip_special_tokens=True)},
+                  "finish_reason": "stop" if token in stops else "length",
+                  "logprobs": {"content": [{**entry(token, found[0].next_logprob),
+                                            "top_logprobs": [entry(t, lp) for t, lp in found[0].next_top]}]}}
+        return scored_reply("chat.completion", [choice], [ids], 1, steering)
 
     @app.post("/v1/completions")
     async def completions(request: Request):
@@ -524,7 +567,10 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
             raise RequestError("the last message must be the user's", "messages")
         system = messages[0]["content"] if messages[0]["role"] == "system" else DEFAULT_SYSTEM_PROMPT
         turns = [m for m in messages if m["role"] != "system"]
-        return await run(build_chat_prompt(model, turns, system), body, chat=True)
+        prompt = build_chat_prompt(model, turns, system)
+        if body.get("logprobs") not in (None, False):
+            return await chat_token_logprobs(prompt, body)
+        return await run(prompt, body, chat=True)
 
     return app
 

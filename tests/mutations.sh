@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Each rewritten test must fail when the behaviour it names is broken on purpose (issue 17).
-# Run by hand: tests/mutations.sh (about 105 min on 2 cores, 167 lines); each line must say "caught". A line that says
+# Run by hand: tests/mutations.sh (about 106 min on 2 cores, 169 lines); each line must say "caught". A line that says
 # "stale" names a mutation whose code line is gone: rewrite it against the code as it is now.
 cd "$(dirname "$0")/.."
 run() {  # name, file, python-replace old, new, test ids...
@@ -210,3 +210,7 @@ run model_name_steers_nothing bipo_lens/serve.py '    terms = model_steering(bod
 run unknown_model_name_unsteered bipo_lens/serve.py '    if vector not in vectors:
         served' '    if False:
         served' tests/test_serve.py::test_models_and_steered_chat_through_the_openai_client
+run chat_logprobs_unsteered bipo_lens/serve.py '        steering = parse_steering(body, vectors, model_id)
+        ids = tokenize_prompt(model, prompt)' '        steering = []
+        ids = tokenize_prompt(model, prompt)' tests/test_serve.py::test_chat_logprobs_give_the_answer_token_s_distribution_for_a_b_evaluations
+run next_token_rivals_one_place_early bipo_lens/generation.py 'best.values[-1, 0].item(), tops[-1]))' 'best.values[-1, 0].item(), tops[-2]))' tests/test_serve.py::test_chat_logprobs_give_the_answer_token_s_distribution_for_a_b_evaluations
