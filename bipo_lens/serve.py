@@ -10,7 +10,8 @@ app only parses, validates and formats. Requests name vectors in an extra body f
 (``{"power": 1.5}`` works too), or in the model's name, for harnesses that can set nothing else:
 ``"model": "power@1.5"`` (a served name without ``@`` is that vector at +1; an unknown name is a 404).
 Endpoints: ``GET /v1/models``, ``POST /v1/completions``,
-``POST /v1/chat/completions``, both with ``"stream": true`` (server-sent events). Bad requests get
+``POST /v1/chat/completions``, both with ``"stream": true`` (server-sent events), and vLLM's
+``GET /tokenizer_info``, ``POST /tokenize``, ``POST /detokenize``. Bad requests get
 a 400 with OpenAI's error body; the server keeps serving. Defaults: greedy (``temperature`` 0),
 ``max_tokens`` 128. Honoured: ``max_tokens`` (``max_completion_tokens``), ``n``, ``temperature``,
 ``top_p``, ``seed``, ``stop`` (up to 16 strings; the answer ends before the first, streamed text is
@@ -355,6 +356,35 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
     @app.exception_handler(RequestValidationError)
     async def validation_error(request, e):
         return error(400, "malformed request body", "invalid_request_error")
+
+    # vLLM's tokenizer endpoints: a harness that finds them (lm-evaluation-harness's "auto"
+    # tokenizer backend) tokenizes through the server, so a client needs no copy of the tokenizer.
+    @app.get("/tokenizer_info")
+    async def tokenizer_info():
+        tokenizer = model.tokenizer
+        return {"tokenizer_class": type(tokenizer).__name__, "eos_token": tokenizer.eos_token,
+                "bos_token": tokenizer.bos_token, "pad_token": tokenizer.pad_token, "unk_token": tokenizer.unk_token,
+                "chat_template": tokenizer.chat_template, "model_max_length": model.lens_raw.config.get_text_config()
+                .max_position_embeddings}
+
+    @app.post("/tokenize")
+    async def tokenize(request: Request):
+        body = await body_of(request)
+        prompt, special = body.get("prompt"), body.get("add_special_tokens", True)
+        if not isinstance(prompt, str) or not isinstance(special, bool):
+            raise RequestError("'/tokenize' takes {\"prompt\": TEXT, \"add_special_tokens\": true or false}", "prompt")
+        tokens = model.tokenizer(prompt, add_special_tokens=special)["input_ids"]
+        return {"tokens": tokens, "count": len(tokens),
+                "max_model_len": model.lens_raw.config.get_text_config().max_position_embeddings}
+
+    @app.post("/detokenize")
+    async def detokenize(request: Request):
+        body = await body_of(request)
+        tokens, vocabulary = body.get("tokens"), len(model.tokenizer)
+        if not (isinstance(tokens, list) and all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocabulary
+                                                 for t in tokens)):
+            raise RequestError(f"'/detokenize' takes {{\"tokens\": [token ids below {vocabulary}]}}", "tokens")
+        return {"prompt": model.tokenizer.decode(tokens)}
 
     @app.get("/v1/models")
     async def models():

@@ -225,6 +225,15 @@ def test_prompt_log_probabilities_as_evaluation_harnesses_ask_for_them(server, m
     assert alone.choices[0].text == texts[0.0][len(context + continuation):].strip()  # generation's first token too
     scored = client.completions.create(model="smollm2-135m-instruct", prompt=ids, echo=True, logprobs=0)  # max_tokens 0
     assert scored.choices[0].text == context + continuation and len(scored.choices[0].logprobs.tokens) == len(ids)
+    # vLLM's tokenizer endpoints, which the harness's default tokenizer backend looks for and then uses.
+    root = base.removesuffix("/v1")
+    for text in (context + continuation, "<|im_start|>user\nHi<|im_end|>"):
+        tokens = httpx.post(f"{root}/tokenize", json={"prompt": text, "add_special_tokens": False}).json()["tokens"]
+        assert tokens == model.tokenizer(text, add_special_tokens=False)["input_ids"]
+        assert httpx.post(f"{root}/detokenize", json={"tokens": tokens}).json()["prompt"] == text
+    assert httpx.get(f"{root}/tokenizer_info").json()["eos_token"] == model.tokenizer.eos_token
+    for path, body in (("tokenize", {"prompt": 3}), ("detokenize", {"tokens": [10**9]}), ("detokenize", {"tokens": "Hi"})):
+        assert httpx.post(f"{root}/{path}", json=body).status_code == 400, (path, body)
 
 
 def test_chat_logprobs_give_the_answer_token_s_distribution_for_a_b_evaluations(server, model):

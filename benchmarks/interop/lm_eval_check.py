@@ -6,8 +6,9 @@ dependencies: only its API model is used). Usage:
 
 Steps: CAA at layer 15 on the built-in power-seeking pairs (``bipo-lens train``, deterministic);
 ``bipo-lens serve`` with it; then lm-eval's own ``local-completions`` model (``LocalCompletionsAPI``,
-the class ``lm_eval --model local-completions`` builds), with the default model's tokenizer from the
-bipo-lens cache, token ids sent and text sent, unsteered (``model=smollm2-135m-instruct``) and at +4
+the class ``lm_eval --model local-completions`` builds), once with its default tokenizer backend
+(which finds the server's vLLM-style /tokenize endpoints and sends token ids) and once with the
+default model's tokenizer from the bipo-lens cache sending text, unsteered (``model=smollm2-135m-instruct``) and at +4
 (``model=power@4``, as ``lm_eval --model_args model=power@4,...`` asks for it): ``loglikelihood`` on a three-way choice (the harness reads ``echo`` + ``logprobs``)
 and ``generate_until`` with the six stop strings lm-eval's tasks commonly give (more than OpenAI's 4).
 Prints each reading and ``interop: ok`` or ``interop: FAILED``.
@@ -75,14 +76,17 @@ def main() -> int:
         for multiplier in (0.0, 4.0):
             for tokenized in (True, False):
                 name = f"power@{multiplier:g}" if multiplier else DEFAULT_MODEL  # the vector, by the model's name
-                lm = LocalCompletionsAPI(base_url=f"{base}/completions", model=name, tokenizer_backend="huggingface",
-                                         tokenizer=str(tokenizer), tokenized_requests=tokenized, max_retries=1)
+                own = {} if tokenized else {"tokenizer_backend": "huggingface", "tokenizer": str(tokenizer)}
+                lm = LocalCompletionsAPI(base_url=f"{base}/completions", model=name, tokenized_requests=tokenized,
+                                         max_retries=1, **own)
+                if tokenized and lm.tokenizer_backend != "remote":
+                    failures.append(f"lm-eval's tokenizer backend is {lm.tokenizer_backend!r}, not the server's")
                 started = time.perf_counter()
                 scores = lm.loglikelihood([Instance("loglikelihood", {}, (CONTEXT, c), i) for i, c in enumerate(CHOICES)])
                 answer = lm.generate_until([Instance("generate_until", {}, (PROMPT, {"until": UNTIL, "max_gen_toks": 24}), 0)])[0]
                 seconds = time.perf_counter() - started
                 readings[(multiplier, tokenized)] = [s for s, _ in scores]
-                print(f"model={name}, {'token ids' if tokenized else 'text':9}: loglikelihood "
+                print(f"model={name}, {'token ids, the server tokenizing' if tokenized else 'text, a local tokenizer':32}: loglikelihood "
                       + ", ".join(f"{c.strip()} {s:+.3f}{' (greedy)' if g else ''}" for c, (s, g) in zip(CHOICES, scores))
                       + f"; generate_until {answer!r}; {seconds:.1f} s")
                 if max(range(len(CHOICES)), key=lambda i: scores[i][0]) != 0:
@@ -90,7 +94,7 @@ def main() -> int:
                 if not answer.strip() or any(stop in answer for stop in UNTIL):
                     failures.append(f"generate_until gave {answer!r}: empty, or holding a stop string")
             if readings[(multiplier, True)] != readings[(multiplier, False)]:
-                failures.append(f"token ids and text read differently at {multiplier:+g}")
+                failures.append(f"the two tokenizers read differently at {multiplier:+g}")
         moved = max(abs(a - b) for a, b in zip(readings[(0.0, True)], readings[(4.0, True)]))
         print(f"largest change of a choice's log-likelihood under steering +4: {moved:.3f}")
         if moved < 0.05:
