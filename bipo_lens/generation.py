@@ -51,7 +51,7 @@ GREEDY = Sampling()
 @torch.no_grad()
 def generate_batch(
     model,
-    prompts: Sequence[str],
+    prompts: Sequence[str | Sequence[int]],
     steering: Sequence[RowSteering],
     strategy: TokenStrategy = TokenStrategy(),
     max_new_tokens: int = 48,
@@ -62,8 +62,8 @@ def generate_batch(
     compile: bool = False,
     stop_strings: Sequence[str] = (),
 ) -> list[str]:
-    """One answer per row: ``prompts[i]`` (full prompt text, see :func:`build_prompt`) steered by
-    ``steering[i]``. Rows run ``batch_size`` at a time, shortest prompts together.
+    """One answer per row: ``prompts[i]`` (full prompt text, see :func:`build_prompt`, or its token
+    ids) steered by ``steering[i]``. Rows run ``batch_size`` at a time, shortest prompts together.
     ``stop_at_eos=False`` generates exactly ``max_new_tokens`` per row (benchmarks); ``on_token(row,
     token_id)`` sees every new token of every row as it is decided (streaming; after a row's stop
     token its row receives padding). ``compile=True``: a static KV cache and transformers' compiled
@@ -74,7 +74,7 @@ def generate_batch(
     if len(prompts) != len(steering):
         raise BipoLensError(f"{len(prompts)} prompts but {len(steering)} row steerings")
     _check_steering(model, steering)
-    tokens = [tokenize_prompt(model, p) for p in prompts]
+    tokens = [tokenize_prompt(model, p) if isinstance(p, str) else list(p) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(tokens[i]))
     answers: list[str] = [""] * len(prompts)
     for start in range(0, len(order), batch_size):

@@ -45,7 +45,7 @@ from bipo_lens.vectors import SteeringVector
 MAX_TOKENS_LIMIT = 2048
 MAX_MULTIPLIER = 100.0
 MAX_STOP_STRINGS = 16  # OpenAI allows 4; harnesses send more (lm-evaluation-harness's task lists)
-MAX_PROMPTS = 64  # prompts scored in one /v1/completions request
+MAX_PROMPTS = 64  # prompts in one /v1/completions request
 MAX_LOGPROBS = 20  # likeliest tokens reported per place
 SCORING = ("logprobs", "top_logprobs", "echo")
 # Settings that change what comes back, which this server does not implement: a request that sets
@@ -72,7 +72,7 @@ class RequestError(ValueError):
 class Job:
     """One request's rows (``n`` samples of one prompt) on their way through the engine."""
 
-    prompt: str
+    prompt: str | list[int]  # text, or token ids
     steering: list[tuple[SteeringVector, float]]
     n: int
     max_tokens: int
@@ -420,40 +420,48 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
         return (max_tokens, n, sampling, parse_steering(body, vectors, model_id), stream, parse_stop(body),
                 stream and options.get("include_usage", False))
 
-    async def run(prompt: str, body: dict, chat: bool):
+    async def run(prompts: list[str | list[int]], body: dict, chat: bool):
+        """Generate ``n`` answers to each prompt (text or token ids), every row of the request
+        submitted at once so that the engine runs them in one batch; choice ``p * n + k`` is prompt
+        ``p``'s ``k``-th answer, as OpenAI numbers them."""
         max_tokens, n, sampling, steering, stream, stop, include_usage = settings(body)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
-        rows = [_Row(model.tokenizer, stops, stop) for _ in range(n)]
+        rows = [_Row(model.tokenizer, stops, stop) for _ in range(n * len(prompts))]
 
-        def on_token(row: int, token: int) -> None:
-            delta = rows[row].add(token)
-            if delta and stream:
-                loop.call_soon_threadsafe(events.put_nowait, ("delta", row, delta))
+        def on_token_from(first: int) -> Callable[[int, int], None]:
+            def on_token(row: int, token: int) -> None:
+                delta = rows[first + row].add(token)
+                if delta and stream:
+                    loop.call_soon_threadsafe(events.put_nowait, ("delta", first + row, delta))
+            return on_token
 
-        def on_done(texts, failure) -> None:
-            loop.call_soon_threadsafe(events.put_nowait, ("done", texts, failure))
+        def on_done_of(p: int) -> Callable:
+            return lambda texts, failure: loop.call_soon_threadsafe(events.put_nowait, ("done", p, texts, failure))
 
-        job = Job(prompt, steering, n, max_tokens, sampling, on_token, on_done, stop)
-        batcher.submit(job)
+        jobs = [Job(prompt, steering, n, max_tokens, sampling, on_token_from(p * n), on_done_of(p), stop)
+                for p, prompt in enumerate(prompts)]
+        for job in jobs:
+            batcher.submit(job)
         ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
-        prompt_tokens = len(tokenize_prompt(model, prompt))
+        prompt_tokens = n * sum(len(tokenize_prompt(model, p) if isinstance(p, str) else p) for p in prompts)
         finish = lambda row: "length" if not row.stopped and len(row.tokens) >= max_tokens else "stop"  # noqa: E731
 
         def usage() -> dict:
             completion_tokens = sum(len(r.tokens) for r in rows)
-            return {"prompt_tokens": prompt_tokens * n, "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens * n + completion_tokens}
+            return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens}
 
         if stream:
             async def events_out():
                 kind = "chat.completion.chunk" if chat else "text_completion"
                 if chat:
-                    for i in range(n):
+                    for i in range(len(rows)):
                         yield _sse({"id": ident, "object": kind, "created": created, "model": model_id,
                                     "choices": [{"index": i, "delta": {"role": "assistant", "content": ""},
                                                  "finish_reason": None}]})
+                finished = 0
                 while True:
                     event = await events.get()
                     if event[0] == "delta":
@@ -462,7 +470,10 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
                         yield _sse({"id": ident, "object": kind, "created": created, "model": model_id,
                                     "choices": [{"index": i, **piece, "finish_reason": None}]})
                         continue
-                    _, _, failure = event
+                    failure = event[3]
+                    finished += failure is None
+                    if failure is None and finished < len(jobs):
+                        continue
                     if failure is not None:
                         yield _sse({"error": {"message": f"generation failed: {failure}", "type": "server_error"}})
                     else:
@@ -480,14 +491,17 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
 
             return StreamingResponse(events_out(), media_type="text/event-stream")
 
-        while True:
+        answers: dict[int, list[str]] = {}
+        while len(answers) < len(jobs):
             event = await events.get()
-            if event[0] == "done":
-                break
-        _, texts, failure = event
-        if failure is not None:
-            message = str(failure) if isinstance(failure, BipoLensError) else f"{type(failure).__name__}: {failure}"
-            return error(500, f"generation failed: {message}", "server_error")
+            if event[0] != "done":
+                continue
+            _, p, texts, failure = event
+            if failure is not None:
+                message = str(failure) if isinstance(failure, BipoLensError) else f"{type(failure).__name__}: {failure}"
+                return error(500, f"generation failed: {message}", "server_error")
+            answers[p] = texts
+        texts = [t for p in range(len(jobs)) for t in answers[p]]
         if chat:
             choices = [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": finish(r),
                         "logprobs": None} for i, (t, r) in enumerate(zip(texts, rows))]
@@ -498,7 +512,7 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
                 "model": model_id, "choices": choices, "usage": usage(),
                 "steering": [{"vector": next(k for k, v in vectors.items() if v is vec), "multiplier": m}
                              for vec, m in steering],
-                "batch_rows": job.batch_rows}
+                "batch_rows": max(job.batch_rows for job in jobs)}
 
     async def score(prompts: list[list[int]], texts: list[str], body: dict):
         """``echo`` / ``logprobs`` on /v1/completions: the prompt's tokens with their log-probabilities
@@ -581,10 +595,7 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
         prompts, texts = parse_prompts(body.get("prompt"), model)
         if body.get("echo") not in (None, False) or body.get("logprobs") not in (None, False):
             return await score(prompts, texts, body)
-        if len(prompts) != 1:
-            raise RequestError("one 'prompt' per request to generate (several are scored with 'echo'/'logprobs')",
-                               "prompt")
-        return await run(texts[0], body, chat=False)
+        return await run(prompts, body, chat=False)
 
     @app.post("/v1/chat/completions")
     async def chat_completions(request: Request):
@@ -600,7 +611,7 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
         prompt = build_chat_prompt(model, turns, system)
         if body.get("logprobs") not in (None, False):
             return await chat_token_logprobs(prompt, body)
-        return await run(prompt, body, chat=True)
+        return await run([prompt], body, chat=True)
 
     return app
 

@@ -268,6 +268,33 @@ def test_chat_logprobs_give_the_answer_token_s_distribution_for_a_b_evaluations(
         chat(client, logprobs=True, max_tokens=5)
 
 
+def test_several_prompts_in_one_completions_request_are_answered_in_one_batch(server, model):
+    """``prompt`` as a list (what a harness sends with a batch size above 1): strings and token ids,
+    each answered as it is alone, choice p * n + k for prompt p's k-th answer, in one engine call;
+    streamed, each choice's pieces make the same answers."""
+    from bipo_lens.models import tokenize_prompt
+
+    base, client = server
+    prompts = ["The capital of France is", "The capital of Germany is"]
+    alone = [client.completions.create(model="smollm2-135m-instruct", prompt=p, max_tokens=8, stop=["."]).choices[0].text
+             for p in prompts]
+    assert alone[0] != alone[1], alone
+    together = client.completions.create(model="smollm2-135m-instruct", max_tokens=8, stop=["."],
+                                         prompt=[*prompts, tokenize_prompt(model, prompts[1])])
+    assert [(c.index, c.text) for c in together.choices] == list(enumerate([*alone, alone[1]]))
+    assert together.model_extra["batch_rows"] == 3  # one engine call for the three
+    streamed = {}
+    for chunk in client.completions.create(model="smollm2-135m-instruct", prompt=prompts, max_tokens=8, stop=["."],
+                                           stream=True):
+        for choice in chunk.choices:
+            streamed[choice.index] = streamed.get(choice.index, "") + choice.text
+    assert [streamed[i].strip() for i in range(2)] == alone
+    sampled = client.completions.create(model="smollm2-135m-instruct", prompt=prompts, max_tokens=8, n=2,
+                                        temperature=1.0, seed=3)
+    assert [c.index for c in sampled.choices] == [0, 1, 2, 3] and sampled.usage.prompt_tokens == 2 * sum(
+        len(tokenize_prompt(model, p)) for p in prompts)
+
+
 def test_concurrent_requests_are_batched_together(server):
     base, client = server
     multipliers = [-2.0, -1.0, 0.0, 1.0, 2.0, 3.0, 0.5, -0.5]
