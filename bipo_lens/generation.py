@@ -97,6 +97,21 @@ def _check_steering(model, steering: Sequence[RowSteering]) -> None:
                 raise BipoLensError(f"multiplier {multiplier} is not a finite number")
 
 
+def _row_terms(steering: Sequence[RowSteering], device: torch.device) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """One steering term per distinct vector: ``(layer, vector, its multiplier per row)``, 0 where a
+    row does not use it (vectors no row uses are left out)."""
+    vectors: dict[int, SteeringVector] = {}
+    for row in steering:
+        for vector, _ in row:
+            vectors.setdefault(id(vector), vector)
+    multipliers = {key: torch.zeros(len(steering)) for key in vectors}
+    for row_index, row in enumerate(steering):
+        for vector, multiplier in row:
+            multipliers[id(vector)][row_index] += float(multiplier)
+    return [(v.layer, v.vector, multipliers[key].to(device)) for key, v in vectors.items()
+            if bool(multipliers[key].any())]
+
+
 @dataclass(frozen=True)
 class ScoredTokens:
     """One token sequence read by the steered model: for each token, its log-probability given the
@@ -113,29 +128,38 @@ class ScoredTokens:
 
 @torch.no_grad()
 def score_tokens(model, rows: Sequence[Sequence[int]], steering: Sequence[RowSteering], top_k: int = 0,
-                 strategy: TokenStrategy = TokenStrategy()) -> list[ScoredTokens]:
+                 strategy: TokenStrategy = TokenStrategy(), batch_size: int = 16) -> list[ScoredTokens]:
     """Log-probabilities of given token sequences under each row's steering: what an evaluation
-    harness reads to score a choice (the sum over a continuation's tokens), from one forward pass per
-    row on the raw twin with the same steering as :func:`generate_batch` (every position of the
-    sequence is prompt). One row at a time: no padding, so positions are exact."""
+    harness reads to score a choice (the sum over a continuation's tokens), from forward passes on
+    the raw twin with the same steering as :func:`generate_batch` (every position of a sequence is
+    prompt). Rows of similar length go ``batch_size`` at a time, padded on the right: under causal
+    attention the padding comes after every real token and changes none of them, and positions
+    count from 0 in every row."""
     if len(rows) != len(steering):
         raise BipoLensError(f"{len(rows)} token rows but {len(steering)} row steerings")
+    if not all(rows):
+        raise BipoLensError("an empty token sequence has nothing to score")
     _check_steering(model, steering)
     raw = model.lens_raw
     device = next(raw.parameters()).device
-    scored = []
-    for ids, row in zip(rows, steering):
-        if not ids:
-            raise BipoLensError("an empty token sequence has nothing to score")
-        terms = [(v.layer, v.vector, float(m)) for v, m in row if m != 0]
-        input_ids = torch.tensor([list(ids)], device=device)
-        with steer_raw_layers(model, terms, strategy):
-            logp = raw(input_ids=input_ids).logits[0].float().log_softmax(-1)
-        chosen = logp[:-1].gather(1, input_ids[0, 1:, None])[:, 0].tolist()
-        best = logp.topk(max(top_k, 1), dim=-1)
-        tops = [list(zip(i[:top_k], v[:top_k])) for i, v in zip(best.indices.tolist(), best.values.tolist())]
-        scored.append(ScoredTokens(list(ids), [None, *chosen], [None, *tops[:-1]], best.indices[-1, 0].item(),
-                                   best.values[-1, 0].item(), tops[-1]))
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    scored: list[ScoredTokens | None] = [None] * len(rows)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        lengths = torch.tensor([len(rows[i]) for i in chunk])
+        input_ids = torch.full((len(chunk), int(lengths.max())), pad_token_id(model), dtype=torch.long)
+        for j, i in enumerate(chunk):
+            input_ids[j, : len(rows[i])] = torch.tensor(list(rows[i]))
+        attention_mask = (torch.arange(input_ids.shape[1])[None] < lengths[:, None]).long()
+        with steer_raw_layers(model, _row_terms([steering[i] for i in chunk], device), strategy, lengths.to(device)):
+            logits = raw(input_ids=input_ids.to(device), attention_mask=attention_mask.to(device)).logits
+        for j, i in enumerate(chunk):
+            logp = logits[j, : len(rows[i])].float().log_softmax(-1)
+            chosen = logp[:-1].gather(1, input_ids[j, 1 : len(rows[i]), None].to(device))[:, 0].tolist()
+            best = logp.topk(max(top_k, 1), dim=-1)
+            tops = [list(zip(t[:top_k], v[:top_k])) for t, v in zip(best.indices.tolist(), best.values.tolist())]
+            scored[i] = ScoredTokens(list(rows[i]), [None, *chosen], [None, *tops[:-1]], best.indices[-1, 0].item(),
+                                     best.values[-1, 0].item(), tops[-1])
     return scored
 
 
@@ -213,17 +237,7 @@ def _generate_chunk(model, tokens: list[list[int]], steering: list[RowSteering],
     pad = pad_token_id(model)
     input_ids, attention_mask = left_pad(tokens, pad)
     width = input_ids.shape[1]
-    # One term per distinct vector: its multiplier per row (0 where a row does not use it).
-    vectors: dict[int, SteeringVector] = {}
-    for row in steering:
-        for vector, _ in row:
-            vectors.setdefault(id(vector), vector)
-    multipliers = {key: torch.zeros(len(tokens)) for key in vectors}
-    for row_index, row in enumerate(steering):
-        for vector, multiplier in row:
-            multipliers[id(vector)][row_index] += float(multiplier)
-    terms = [(v.layer, v.vector, multipliers[key].to(device)) for key, v in vectors.items()
-             if bool(multipliers[key].any())]
+    terms = _row_terms(steering, device)
     stops = stop_token_ids(model)
     config = generation_config(model, max_new_tokens, sampling, stop_at_eos, compile, prompt_width=width,
                                stop_strings=stop_strings)

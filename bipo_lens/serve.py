@@ -34,7 +34,7 @@ import queue
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from bipo_lens.errors import BipoLensError
@@ -150,11 +150,20 @@ class Batcher:
             start += job.n
 
     def _score(self, jobs: list[Job]) -> None:
-        for job in jobs:  # each its own forward pass (no padding): the one answer is the scores
-            try:
-                job.on_done(score_tokens(self.model, [job.score_tokens], [job.steering], job.top_k), None)
-            except BaseException as e:  # noqa: BLE001  (a 500 for this request)
+        """Every waiting prompt to score in batched forward passes (each job reports as many likeliest
+        tokens as it asked for)."""
+        try:
+            self.batches.append(len(jobs))
+            found = score_tokens(self.model, [job.score_tokens for job in jobs], [job.steering for job in jobs],
+                                 max(job.top_k for job in jobs), batch_size=self.max_rows)
+        except BaseException as e:  # noqa: BLE001  (handed to each request as a 500)
+            for job in jobs:
                 job.on_done(None, e)
+            return
+        for job, scores in zip(jobs, found):
+            job.batch_rows = len(jobs)
+            job.on_done([replace(scores, top=[None if t is None else t[: job.top_k] for t in scores.top],
+                                 next_top=scores.next_top[: job.top_k])], None)
 
 
 class _Row:
@@ -537,15 +546,18 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
         return scored_reply("text_completion", choices, prompts, max_tokens, steering)
 
     async def scored(prompts: list[list[int]], texts: list[str], steering: list, top_k: int):
-        """Each prompt scored in the engine's thread (:func:`score_tokens`), or the 500 reply."""
+        """The prompts scored in the engine's thread (:func:`score_tokens`), submitted together so
+        that they share forward passes (with other requests' too), or the 500 reply."""
         loop = asyncio.get_running_loop()
-        found = []
+        futures = []
         for ids, text in zip(prompts, texts):
             done: asyncio.Future = loop.create_future()
             batcher.submit(Job(text, steering, 1, 1, GREEDY, lambda row, token: None,
                                lambda rows, failure, done=done: loop.call_soon_threadsafe(done.set_result, (rows, failure)),
                                score_tokens=ids, top_k=top_k))
-            rows, failure = await done
+            futures.append(done)
+        found = []
+        for rows, failure in await asyncio.gather(*futures):
             if failure is not None:
                 message = str(failure) if isinstance(failure, BipoLensError) else f"{type(failure).__name__}: {failure}"
                 return error(500, f"scoring failed: {message}", "server_error")

@@ -205,11 +205,13 @@ def test_prompt_log_probabilities_as_evaluation_harnesses_ask_for_them(server, m
     for multiplier in (0.0, 4.0):
         with torch.no_grad(), steer(model, [power], [multiplier]):
             logp = model(torch.tensor([ids])).float().log_softmax(-1)[0]
-        reply = client.completions.create(model="smollm2-135m-instruct", prompt=[context + continuation, ids], max_tokens=1,
+        reply = client.completions.create(model="smollm2-135m-instruct", prompt=[context + continuation, ids, context], max_tokens=1,
                                           logprobs=1, echo=True, temperature=0, seed=1234,
                                           extra_body={"steering": {"power": multiplier}})
-        first, second = reply.choices
+        first, second, shorter = reply.choices
         assert first.logprobs == second.logprobs and first.text == second.text  # text and token ids alike
+        # Scored in one padded batch, the shorter prompt reads as the longer one's beginning.
+        assert shorter.logprobs.token_logprobs[1:-1] == pytest.approx(first.logprobs.token_logprobs[1:ctxlen], abs=1e-4)
         got = first.logprobs
         assert "".join(got.tokens[:-1]) == context + continuation and got.token_logprobs[0] is None
         assert got.token_logprobs[1:-1] == pytest.approx([logp[i, t].item() for i, t in enumerate(ids[1:])], abs=2e-3)
@@ -219,7 +221,7 @@ def test_prompt_log_probabilities_as_evaluation_harnesses_ask_for_them(server, m
         read[multiplier], texts[multiplier] = sum(continuation_logprobs), first.text
         greedy = all(lp == max(top.values()) for lp, top in zip(continuation_logprobs, tops))
         assert greedy == all(int(logp[i - 1].argmax()) == ids[i] for i in range(ctxlen, len(ids)))
-        assert reply.usage.prompt_tokens == 2 * len(ids) and reply.usage.completion_tokens == 2
+        assert reply.usage.prompt_tokens == 2 * len(ids) + ctxlen and reply.usage.completion_tokens == 3
     assert abs(read[4.0] - read[0.0]) > 0.05, read
     alone = client.completions.create(model="smollm2-135m-instruct", prompt=context + continuation, max_tokens=1)
     assert alone.choices[0].text == texts[0.0][len(context + continuation):].strip()  # generation's first token too
