@@ -112,6 +112,9 @@ def _row_terms(steering: Sequence[RowSteering], device: torch.device) -> list[tu
             if bool(multipliers[key].any())]
 
 
+SCORING_LOGITS = 2**27  # logits in one scoring pass (512 MB in float32)
+
+
 @dataclass(frozen=True)
 class ScoredTokens:
     """One token sequence read by the steered model: for each token, its log-probability given the
@@ -132,9 +135,11 @@ def score_tokens(model, rows: Sequence[Sequence[int]], steering: Sequence[RowSte
     """Log-probabilities of given token sequences under each row's steering: what an evaluation
     harness reads to score a choice (the sum over a continuation's tokens), from forward passes on
     the raw twin with the same steering as :func:`generate_batch` (every position of a sequence is
-    prompt). Rows of similar length go ``batch_size`` at a time, padded on the right: under causal
-    attention the padding comes after every real token and changes none of them, and positions
-    count from 0 in every row."""
+    prompt). Rows of similar length go together, up to ``batch_size`` of them and
+    :data:`SCORING_LOGITS` logits a pass (the logits of every position are the largest tensor: a
+    64-row batch of 600-token prompts would need 7.5 GB of them for a 49k vocabulary), padded on the
+    right: under causal attention the padding comes after every real token and changes none of them,
+    and positions count from 0 in every row."""
     if len(rows) != len(steering):
         raise BipoLensError(f"{len(rows)} token rows but {len(steering)} row steerings")
     if not all(rows):
@@ -143,9 +148,14 @@ def score_tokens(model, rows: Sequence[Sequence[int]], steering: Sequence[RowSte
     raw = model.lens_raw
     device = next(raw.parameters()).device
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]))
+    vocabulary = raw.get_output_embeddings().weight.shape[0]
+    chunks: list[list[int]] = [[]]
+    for i in order:  # shortest first: a chunk's last row is its widest
+        if chunks[-1] and (len(chunks[-1]) >= batch_size or (len(chunks[-1]) + 1) * len(rows[i]) * vocabulary > SCORING_LOGITS):
+            chunks.append([])
+        chunks[-1].append(i)
     scored: list[ScoredTokens | None] = [None] * len(rows)
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+    for chunk in chunks:
         lengths = torch.tensor([len(rows[i]) for i in chunk])
         input_ids = torch.full((len(chunk), int(lengths.max())), pad_token_id(model), dtype=torch.long)
         for j, i in enumerate(chunk):

@@ -136,3 +136,30 @@ def test_demo_answers_are_language_and_move_with_the_multiplier(model, tmp_path)
     for question in {a["question"] for a in answers}:
         texts = {a["multiplier"]: a["answer"] for a in answers if a["method"] == "CAA" and a["question"] == question}
         assert texts[-2.0] != texts[0.0] and texts[2.0] != texts[0.0], texts
+
+
+def test_scoring_in_padded_batches_reads_as_one_row_at_a_time(model, monkeypatch):
+    """``score_tokens``: rows of different lengths, each with its own steering, scored in one
+    right-padded pass read as they do alone (a logits budget of one row forces that), in the order
+    given, whatever order the passes take them in."""
+    from bipo_lens import generation
+
+    rows = [tokenize_prompt(model, text) for text in (
+        "The capital of France is Paris.", "Hi", "A much longer sentence about the sea, the sky and the birds above.")]
+    steering = [[(random_vector(1, 8.0), 1.0)], [], [(random_vector(1, 8.0), -2.0), (random_vector(2, 4.0, 9), 1.0)]]
+    passes = []
+    handle = model.lens_raw.register_forward_pre_hook(lambda module, args, kwargs: passes.append(
+        kwargs["input_ids"].shape[0]), with_kwargs=True)
+    try:
+        together = generation.score_tokens(model, rows, steering, top_k=3)
+        monkeypatch.setattr(generation, "SCORING_LOGITS", 1)  # one row a pass
+        alone = generation.score_tokens(model, rows, steering, top_k=3)
+    finally:
+        handle.remove()
+    assert passes == [3, 1, 1, 1]  # the logits budget splits the batch
+    assert [s.tokens for s in together] == [s.tokens for s in alone] == rows
+    for a, b in zip(together, alone):
+        assert a.logprobs[0] is None and a.logprobs[1:] == pytest.approx(b.logprobs[1:], abs=1e-4)
+        assert a.next_token == b.next_token and [t for t, _ in a.next_top] == [t for t, _ in b.next_top]
+    unsteered = generation.score_tokens(model, rows[:1], [[]])[0]
+    assert unsteered.logprobs[1:] != pytest.approx(alone[0].logprobs[1:], abs=1e-2)  # the steering reached the pass
