@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(chat)
 
     serve = commands.add_parser("serve", help="an OpenAI-compatible server with steering vectors (see README)")
-    serve.add_argument("--vector", action="append", default=[], help="NAME=FILE, repeatable")
+    serve.add_argument("--vector", action="append", default=[],
+                       help='NAME=FILE, repeatable; a request steers with "steering": {NAME: X} or "model": "NAME@X"')
     serve.add_argument("--model", default=None, help="default: the first vector's model")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=_port, default=8000)

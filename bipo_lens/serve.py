@@ -653,6 +653,7 @@ def serve(model, vectors: dict[str, SteeringVector], host: str = "127.0.0.1", po
     import uvicorn
 
     app = create_app(model, vectors)
-    print(f"serving {model.lens_info.model_id} with vectors {', '.join(vectors) or '(none)'} on http://{host}:{port}/v1",
-          flush=True)
+    print(f"serving {model.lens_info.model_id} with vectors {', '.join(vectors) or '(none)'} on http://{host}:{port}/v1"
+          + (f' (a request steers with "steering": {{"{next(iter(vectors))}": 1.5}} or "model": "{next(iter(vectors))}@1.5")'
+             if vectors else ""), flush=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
