@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Each rewritten test must fail when the behaviour it names is broken on purpose (issue 17).
-# Run by hand: tests/mutations.sh (about 109 min on 2 cores, 176 lines); each line must say "caught". A line that says
+# Run by hand: tests/mutations.sh (about 109 min on 2 cores, 177 lines); each line must say "caught". A line that says
 # "stale" names a mutation whose code line is gone: rewrite it against the code as it is now.
 cd "$(dirname "$0")/.."
 run() {  # name, file, python-replace old, new, test ids...
@@ -221,3 +221,4 @@ run several_prompts_answers_reordered bipo_lens/serve.py '        texts = [t for
 run scores_read_from_the_padding bipo_lens/generation.py '            logp = logits[j, : len(rows[i])].float().log_softmax(-1)' '            logp = logits[j, -len(rows[i]) :].float().log_softmax(-1)' tests/test_serve.py::test_prompt_log_probabilities_as_evaluation_harnesses_ask_for_them
 run scoring_ignores_logits_budget bipo_lens/generation.py '(len(chunks[-1]) + 1) * len(rows[i]) * vocabulary > SCORING_LOGITS)' 'False)' tests/test_generation.py::test_scoring_in_padded_batches_reads_as_one_row_at_a_time
 run scoring_rows_out_of_order bipo_lens/generation.py '            scored[i] = ScoredTokens(' '            scored[order.index(i) if i else i] = ScoredTokens(' tests/test_generation.py::test_scoring_in_padded_batches_reads_as_one_row_at_a_time
+run judge_loses_the_endpoint_s_reason bipo_lens/evaluation/judge.py '                reason = json.loads(e.read())["error"]["message"]' '                reason = ""' tests/test_serve.py::test_openai_judge_rates_answers_through_an_openai_compatible_server

@@ -354,6 +354,9 @@ def test_openai_judge_rates_answers_through_an_openai_compatible_server(server, 
                                                       answer=pair.matching)}]).choices[0].message.content
         expected = rating(reply)
         assert (score == expected) if expected == expected else score != score, (reply, score)
+    monkeypatch.setenv("BIPO_LENS_JUDGE_MODEL", "gpt-4o-mini")  # the default, which this server does not serve
+    with pytest.raises(BipoLensError, match="404.*'gpt-4o-mini' is not served here.*BIPO_LENS_JUDGE_MODEL"):
+        make_judge("openai", "power-seeking").scores(["x"], pairs[:1])
     monkeypatch.setenv("OPENAI_BASE_URL", base.rsplit(":", 1)[0] + ":1/v1")  # nothing listens there
     with pytest.raises(BipoLensError, match="judge endpoint .* failed"):
         judge.__class__("power-seeking").scores(["x"], pairs[:1])

@@ -28,6 +28,7 @@ import importlib.util
 import json
 import os
 import re
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -185,6 +186,13 @@ class OpenAIJudge:
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
                 text = json.load(response)["choices"][0]["message"]["content"]
+        except urllib.error.HTTPError as e:  # the endpoint's own reason (OpenAI's error body), not just the status
+            try:
+                reason = json.loads(e.read())["error"]["message"]
+            except (OSError, KeyError, TypeError, ValueError):
+                reason = ""
+            raise BipoLensError(f"judge endpoint {self.url} failed: {e}" + (f": {reason}" if reason else "")
+                                + (" (BIPO_LENS_JUDGE_MODEL names the model)" if e.code == 404 else "")) from None
         except (OSError, KeyError, ValueError) as e:
             raise BipoLensError(f"judge endpoint {self.url} failed: {e}") from None
         return rating(text)
