@@ -72,7 +72,7 @@ class RequestError(ValueError):
 class Job:
     """One request's rows (``n`` samples of one prompt) on their way through the engine."""
 
-    prompt: str | list[int]  # text, or token ids
+    prompt: str | list[int]  # text, or token ids (the server sends ids)
     steering: list[tuple[SteeringVector, float]]
     n: int
     max_tokens: int
@@ -358,6 +358,10 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
         return JSONResponse(status_code=status, content={"error": {"message": message, "type": kind, "param": param,
                                                                    "code": code}})
 
+    def engine_failed(what: str, failure: BaseException) -> JSONResponse:
+        message = str(failure) if isinstance(failure, BipoLensError) else f"{type(failure).__name__}: {failure}"
+        return error(500, f"{what} failed: {message}", "server_error")
+
     @app.exception_handler(RequestError)
     async def request_error(request, e: RequestError):
         return error(e.status, str(e), "invalid_request_error", e.param, e.code)
@@ -429,8 +433,8 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
         return (max_tokens, n, sampling, parse_steering(body, vectors, model_id), stream, parse_stop(body),
                 stream and options.get("include_usage", False))
 
-    async def run(prompts: list[str | list[int]], body: dict, chat: bool):
-        """Generate ``n`` answers to each prompt (text or token ids), every row of the request
+    async def run(prompts: list[list[int]], body: dict, chat: bool):
+        """Generate ``n`` answers to each prompt (token ids, tokenized once), every row of the request
         submitted at once so that the engine runs them in one batch; choice ``p * n + k`` is prompt
         ``p``'s ``k``-th answer, as OpenAI numbers them."""
         max_tokens, n, sampling, steering, stream, stop, include_usage = settings(body)
@@ -454,7 +458,7 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
             batcher.submit(job)
         ident = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex[:24]
         created = int(time.time())
-        prompt_tokens = n * sum(len(tokenize_prompt(model, p) if isinstance(p, str) else p) for p in prompts)
+        prompt_tokens = n * sum(len(p) for p in prompts)
         finish = lambda row: "length" if not row.stopped and len(row.tokens) >= max_tokens else "stop"  # noqa: E731
 
         def usage() -> dict:
@@ -507,8 +511,7 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
                 continue
             _, p, texts, failure = event
             if failure is not None:
-                message = str(failure) if isinstance(failure, BipoLensError) else f"{type(failure).__name__}: {failure}"
-                return error(500, f"generation failed: {message}", "server_error")
+                return engine_failed("generation", failure)
             answers[p] = texts
         texts = [t for p in range(len(jobs)) for t in answers[p]]
         if chat:
@@ -559,8 +562,7 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
         found = []
         for rows, failure in await asyncio.gather(*futures):
             if failure is not None:
-                message = str(failure) if isinstance(failure, BipoLensError) else f"{type(failure).__name__}: {failure}"
-                return error(500, f"scoring failed: {message}", "server_error")
+                return engine_failed("scoring", failure)
             found.append(rows[0])
         return found
 
@@ -573,7 +575,7 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
                 "steering": [{"vector": next(k for k, v in vectors.items() if v is vec), "multiplier": m}
                              for vec, m in steering]}
 
-    async def chat_token_logprobs(prompt: str, body: dict):
+    async def chat_token_logprobs(prompt: str, ids: list[int], body: dict):
         """``logprobs`` on /v1/chat/completions: one answer token with its log-probability and the
         ``top_logprobs`` likeliest first tokens (what an A/B evaluation reads: p("A") against p("B")
         at the answer's first token), under the request's steering."""
@@ -587,7 +589,6 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
             raise RequestError("with 'logprobs' the server scores one greedy answer token: max_tokens 1, "
                                "temperature 0, n 1, no stream, no stop", "logprobs")
         steering = parse_steering(body, vectors, model_id)
-        ids = tokenize_prompt(model, prompt)
         found = await scored([ids], [prompt], steering, top_k)
         if isinstance(found, JSONResponse):
             return found
@@ -621,9 +622,10 @@ def create_app(model, vectors: dict[str, SteeringVector], batcher: Batcher | Non
         system = messages[0]["content"] if messages[0]["role"] == "system" else DEFAULT_SYSTEM_PROMPT
         turns = [m for m in messages if m["role"] != "system"]
         prompt = build_chat_prompt(model, turns, system)
+        ids = tokenize_prompt(model, prompt)
         if body.get("logprobs") not in (None, False):
-            return await chat_token_logprobs(prompt, body)
-        return await run([prompt], body, chat=True)
+            return await chat_token_logprobs(prompt, ids, body)
+        return await run([ids], body, chat=True)
 
     return app
 

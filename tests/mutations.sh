@@ -211,8 +211,8 @@ run unknown_model_name_unsteered bipo_lens/serve.py '    if vector not in vector
         served' '    if False:
         served' tests/test_serve.py::test_models_and_steered_chat_through_the_openai_client
 run chat_logprobs_unsteered bipo_lens/serve.py '        steering = parse_steering(body, vectors, model_id)
-        ids = tokenize_prompt(model, prompt)' '        steering = []
-        ids = tokenize_prompt(model, prompt)' tests/test_serve.py::test_chat_logprobs_give_the_answer_token_s_distribution_for_a_b_evaluations
+        found = await scored([ids]' '        steering = []
+        found = await scored([ids]' tests/test_serve.py::test_chat_logprobs_give_the_answer_token_s_distribution_for_a_b_evaluations
 run next_token_rivals_one_place_early bipo_lens/generation.py 'best.values[-1, 0].item(), tops[-1]))' 'best.values[-1, 0].item(), tops[-2]))' tests/test_serve.py::test_chat_logprobs_give_the_answer_token_s_distribution_for_a_b_evaluations
 run tokenize_endpoint_drops_a_token bipo_lens/serve.py 'tokens = model.tokenizer(prompt, add_special_tokens=special)["input_ids"]' 'tokens = model.tokenizer(prompt, add_special_tokens=special)["input_ids"][:-1]' tests/test_serve.py::test_prompt_log_probabilities_as_evaluation_harnesses_ask_for_them
 run detokenize_endpoint_skips_special_tokens bipo_lens/serve.py 'return {"prompt": model.tokenizer.decode(tokens)}' 'return {"prompt": model.tokenizer.decode(tokens, skip_special_tokens=True)}' tests/test_serve.py::test_prompt_log_probabilities_as_evaluation_harnesses_ask_for_them
